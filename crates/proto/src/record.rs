@@ -1,0 +1,136 @@
+//! Field rules of a record (PROTOCOL.md §1), applied only after the signature holds.
+
+use crate::envelope::Clock;
+use crate::{Reason, MAX_FUTURE_MS, MAX_SAFE_INTEGER};
+use serde_json::value::RawValue;
+use std::borrow::Cow;
+
+/// A verified, validated record, borrowing from the envelope it came in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record<'a> {
+    pub dev: &'a str,
+    pub seq: u64,
+    /// Unix epoch milliseconds, UTC.
+    pub ts: u64,
+    pub lat: Option<f64>,
+    pub lon: Option<f64>,
+    pub alt: Option<f64>,
+    pub spd: Option<f64>,
+    pub hdg: Option<f64>,
+    pub acc: Option<f64>,
+    pub bat: Option<f64>,
+    pub tmp: Option<f64>,
+    /// Vendor object, byte for byte as transmitted.
+    pub ext: Option<&'a str>,
+    /// The whole record, byte for byte as signed: the ground truth kept with the row.
+    pub text: &'a str,
+}
+
+const KNOWN: [&str; 12] = ["dev", "seq", "ts", "lat", "lon", "alt", "spd", "hdg", "acc", "bat", "tmp", "ext"];
+
+pub(crate) fn validate<'a>(
+    text: &'a str,
+    dev: &'a str,
+    members: &[(Cow<'a, str>, &'a RawValue)],
+    clock: Clock,
+) -> Result<Record<'a>, Reason> {
+    if members.iter().any(|(name, _)| !KNOWN.contains(&name.as_ref())) {
+        return Err(Reason::UnknownField);
+    }
+    let get = |name: &str| members.iter().find(|(n, _)| n == name).map(|(_, v)| v.get());
+    let number = |name: &str| get(name).map(number).transpose();
+
+    let seq = integer(get("seq").ok_or(Reason::BadValue)?)?;
+    let ts = integer(get("ts").ok_or(Reason::BadValue)?)?;
+    let (lat, lon) = match (number("lat")?, number("lon")?) {
+        (Some(lat), Some(lon)) => (Some(lat), Some(lon)),
+        (None, None) => (None, None),
+        _ => return Err(Reason::BadValue),
+    };
+    let rec = Record {
+        dev,
+        seq,
+        ts,
+        lat,
+        lon,
+        alt: number("alt")?,
+        spd: number("spd")?,
+        hdg: number("hdg")?,
+        acc: number("acc")?,
+        bat: number("bat")?,
+        tmp: number("tmp")?,
+        ext: get("ext").map(|e| if e.starts_with('{') { Ok(e) } else { Err(Reason::BadValue) }).transpose()?,
+        text,
+    };
+    let in_range = |v: Option<f64>, ok: fn(f64) -> bool| v.is_none_or(ok);
+    if !(in_range(rec.lat, |v| (-90.0..=90.0).contains(&v))
+        && in_range(rec.lon, |v| (-180.0..=180.0).contains(&v))
+        && in_range(rec.spd, |v| v >= 0.0)
+        && in_range(rec.hdg, |v| (0.0..360.0).contains(&v))
+        && in_range(rec.acc, |v| v >= 0.0)
+        && in_range(rec.bat, |v| (0.0..=100.0).contains(&v)))
+    {
+        return Err(Reason::BadValue);
+    }
+    let oldest = clock.now_ms.saturating_sub(clock.retention_ms);
+    if ts > clock.now_ms.saturating_add(MAX_FUTURE_MS) || ts < oldest {
+        return Err(Reason::TsOutOfRange);
+    }
+    Ok(rec)
+}
+
+/// `seq` and `ts`: a plain integer token, `0` or `[1-9][0-9]*`, at most 2^53 - 1.
+fn integer(token: &str) -> Result<u64, Reason> {
+    let b = token.as_bytes();
+    let plain = token == "0" || (matches!(b.first(), Some(b'1'..=b'9')) && b.iter().all(u8::is_ascii_digit));
+    if !plain || token.len() > 16 {
+        return Err(Reason::BadValue);
+    }
+    let v: u64 = token.parse().map_err(|_| Reason::BadValue)?;
+    if v > MAX_SAFE_INTEGER {
+        return Err(Reason::BadValue);
+    }
+    Ok(v)
+}
+
+/// Any other number: a JSON number token of at most 32 characters, finite as an IEEE double.
+/// `-0` is stored as `0`.
+fn number(token: &str) -> Result<f64, Reason> {
+    let is_number = matches!(token.as_bytes().first(), Some(b'-' | b'0'..=b'9'));
+    if !is_number || token.len() > 32 {
+        return Err(Reason::BadValue);
+    }
+    let v: f64 = token.parse().map_err(|_| Reason::BadValue)?;
+    if !v.is_finite() {
+        return Err(Reason::BadValue);
+    }
+    Ok(v + 0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integers_are_plain_tokens() {
+        assert_eq!(integer("0"), Ok(0));
+        assert_eq!(integer("42"), Ok(42));
+        assert_eq!(integer("9007199254740991"), Ok(MAX_SAFE_INTEGER));
+        for bad in ["9007199254740992", "42.0", "4.2e1", "-1", "-0", "\"42\"", "null", "true", "99999999999999999999"] {
+            assert_eq!(integer(bad), Err(Reason::BadValue), "{bad}");
+        }
+    }
+
+    #[test]
+    fn numbers_are_short_and_finite() {
+        assert_eq!(number("3.2"), Ok(3.2));
+        assert_eq!(number("-0").map(f64::to_bits), Ok(0f64.to_bits()));
+        assert_eq!(number("1e2"), Ok(100.0));
+        assert_eq!(number(&format!("1.{}", "0".repeat(30))), Ok(1.0));
+        assert_eq!(number(&format!("1.{}", "0".repeat(31))), Err(Reason::BadValue));
+        assert_eq!(number("1e999"), Err(Reason::BadValue));
+        assert_eq!(number("\"1\""), Err(Reason::BadValue));
+        assert_eq!(number("null"), Err(Reason::BadValue));
+        assert_eq!(number("[1]"), Err(Reason::BadValue));
+    }
+}
