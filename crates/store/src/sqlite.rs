@@ -1,0 +1,509 @@
+//! The embedded SQLite backend: WAL, one writer at a time, multi-row inserts sized under the
+//! bind-parameter limit, migrations embedded in the binary.
+
+use crate::model::{KeyInfo, Kind, Outcome, Principal, PrincipalInfo, RejectRow, Row, StoredPosition};
+use crate::{MasterKey, OpenOptions, StoreError};
+use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Row as _};
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::str::FromStr;
+use std::time::Duration;
+use trackgate_proto::envelope::ActiveKey;
+use trackgate_proto::{ids, Secret};
+
+/// SQLite allows this many bound parameters in one statement.
+const MAX_BIND_PARAMS: usize = 32_766;
+const POSITION_COLUMNS: usize = 15;
+const LATEST_COLUMNS: usize = 12;
+const REJECT_COLUMNS: usize = 8;
+const MASTER_CHECK_AAD: &[u8] = b"trackgate master key check";
+
+/// Tuning of the embedded database.
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    /// `synchronous=FULL` (survives power loss) rather than `NORMAL` (survives a process crash).
+    pub synchronous_full: bool,
+    /// Page cache per connection, in MiB.
+    pub cache_mib: u32,
+    /// WAL pages written before an automatic checkpoint.
+    pub wal_autocheckpoint_pages: u32,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        SqliteOptions { synchronous_full: true, cache_mib: 32, wal_autocheckpoint_pages: 10_000 }
+    }
+}
+
+/// The schema, embedded: applied in version order, each once, recorded by sqlx.
+#[derive(Debug)]
+struct Embedded;
+
+const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "init", include_str!("../migrations/sqlite/0001_init.sql"))];
+
+impl MigrationSource<'static> for Embedded {
+    fn resolve(
+        self,
+    ) -> Pin<Box<dyn Future<Output = Result<Vec<Migration>, sqlx::error::BoxDynError>> + Send + 'static>> {
+        Box::pin(async {
+            Ok(MIGRATIONS
+                .iter()
+                .map(|&(v, d, sql)| Migration::new(v, Cow::Borrowed(d), MigrationType::Simple, Cow::Borrowed(sql), false))
+                .collect())
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Sqlite {
+    pool: SqlitePool,
+    master: MasterKey,
+}
+
+fn key_aad(owner: &str, kid: &str) -> Vec<u8> {
+    format!("trackgate key\n{owner}/{kid}").into_bytes()
+}
+
+fn check_id(what: &'static str, value: &str) -> Result<(), StoreError> {
+    let (ok, max) = if what == "key id" { (ids::is_valid_kid(value), 32) } else { (ids::is_valid_id(value), 64) };
+    if ok { Ok(()) } else { Err(StoreError::InvalidId { what, value: value.to_owned(), max }) }
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+impl Sqlite {
+    pub(crate) async fn open(opts: &OpenOptions, master: MasterKey) -> Result<Self, StoreError> {
+        let s = &opts.sqlite;
+        let connect = SqliteConnectOptions::from_str(&opts.url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(if s.synchronous_full { SqliteSynchronous::Full } else { SqliteSynchronous::Normal })
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true)
+            .pragma("cache_size", format!("-{}", u64::from(s.cache_mib) * 1024))
+            .pragma("wal_autocheckpoint", s.wal_autocheckpoint_pages.to_string())
+            .pragma("temp_store", "memory");
+        let pool = SqlitePoolOptions::new()
+            .max_connections(opts.max_connections.max(2))
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(connect)
+            .await?;
+        Migrator::new(Embedded).await?.run(&pool).await?;
+        let db = Sqlite { pool, master };
+        db.check_master_key().await?;
+        Ok(db)
+    }
+
+    /// The first open seals a known value; every later open must be able to open it, so a wrong
+    /// master key is reported at start rather than as failed signatures later.
+    async fn check_master_key(&self) -> Result<(), StoreError> {
+        let stored: Option<Vec<u8>> = sqlx::query_scalar("SELECT value FROM meta WHERE key = 'master_key_check'")
+            .fetch_optional(&self.pool)
+            .await?;
+        match stored {
+            Some(sealed) => {
+                self.master.open(MASTER_CHECK_AAD, &sealed).map_err(|_| StoreError::WrongMasterKey)?;
+            }
+            None => {
+                sqlx::query("INSERT INTO meta (key, value) VALUES ('master_key_check', ?)")
+                    .bind(self.master.seal(MASTER_CHECK_AAD, b"trackgate"))
+                    .execute(&self.pool)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub(crate) async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    pub(crate) async fn write_batch(&self, rows: &[Row], rejects: &[RejectRow]) -> Result<Vec<Outcome>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+
+        // The first row of each (device, seq) in the batch; later ones can only be resends.
+        let mut first: HashMap<(&str, i64), usize> = HashMap::with_capacity(rows.len());
+        for (i, r) in rows.iter().enumerate() {
+            first.entry((r.device_id.as_str(), r.seq)).or_insert(i);
+        }
+        let mut outcomes: Vec<Option<Outcome>> = vec![None; rows.len()];
+        for chunk in rows.chunks(MAX_BIND_PARAMS / POSITION_COLUMNS) {
+            let mut q = QueryBuilder::new(
+                "INSERT INTO positions (device_id, seq, ts, lat, lon, alt, spd, hdg, acc, bat, tmp, ext, record, kid, received_ms) ",
+            );
+            q.push_values(chunk, |mut b, r| {
+                b.push_bind(r.device_id.as_str())
+                    .push_bind(r.seq)
+                    .push_bind(r.ts)
+                    .push_bind(r.lat)
+                    .push_bind(r.lon)
+                    .push_bind(r.alt)
+                    .push_bind(r.spd)
+                    .push_bind(r.hdg)
+                    .push_bind(r.acc)
+                    .push_bind(r.bat)
+                    .push_bind(r.tmp)
+                    .push_bind(r.ext.as_deref())
+                    .push_bind(r.record.as_str())
+                    .push_bind(r.kid.as_str())
+                    .push_bind(r.received_ms);
+            });
+            q.push(" ON CONFLICT DO NOTHING RETURNING device_id, seq");
+            for returned in q.build().fetch_all(&mut *tx).await? {
+                let key = (returned.try_get::<&str, _>(0)?, returned.try_get::<i64, _>(1)?);
+                if let Some(&i) = first.get(&key) {
+                    outcomes[i] = Some(Outcome::Inserted);
+                }
+            }
+        }
+        // The rare path: rows not inserted are resends; equal text is a duplicate, other a conflict.
+        for (i, r) in rows.iter().enumerate() {
+            if outcomes[i].is_none() {
+                let stored: String =
+                    sqlx::query_scalar("SELECT record FROM positions WHERE device_id = ? AND seq = ?")
+                        .bind(&r.device_id)
+                        .bind(r.seq)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                outcomes[i] = Some(if stored == r.record { Outcome::Duplicate } else { Outcome::Conflict });
+            }
+        }
+        let outcomes: Vec<Outcome> = outcomes.into_iter().map(|o| o.unwrap_or(Outcome::Conflict)).collect();
+
+        // The newest positioned inserted row of each device moves its marker, if newer.
+        let mut newest: HashMap<&str, &Row> = HashMap::new();
+        for (r, o) in rows.iter().zip(&outcomes) {
+            if *o == Outcome::Inserted && r.lat.is_some() && r.lon.is_some() {
+                newest
+                    .entry(r.device_id.as_str())
+                    .and_modify(|cur| {
+                        if (r.ts, r.seq) > (cur.ts, cur.seq) {
+                            *cur = r;
+                        }
+                    })
+                    .or_insert(r);
+            }
+        }
+        let newest: Vec<&Row> = newest.into_values().collect();
+        for chunk in newest.chunks(MAX_BIND_PARAMS / LATEST_COLUMNS) {
+            let mut q = QueryBuilder::new(
+                "INSERT INTO latest_positions (device_id, seq, ts, lat, lon, alt, spd, hdg, acc, bat, tmp, received_ms) ",
+            );
+            q.push_values(chunk, |mut b, r| {
+                b.push_bind(r.device_id.as_str())
+                    .push_bind(r.seq)
+                    .push_bind(r.ts)
+                    .push_bind(r.lat)
+                    .push_bind(r.lon)
+                    .push_bind(r.alt)
+                    .push_bind(r.spd)
+                    .push_bind(r.hdg)
+                    .push_bind(r.acc)
+                    .push_bind(r.bat)
+                    .push_bind(r.tmp)
+                    .push_bind(r.received_ms);
+            });
+            q.push(
+                " ON CONFLICT (device_id) DO UPDATE SET seq = excluded.seq, ts = excluded.ts, lat = excluded.lat, \
+                 lon = excluded.lon, alt = excluded.alt, spd = excluded.spd, hdg = excluded.hdg, acc = excluded.acc, \
+                 bat = excluded.bat, tmp = excluded.tmp, received_ms = excluded.received_ms \
+                 WHERE excluded.ts > latest_positions.ts",
+            );
+            q.build().execute(&mut *tx).await?;
+        }
+
+        for chunk in rejects.chunks(MAX_BIND_PARAMS / REJECT_COLUMNS) {
+            let mut q = QueryBuilder::new(
+                "INSERT INTO rejects (received_ms, transport, key_name, device_id, idx, reason, envelope) ",
+            );
+            q.push_values(chunk, |mut b, r| {
+                b.push_bind(r.received_ms)
+                    .push_bind(r.transport)
+                    .push_bind(r.key_name.as_deref())
+                    .push_bind(r.device_id.as_deref())
+                    .push_bind(r.index)
+                    .push_bind(r.reason)
+                    .push_bind(r.envelope.as_str());
+            });
+            q.build().execute(&mut *tx).await?;
+        }
+
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+
+    pub(crate) async fn prune_rejects(&self, keep: u64) -> Result<u64, StoreError> {
+        let keep = i64::try_from(keep).unwrap_or(i64::MAX);
+        let done = sqlx::query("DELETE FROM rejects WHERE id <= (SELECT MAX(id) FROM rejects) - ?")
+            .bind(keep)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn note_change(tx: &mut sqlx::SqliteConnection, id: &str) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO principal_changes (principal_id, changed_ms) VALUES (?, ?)")
+            .bind(id)
+            .bind(crate::now_ms())
+            .execute(tx)
+            .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn add_principal(&self, id: &str, kind: Kind, supplier: Option<&str>) -> Result<(), StoreError> {
+        check_id(if kind == Kind::Device { "device id" } else { "supplier id" }, id)?;
+        let mut tx = self.pool.begin().await?;
+        if let Some(s) = supplier {
+            let found: Option<String> = sqlx::query_scalar("SELECT kind FROM principals WHERE id = ?")
+                .bind(s)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if found.as_deref() != Some("supplier") {
+                return Err(StoreError::NotFound { kind: "supplier", id: s.to_owned() });
+            }
+        }
+        let inserted = sqlx::query("INSERT INTO principals (id, kind, supplier_id, enabled, created_ms) VALUES (?, ?, ?, 1, ?)")
+            .bind(id)
+            .bind(kind.as_str())
+            .bind(supplier)
+            .bind(crate::now_ms())
+            .execute(&mut *tx)
+            .await;
+        match inserted {
+            Err(e) if is_unique_violation(&e) => return Err(StoreError::IdTaken(id.to_owned())),
+            other => other?,
+        };
+        Self::note_change(&mut tx, id).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(crate) async fn set_enabled(&self, id: &str, enabled: bool) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query("UPDATE principals SET enabled = ? WHERE id = ?")
+            .bind(enabled)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound { kind: "device or supplier", id: id.to_owned() });
+        }
+        Self::note_change(&mut tx, id).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(crate) async fn add_key(&self, owner: &str, kid: &str, secret: &Secret) -> Result<(), StoreError> {
+        check_id("key id", kid)?;
+        let mut tx = self.pool.begin().await?;
+        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM principals WHERE id = ?")
+            .bind(owner)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if exists.is_none() {
+            return Err(StoreError::NotFound { kind: "device or supplier", id: owner.to_owned() });
+        }
+        let active: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM keys WHERE owner_id = ? AND active = 1")
+            .bind(owner)
+            .fetch_one(&mut *tx)
+            .await?;
+        if active >= 2 {
+            return Err(StoreError::TooManyKeys(owner.to_owned()));
+        }
+        let sealed = self.master.seal(&key_aad(owner, kid), secret.as_bytes());
+        let inserted = sqlx::query("INSERT INTO keys (owner_id, kid, sealed, active, created_ms) VALUES (?, ?, ?, 1, ?)")
+            .bind(owner)
+            .bind(kid)
+            .bind(sealed)
+            .bind(crate::now_ms())
+            .execute(&mut *tx)
+            .await;
+        match inserted {
+            Err(e) if is_unique_violation(&e) => {
+                return Err(StoreError::KeyExists { owner: owner.to_owned(), kid: kid.to_owned() });
+            }
+            other => other?,
+        };
+        Self::note_change(&mut tx, owner).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(crate) async fn revoke_key(&self, owner: &str, kid: &str) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query("UPDATE keys SET active = 0, revoked_ms = ? WHERE owner_id = ? AND kid = ? AND active = 1")
+            .bind(crate::now_ms())
+            .bind(owner)
+            .bind(kid)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NoSuchKey { owner: owner.to_owned(), kid: kid.to_owned() });
+        }
+        Self::note_change(&mut tx, owner).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(crate) async fn list(&self, kind: Option<Kind>) -> Result<Vec<PrincipalInfo>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, kind, supplier_id, enabled, created_ms FROM principals WHERE ?1 IS NULL OR kind = ?1 ORDER BY id",
+        )
+        .bind(kind.map(Kind::as_str))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut keys: HashMap<String, Vec<KeyInfo>> = HashMap::new();
+        for k in sqlx::query("SELECT owner_id, kid, active, created_ms, revoked_ms FROM keys ORDER BY owner_id, created_ms")
+            .fetch_all(&self.pool)
+            .await?
+        {
+            keys.entry(k.try_get("owner_id")?).or_default().push(KeyInfo {
+                kid: k.try_get("kid")?,
+                active: k.try_get("active")?,
+                created_ms: k.try_get("created_ms")?,
+                revoked_ms: k.try_get("revoked_ms")?,
+            });
+        }
+        rows.into_iter()
+            .map(|r| {
+                let id: String = r.try_get("id")?;
+                Ok(PrincipalInfo {
+                    keys: keys.remove(&id).unwrap_or_default(),
+                    kind: Kind::parse(r.try_get("kind")?).as_str(),
+                    supplier: r.try_get("supplier_id")?,
+                    enabled: r.try_get("enabled")?,
+                    created_ms: r.try_get("created_ms")?,
+                    id,
+                })
+            })
+            .collect()
+    }
+
+    pub(crate) async fn principals(&self, ids: &[&str]) -> Result<HashMap<String, Principal>, StoreError> {
+        let mut out = HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(MAX_BIND_PARAMS / 2) {
+            let mut q = QueryBuilder::new("SELECT id, kind, supplier_id, enabled FROM principals WHERE id IN (");
+            let mut list = q.separated(", ");
+            for id in chunk {
+                list.push_bind(*id);
+            }
+            q.push(")");
+            for r in q.build().fetch_all(&self.pool).await? {
+                let id: String = r.try_get("id")?;
+                let p = Principal {
+                    kind: Kind::parse(r.try_get("kind")?),
+                    enabled: r.try_get("enabled")?,
+                    supplier: r.try_get("supplier_id")?,
+                    keys: Vec::new(),
+                    id: id.clone(),
+                };
+                out.insert(id, p);
+            }
+            let mut q = QueryBuilder::new("SELECT owner_id, kid, sealed FROM keys WHERE active = 1 AND owner_id IN (");
+            let mut list = q.separated(", ");
+            for id in chunk {
+                list.push_bind(*id);
+            }
+            q.push(") ORDER BY owner_id, created_ms");
+            for r in q.build().fetch_all(&self.pool).await? {
+                let (owner, kid) = (r.try_get::<&str, _>("owner_id")?, r.try_get::<&str, _>("kid")?);
+                let secret = self.open_secret(owner, kid, &r)?;
+                if let Some(p) = out.get_mut(owner) {
+                    p.keys.push(ActiveKey { kid: kid.to_owned(), secret });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn open_secret(&self, owner: &str, kid: &str, row: &SqliteRow) -> Result<Secret, StoreError> {
+        let sealed: &[u8] = row.try_get("sealed")?;
+        let plain = self.master.open(&key_aad(owner, kid), sealed).map_err(|_| StoreError::WrongMasterKey)?;
+        let bytes: [u8; 32] = plain.as_slice().try_into().map_err(|_| StoreError::WrongMasterKey)?;
+        Ok(Secret::from_bytes(bytes))
+    }
+
+    pub(crate) async fn changes_since(&self, cursor: i64) -> Result<(Vec<String>, i64), StoreError> {
+        let rows = sqlx::query("SELECT seq, principal_id FROM principal_changes WHERE seq > ? ORDER BY seq LIMIT 10000")
+            .bind(cursor)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut next = cursor;
+        let mut ids = Vec::with_capacity(rows.len());
+        for r in rows {
+            next = r.try_get("seq")?;
+            ids.push(r.try_get("principal_id")?);
+        }
+        Ok((ids, next))
+    }
+
+    pub(crate) async fn change_cursor(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM principal_changes").fetch_one(&self.pool).await?)
+    }
+
+    pub(crate) async fn positions(&self, device: &str, limit: i64) -> Result<Vec<StoredPosition>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT device_id, seq, ts, lat, lon, bat, tmp, ext, record FROM positions WHERE device_id = ? ORDER BY seq LIMIT ?",
+        )
+        .bind(device)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(stored_position).collect()
+    }
+
+    pub(crate) async fn latest_position(&self, device: &str) -> Result<Option<StoredPosition>, StoreError> {
+        let row = sqlx::query(
+            "SELECT l.device_id, l.seq, l.ts, l.lat, l.lon, l.bat, l.tmp, p.ext, p.record FROM latest_positions l \
+             JOIN positions p ON p.device_id = l.device_id AND p.seq = l.seq WHERE l.device_id = ?",
+        )
+        .bind(device)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(stored_position).transpose()
+    }
+
+    pub(crate) async fn count_positions(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM positions").fetch_one(&self.pool).await?)
+    }
+
+    pub(crate) async fn recent_rejects(
+        &self,
+        limit: i64,
+    ) -> Result<Vec<(Option<String>, String, Option<String>)>, StoreError> {
+        let rows = sqlx::query("SELECT device_id, reason, key_name FROM rejects ORDER BY id DESC LIMIT ?")
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("device_id")?, r.try_get("reason")?, r.try_get("key_name")?)))
+            .collect()
+    }
+}
+
+fn stored_position(r: &SqliteRow) -> Result<StoredPosition, StoreError> {
+    Ok(StoredPosition {
+        device_id: r.try_get("device_id")?,
+        seq: r.try_get("seq")?,
+        ts: r.try_get("ts")?,
+        lat: r.try_get("lat")?,
+        lon: r.try_get("lon")?,
+        bat: r.try_get("bat")?,
+        tmp: r.try_get("tmp")?,
+        ext: r.try_get("ext")?,
+        record: r.try_get("record")?,
+    })
+}

@@ -1,0 +1,180 @@
+//! Store behaviour against a real SQLite file in a temporary directory.
+
+use super::*;
+
+fn master() -> MasterKey {
+    MasterKey::from_hex(&"42".repeat(32)).unwrap()
+}
+
+async fn open_at(dir: &std::path::Path, master: MasterKey) -> Result<Store, StoreError> {
+    let opts = OpenOptions {
+        url: format!("sqlite://{}", dir.join("t.db").display()),
+        max_connections: 4,
+        sqlite: SqliteOptions { synchronous_full: false, ..Default::default() },
+    };
+    Store::open(&opts, master).await
+}
+
+fn row(dev: &str, seq: i64, ts: i64, text: &str) -> Row {
+    Row {
+        device_id: dev.into(),
+        seq,
+        ts,
+        lat: Some(60.0 + seq as f64 / 100.0),
+        lon: Some(24.0),
+        alt: None,
+        spd: None,
+        hdg: None,
+        acc: None,
+        bat: Some(80.0),
+        tmp: None,
+        ext: None,
+        record: text.into(),
+        kid: "k1".into(),
+        received_ms: 1,
+    }
+}
+
+fn secret(b: u8) -> Secret {
+    Secret::from_bytes([b; 32])
+}
+
+#[tokio::test]
+async fn ids_share_one_namespace() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open_at(dir.path(), master()).await.unwrap();
+    s.add_supplier("ACME").await.unwrap();
+    s.add_device("TRK-1", Some("ACME")).await.unwrap();
+    assert!(matches!(s.add_device("ACME", None).await, Err(StoreError::IdTaken(id)) if id == "ACME"));
+    assert!(matches!(s.add_supplier("TRK-1").await, Err(StoreError::IdTaken(_))));
+    assert!(matches!(s.add_device("TRK-2", Some("NOPE")).await, Err(StoreError::NotFound { kind: "supplier", .. })));
+    assert!(matches!(s.add_device("TRK-2", Some("TRK-1")).await, Err(StoreError::NotFound { kind: "supplier", .. })));
+    let e = s.add_device("bad id", None).await.unwrap_err();
+    assert_eq!(e.to_string(), "invalid device id \"bad id\": must match [A-Za-z0-9._-]{1,64}");
+    let listed = s.list(Some(Kind::Device)).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].supplier.as_deref(), Some("ACME"));
+}
+
+#[tokio::test]
+async fn keys_are_sealed_limited_to_two_and_revocable() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open_at(dir.path(), master()).await.unwrap();
+    s.add_device("TRK-1", None).await.unwrap();
+    s.add_key("TRK-1", "k1", &secret(1)).await.unwrap();
+    s.add_key("TRK-1", "k2", &secret(2)).await.unwrap();
+    assert!(matches!(s.add_key("TRK-1", "k3", &secret(3)).await, Err(StoreError::TooManyKeys(_))));
+    let p = s.principal("TRK-1").await.unwrap().unwrap();
+    assert_eq!(p.keys.iter().map(|k| k.kid.as_str()).collect::<Vec<_>>(), ["k1", "k2"]);
+    assert_eq!(p.keys[1].secret, secret(2));
+    s.revoke_key("TRK-1", "k1").await.unwrap();
+    assert!(matches!(s.revoke_key("TRK-1", "k1").await, Err(StoreError::NoSuchKey { .. })));
+    // A revoked kid is never reused.
+    assert!(matches!(s.add_key("TRK-1", "k1", &secret(4)).await, Err(StoreError::KeyExists { .. })));
+    s.add_key("TRK-1", "k3", &secret(3)).await.unwrap();
+    let p = s.principal("TRK-1").await.unwrap().unwrap();
+    assert_eq!(p.keys.iter().map(|k| k.kid.as_str()).collect::<Vec<_>>(), ["k2", "k3"]);
+    // The secret bytes are nowhere in the database file in the clear.
+    s.close().await;
+    let mut raw = std::fs::read(dir.path().join("t.db")).unwrap();
+    raw.extend(std::fs::read(dir.path().join("t.db-wal")).unwrap_or_default());
+    assert!(!raw.windows(32).any(|w| w == [2u8; 32]), "secret found in the clear");
+}
+
+#[tokio::test]
+async fn a_wrong_master_key_is_refused_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    open_at(dir.path(), master()).await.unwrap().close().await;
+    let other = MasterKey::from_hex(&"43".repeat(32)).unwrap();
+    assert!(matches!(open_at(dir.path(), other).await, Err(StoreError::WrongMasterKey)));
+    open_at(dir.path(), master()).await.unwrap();
+}
+
+#[tokio::test]
+async fn batches_insert_once_and_classify_resends() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open_at(dir.path(), master()).await.unwrap();
+    let first = s.write_batch(&[row("A", 1, 100, "a1"), row("A", 2, 200, "a2")], &[]).await.unwrap();
+    assert_eq!(first, [Outcome::Inserted, Outcome::Inserted]);
+    let again = s
+        .write_batch(
+            &[row("A", 1, 100, "a1"), row("A", 2, 200, "changed"), row("B", 1, 50, "b1"), row("B", 1, 50, "b1"), row("B", 1, 50, "b1x")],
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        again,
+        [Outcome::Duplicate, Outcome::Conflict, Outcome::Inserted, Outcome::Duplicate, Outcome::Conflict]
+    );
+    assert_eq!(s.count_positions().await.unwrap(), 3);
+    assert_eq!(s.positions("A", 10).await.unwrap()[1].record, "a2", "the stored row is kept on conflict");
+}
+
+#[tokio::test]
+async fn latest_position_only_moves_forward_in_ts() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open_at(dir.path(), master()).await.unwrap();
+    s.write_batch(&[row("A", 5, 500, "a5"), row("A", 6, 400, "a6")], &[]).await.unwrap();
+    assert_eq!(s.latest_position("A").await.unwrap().unwrap().seq, 5);
+    // A late backlog with older ts does not move the marker back.
+    s.write_batch(&[row("A", 1, 100, "a1"), row("A", 2, 200, "a2")], &[]).await.unwrap();
+    assert_eq!(s.latest_position("A").await.unwrap().unwrap().seq, 5);
+    // A record without a position does not move it either.
+    let mut no_fix = row("A", 7, 900, "a7");
+    (no_fix.lat, no_fix.lon) = (None, None);
+    s.write_batch(&[no_fix], &[]).await.unwrap();
+    assert_eq!(s.latest_position("A").await.unwrap().unwrap().seq, 5);
+    s.write_batch(&[row("A", 8, 800, "a8")], &[]).await.unwrap();
+    assert_eq!(s.latest_position("A").await.unwrap().unwrap().ts, 800);
+}
+
+#[tokio::test]
+async fn large_batches_span_statements() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open_at(dir.path(), master()).await.unwrap();
+    let rows: Vec<Row> = (0..5000).map(|i| row(&format!("D{}", i % 37), i, i, &format!("r{i}"))).collect();
+    let out = s.write_batch(&rows, &[]).await.unwrap();
+    assert!(out.iter().all(|o| *o == Outcome::Inserted));
+    assert_eq!(s.count_positions().await.unwrap(), 5000);
+}
+
+#[tokio::test]
+async fn rejects_are_kept_and_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open_at(dir.path(), master()).await.unwrap();
+    let reject = |i: i64| RejectRow {
+        received_ms: 1,
+        transport: "https",
+        key_name: Some("ACME/k1".into()),
+        device_id: Some("A".into()),
+        index: i,
+        reason: "bad_signature",
+        envelope: "{}".into(),
+    };
+    s.write_batch(&[], &(0..10).map(reject).collect::<Vec<_>>()).await.unwrap();
+    assert_eq!(s.prune_rejects(4).await.unwrap(), 6);
+    let kept = s.recent_rejects(100).await.unwrap();
+    assert_eq!(kept.len(), 4);
+    assert_eq!(kept[0], (Some("A".into()), "bad_signature".into(), Some("ACME/k1".into())));
+}
+
+#[tokio::test]
+async fn changes_are_logged_for_cache_invalidation() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open_at(dir.path(), master()).await.unwrap();
+    let start = s.change_cursor().await.unwrap();
+    s.add_device("TRK-1", None).await.unwrap();
+    s.add_key("TRK-1", "k1", &secret(1)).await.unwrap();
+    s.set_enabled("TRK-1", false).await.unwrap();
+    let (ids, cursor) = s.changes_since(start).await.unwrap();
+    assert_eq!(ids, ["TRK-1", "TRK-1", "TRK-1"]);
+    assert_eq!(s.changes_since(cursor).await.unwrap().0.len(), 0);
+    assert!(!s.principal("TRK-1").await.unwrap().unwrap().enabled);
+}
+
+#[test]
+fn urls_are_redacted() {
+    assert_eq!(redact_url("postgres://tg:hunter2@db/x"), "postgres://tg:***@db/x");
+    assert_eq!(redact_url("sqlite://data/t.db"), "sqlite://data/t.db");
+}
