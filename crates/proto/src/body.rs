@@ -3,8 +3,8 @@
 //! Body-level faults fail the whole body (HTTP 400); an element that is valid JSON but not a valid
 //! envelope is left for [`crate::envelope::Parsed::parse`] to reject at its index.
 
-use crate::json::nesting_depth;
 use crate::MAX_NESTING;
+use crate::json::nesting_depth;
 use serde::de::IgnoredAny;
 use serde_json::value::RawValue;
 
@@ -37,7 +37,10 @@ pub fn json_envelopes(body: &[u8]) -> Result<Vec<&str>, BodyError> {
     if nesting_depth(text) > MAX_NESTING {
         return Err(BodyError::TooDeep);
     }
-    let first = text.trim_start_matches([' ', '\t', '\n', '\r']).as_bytes().first();
+    let first = text
+        .trim_start_matches([' ', '\t', '\n', '\r'])
+        .as_bytes()
+        .first();
     match first {
         Some(b'{') => {
             let one: &RawValue = serde_json::from_str(text).map_err(syntax)?;
@@ -84,19 +87,28 @@ mod tests {
     #[test]
     fn object_array_and_empty_array() {
         assert_eq!(json_envelopes(br#" {"a":1} "#).unwrap(), vec![r#"{"a":1}"#]);
-        assert_eq!(json_envelopes(br#"[{"a":1}, 7 ,{"b":[]}]"#).unwrap(), vec![r#"{"a":1}"#, "7", r#"{"b":[]}"#]);
+        assert_eq!(
+            json_envelopes(br#"[{"a":1}, 7 ,{"b":[]}]"#).unwrap(),
+            vec![r#"{"a":1}"#, "7", r#"{"b":[]}"#]
+        );
         assert!(json_envelopes(b"[]").unwrap().is_empty());
     }
 
     #[test]
     fn body_level_faults() {
         assert_eq!(json_envelopes(b"\xff[]"), Err(BodyError::NotUtf8));
-        assert_eq!(json_envelopes("\u{feff}[]".as_bytes()), Err(BodyError::ByteOrderMark));
+        assert_eq!(
+            json_envelopes("\u{feff}[]".as_bytes()),
+            Err(BodyError::ByteOrderMark)
+        );
         assert_eq!(json_envelopes(b"42"), Err(BodyError::NotObjectOrArray));
         assert_eq!(json_envelopes(br#""x""#), Err(BodyError::NotObjectOrArray));
         assert!(matches!(json_envelopes(b"[{]"), Err(BodyError::Syntax(_))));
         assert!(matches!(json_envelopes(b""), Err(BodyError::Syntax(_))));
-        assert!(matches!(json_envelopes(b"[] []"), Err(BodyError::Syntax(_))));
+        assert!(matches!(
+            json_envelopes(b"[] []"),
+            Err(BodyError::Syntax(_))
+        ));
         let deep = format!("{}{}", "[".repeat(33), "]".repeat(33));
         assert_eq!(json_envelopes(deep.as_bytes()), Err(BodyError::TooDeep));
         let ok = format!("{}{}", "[".repeat(32), "]".repeat(32));
@@ -106,7 +118,10 @@ mod tests {
     #[test]
     fn ndjson_lines() {
         let body = b"{\"a\":1}\r\n\n{\"b\":2}\nnot json\n";
-        assert_eq!(ndjson_envelopes(body).unwrap(), vec![r#"{"a":1}"#, r#"{"b":2}"#, "not json"]);
+        assert_eq!(
+            ndjson_envelopes(body).unwrap(),
+            vec![r#"{"a":1}"#, r#"{"b":2}"#, "not json"]
+        );
         assert!(ndjson_envelopes(b"").unwrap().is_empty());
         assert!(ndjson_envelopes(b"\n\r\n").unwrap().is_empty());
     }

@@ -5,10 +5,10 @@
 //! [`Parsed::verify`], which runs the remaining checks in the contract's order. The bytes that are
 //! verified and the record that is stored both come from the one parse kept in [`Parsed`].
 
-use crate::json::{decode_str, has_duplicates, Members, Str};
+use crate::json::{Members, Str, decode_str, has_duplicates};
 use crate::record::{self, Record};
 use crate::sign::{parse_sig_hex, verify_record};
-use crate::{ids, Reason, Secret, MAX_ENVELOPE_BYTES, MAX_EXT_BYTES, MAX_RECORD_BYTES};
+use crate::{MAX_ENVELOPE_BYTES, MAX_EXT_BYTES, MAX_RECORD_BYTES, Reason, Secret, ids};
 use serde::de::{self, Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
@@ -86,10 +86,14 @@ impl<'de> Deserialize<'de> for Fields<'de> {
                         "m" => m.replace(map.next_value::<&RawValue>()?).is_some(),
                         "kid" => kid.replace(map.next_value::<Str>()?.0).is_some(),
                         "sig" => sig.replace(map.next_value::<Str>()?.0).is_some(),
-                        other => return Err(de::Error::custom(format_args!("unknown member {other:?}"))),
+                        other => {
+                            return Err(de::Error::custom(format_args!("unknown member {other:?}")));
+                        }
                     };
                     if slot_taken {
-                        return Err(de::Error::custom(format_args!("member {name:?} given twice")));
+                        return Err(de::Error::custom(format_args!(
+                            "member {name:?} given twice"
+                        )));
                     }
                 }
                 Ok(Fields {
@@ -125,11 +129,23 @@ impl<'a> Parsed<'a> {
             .and_then(|(_, v)| decode_str(v))
             .ok_or(Reason::Malformed)?;
 
-        let ext_len = members.iter().find(|(n, _)| n == "ext").map_or(0, |(_, v)| v.get().len());
-        if record.len() > MAX_RECORD_BYTES || envelope.len() > MAX_ENVELOPE_BYTES || ext_len > MAX_EXT_BYTES {
+        let ext_len = members
+            .iter()
+            .find(|(n, _)| n == "ext")
+            .map_or(0, |(_, v)| v.get().len());
+        if record.len() > MAX_RECORD_BYTES
+            || envelope.len() > MAX_ENVELOPE_BYTES
+            || ext_len > MAX_EXT_BYTES
+        {
             return Err(Reason::TooLarge);
         }
-        Ok(Parsed { record, kid: fields.kid, sig, dev, members })
+        Ok(Parsed {
+            record,
+            kid: fields.kid,
+            sig,
+            dev,
+            members,
+        })
     }
 
     /// The device id the record claims, whatever its form.
@@ -167,13 +183,19 @@ impl<'a> Parsed<'a> {
         }
         let signer = self.signer(device.keys)?;
         let record = record::validate(self.record, &self.dev, &self.members, clock)?;
-        Ok(Verified { record, kid: &signer.kid })
+        Ok(Verified {
+            record,
+            kid: &signer.kid,
+        })
     }
 
     fn signer<'k>(&self, keys: &'k [ActiveKey]) -> Result<&'k ActiveKey, Reason> {
         let candidates: &[ActiveKey] = match self.kid() {
             Some(kid) => {
-                let at = keys.iter().position(|k| k.kid == kid).ok_or(Reason::UnknownKey)?;
+                let at = keys
+                    .iter()
+                    .position(|k| k.kid == kid)
+                    .ok_or(Reason::UnknownKey)?;
                 &keys[at..=at]
             }
             None if keys.is_empty() => return Err(Reason::UnknownKey),

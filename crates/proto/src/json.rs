@@ -54,7 +54,9 @@ impl<'de> Deserialize<'de> for Members<'de> {
                 let mut out: Vec<(Cow<'de, str>, &'de RawValue)> = Vec::with_capacity(8);
                 while let Some(Str(name)) = map.next_key()? {
                     if out.iter().any(|(n, _)| *n == name) {
-                        return Err(de::Error::custom(format_args!("member {name:?} given twice")));
+                        return Err(de::Error::custom(format_args!(
+                            "member {name:?} given twice"
+                        )));
                     }
                     out.push((name, map.next_value()?));
                 }
@@ -126,7 +128,9 @@ mod tests {
         assert!(has_duplicates(raw(r#"{"a":1,"a":2}"#)));
         assert!(has_duplicates(raw(r#"{"x":[{"k":1,"k":1}]}"#)));
         assert!(has_duplicates(raw(r#"{"m":1,"\u006d":2}"#)));
-        assert!(!has_duplicates(raw(r#"{"big":1e999,"long":1.00000000000000000000000000000000001}"#)));
+        assert!(!has_duplicates(raw(
+            r#"{"big":1e999,"long":1.00000000000000000000000000000000001}"#
+        )));
     }
 
     #[test]

@@ -18,9 +18,9 @@
 #![forbid(unsafe_code)]
 
 pub mod body;
-mod json;
 pub mod envelope;
 pub mod ids;
+mod json;
 pub mod reason;
 pub mod record;
 pub mod secret;

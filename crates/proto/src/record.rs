@@ -1,7 +1,7 @@
 //! Field rules of a record (PROTOCOL.md §1), applied only after the signature holds.
 
 use crate::envelope::Clock;
-use crate::{Reason, MAX_FUTURE_MS, MAX_SAFE_INTEGER};
+use crate::{MAX_FUTURE_MS, MAX_SAFE_INTEGER, Reason};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 
@@ -26,7 +26,9 @@ pub struct Record<'a> {
     pub text: &'a str,
 }
 
-const KNOWN: [&str; 12] = ["dev", "seq", "ts", "lat", "lon", "alt", "spd", "hdg", "acc", "bat", "tmp", "ext"];
+const KNOWN: [&str; 12] = [
+    "dev", "seq", "ts", "lat", "lon", "alt", "spd", "hdg", "acc", "bat", "tmp", "ext",
+];
 
 pub(crate) fn validate<'a>(
     text: &'a str,
@@ -34,10 +36,18 @@ pub(crate) fn validate<'a>(
     members: &[(Cow<'a, str>, &'a RawValue)],
     clock: Clock,
 ) -> Result<Record<'a>, Reason> {
-    if members.iter().any(|(name, _)| !KNOWN.contains(&name.as_ref())) {
+    if members
+        .iter()
+        .any(|(name, _)| !KNOWN.contains(&name.as_ref()))
+    {
         return Err(Reason::UnknownField);
     }
-    let get = |name: &str| members.iter().find(|(n, _)| n == name).map(|(_, v)| v.get());
+    let get = |name: &str| {
+        members
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.get())
+    };
     let number = |name: &str| get(name).map(number).transpose();
 
     let seq = integer(get("seq").ok_or(Reason::BadValue)?)?;
@@ -59,7 +69,15 @@ pub(crate) fn validate<'a>(
         acc: number("acc")?,
         bat: number("bat")?,
         tmp: number("tmp")?,
-        ext: get("ext").map(|e| if e.starts_with('{') { Ok(e) } else { Err(Reason::BadValue) }).transpose()?,
+        ext: get("ext")
+            .map(|e| {
+                if e.starts_with('{') {
+                    Ok(e)
+                } else {
+                    Err(Reason::BadValue)
+                }
+            })
+            .transpose()?,
         text,
     };
     let in_range = |v: Option<f64>, ok: fn(f64) -> bool| v.is_none_or(ok);
@@ -82,7 +100,8 @@ pub(crate) fn validate<'a>(
 /// `seq` and `ts`: a plain integer token, `0` or `[1-9][0-9]*`, at most 2^53 - 1.
 fn integer(token: &str) -> Result<u64, Reason> {
     let b = token.as_bytes();
-    let plain = token == "0" || (matches!(b.first(), Some(b'1'..=b'9')) && b.iter().all(u8::is_ascii_digit));
+    let plain = token == "0"
+        || (matches!(b.first(), Some(b'1'..=b'9')) && b.iter().all(u8::is_ascii_digit));
     if !plain || token.len() > 16 {
         return Err(Reason::BadValue);
     }
@@ -116,7 +135,17 @@ mod tests {
         assert_eq!(integer("0"), Ok(0));
         assert_eq!(integer("42"), Ok(42));
         assert_eq!(integer("9007199254740991"), Ok(MAX_SAFE_INTEGER));
-        for bad in ["9007199254740992", "42.0", "4.2e1", "-1", "-0", "\"42\"", "null", "true", "99999999999999999999"] {
+        for bad in [
+            "9007199254740992",
+            "42.0",
+            "4.2e1",
+            "-1",
+            "-0",
+            "\"42\"",
+            "null",
+            "true",
+            "99999999999999999999",
+        ] {
             assert_eq!(integer(bad), Err(Reason::BadValue), "{bad}");
         }
     }
@@ -127,7 +156,10 @@ mod tests {
         assert_eq!(number("-0").map(f64::to_bits), Ok(0f64.to_bits()));
         assert_eq!(number("1e2"), Ok(100.0));
         assert_eq!(number(&format!("1.{}", "0".repeat(30))), Ok(1.0));
-        assert_eq!(number(&format!("1.{}", "0".repeat(31))), Err(Reason::BadValue));
+        assert_eq!(
+            number(&format!("1.{}", "0".repeat(31))),
+            Err(Reason::BadValue)
+        );
         assert_eq!(number("1e999"), Err(Reason::BadValue));
         assert_eq!(number("\"1\""), Err(Reason::BadValue));
         assert_eq!(number("null"), Err(Reason::BadValue));

@@ -40,7 +40,13 @@ impl MasterKey {
         getrandom::fill(&mut nonce).expect("the operating system's random source failed");
         let ct = self
             .0
-            .encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext, aad })
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: plaintext,
+                    aad,
+                },
+            )
             .expect("AES-GCM encryption of a short message cannot fail");
         let mut out = Vec::with_capacity(NONCE_LEN + ct.len());
         out.extend_from_slice(&nonce);
@@ -53,7 +59,9 @@ impl MasterKey {
             return Err(OpenError);
         }
         let (nonce, ct) = sealed.split_at(NONCE_LEN);
-        self.0.decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad }).map_err(|_| OpenError)
+        self.0
+            .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad })
+            .map_err(|_| OpenError)
     }
 }
 

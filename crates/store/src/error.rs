@@ -14,7 +14,11 @@ pub enum StoreError {
     #[error("{0:?} already has two active keys: revoke one before adding another")]
     TooManyKeys(String),
     #[error("invalid {what} {value:?}: must match [A-Za-z0-9._-]{{1,{max}}}")]
-    InvalidId { what: &'static str, value: String, max: usize },
+    InvalidId {
+        what: &'static str,
+        value: String,
+        max: usize,
+    },
     #[error("the master key does not open the secrets in this database (wrong key?)")]
     WrongMasterKey,
     #[error("database migration failed: {0}")]
@@ -32,7 +36,9 @@ impl StoreError {
                 sqlx::Error::Database(db) => {
                     let code = db.code();
                     // SQLITE_BUSY (5) and SQLITE_LOCKED (6), with their extended codes.
-                    code.as_deref().and_then(|c| c.parse::<i32>().ok()).is_some_and(|c| matches!(c & 0xff, 5 | 6))
+                    code.as_deref()
+                        .and_then(|c| c.parse::<i32>().ok())
+                        .is_some_and(|c| matches!(c & 0xff, 5 | 6))
                 }
                 _ => false,
             },

@@ -59,15 +59,25 @@ impl Store {
     pub async fn open(opts: &OpenOptions, master: MasterKey) -> Result<Store, StoreError> {
         if opts.url.starts_with("sqlite:") {
             let db = sqlite::Sqlite::open(opts, master).await?;
-            return Ok(Store { backend: Backend::Sqlite(db) });
+            return Ok(Store {
+                backend: Backend::Sqlite(db),
+            });
         }
         Err(StoreError::Database(sqlx::Error::Configuration(
-            format!("unsupported database url scheme in {:?}: expected sqlite://", redact_url(&opts.url)).into(),
+            format!(
+                "unsupported database url scheme in {:?}: expected sqlite://",
+                redact_url(&opts.url)
+            )
+            .into(),
         )))
     }
 
     /// Write one batch in one transaction; the outcome of each row, in order.
-    pub async fn write_batch(&self, rows: &[Row], rejects: &[RejectRow]) -> Result<Vec<Outcome>, StoreError> {
+    pub async fn write_batch(
+        &self,
+        rows: &[Row],
+        rejects: &[RejectRow],
+    ) -> Result<Vec<Outcome>, StoreError> {
         dispatch!(self, db => db.write_batch(rows, rejects).await)
     }
 
@@ -137,11 +147,18 @@ impl Store {
     // Reads.
 
     /// A device's stored positions in `seq` order.
-    pub async fn positions(&self, device: &str, limit: i64) -> Result<Vec<StoredPosition>, StoreError> {
+    pub async fn positions(
+        &self,
+        device: &str,
+        limit: i64,
+    ) -> Result<Vec<StoredPosition>, StoreError> {
         dispatch!(self, db => db.positions(device, limit).await)
     }
 
-    pub async fn latest_position(&self, device: &str) -> Result<Option<StoredPosition>, StoreError> {
+    pub async fn latest_position(
+        &self,
+        device: &str,
+    ) -> Result<Option<StoredPosition>, StoreError> {
         dispatch!(self, db => db.latest_position(device).await)
     }
 
@@ -150,7 +167,10 @@ impl Store {
     }
 
     /// The newest rejected records, newest first: (device, reason, key name).
-    pub async fn recent_rejects(&self, limit: i64) -> Result<Vec<(Option<String>, String, Option<String>)>, StoreError> {
+    pub async fn recent_rejects(
+        &self,
+        limit: i64,
+    ) -> Result<Vec<(Option<String>, String, Option<String>)>, StoreError> {
         dispatch!(self, db => db.recent_rejects(limit).await)
     }
 }
@@ -169,7 +189,9 @@ pub fn redact_url(url: &str) -> String {
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 #[cfg(test)]

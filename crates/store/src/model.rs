@@ -1,7 +1,7 @@
 //! What crosses the storage boundary.
 
-use trackgate_proto::envelope::ActiveKey;
 use trackgate_proto::Record;
+use trackgate_proto::envelope::ActiveKey;
 
 /// A verified record, owned, ready to be written. Built once per record on the hot path.
 #[derive(Debug, Clone, PartialEq)]
@@ -91,7 +91,11 @@ impl Kind {
     }
 
     pub(crate) fn parse(s: &str) -> Kind {
-        if s == "supplier" { Kind::Supplier } else { Kind::Device }
+        if s == "supplier" {
+            Kind::Supplier
+        } else {
+            Kind::Device
+        }
     }
 }
 

@@ -10,7 +10,10 @@ async fn open_at(dir: &std::path::Path, master: MasterKey) -> Result<Store, Stor
     let opts = OpenOptions {
         url: format!("sqlite://{}", dir.join("t.db").display()),
         max_connections: 4,
-        sqlite: SqliteOptions { synchronous_full: false, ..Default::default() },
+        sqlite: SqliteOptions {
+            synchronous_full: false,
+            ..Default::default()
+        },
     };
     Store::open(&opts, master).await
 }
@@ -45,12 +48,32 @@ async fn ids_share_one_namespace() {
     let s = open_at(dir.path(), master()).await.unwrap();
     s.add_supplier("ACME").await.unwrap();
     s.add_device("TRK-1", Some("ACME")).await.unwrap();
-    assert!(matches!(s.add_device("ACME", None).await, Err(StoreError::IdTaken(id)) if id == "ACME"));
-    assert!(matches!(s.add_supplier("TRK-1").await, Err(StoreError::IdTaken(_))));
-    assert!(matches!(s.add_device("TRK-2", Some("NOPE")).await, Err(StoreError::NotFound { kind: "supplier", .. })));
-    assert!(matches!(s.add_device("TRK-2", Some("TRK-1")).await, Err(StoreError::NotFound { kind: "supplier", .. })));
+    assert!(
+        matches!(s.add_device("ACME", None).await, Err(StoreError::IdTaken(id)) if id == "ACME")
+    );
+    assert!(matches!(
+        s.add_supplier("TRK-1").await,
+        Err(StoreError::IdTaken(_))
+    ));
+    assert!(matches!(
+        s.add_device("TRK-2", Some("NOPE")).await,
+        Err(StoreError::NotFound {
+            kind: "supplier",
+            ..
+        })
+    ));
+    assert!(matches!(
+        s.add_device("TRK-2", Some("TRK-1")).await,
+        Err(StoreError::NotFound {
+            kind: "supplier",
+            ..
+        })
+    ));
     let e = s.add_device("bad id", None).await.unwrap_err();
-    assert_eq!(e.to_string(), "invalid device id \"bad id\": must match [A-Za-z0-9._-]{1,64}");
+    assert_eq!(
+        e.to_string(),
+        "invalid device id \"bad id\": must match [A-Za-z0-9._-]{1,64}"
+    );
     let listed = s.list(Some(Kind::Device)).await.unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].supplier.as_deref(), Some("ACME"));
@@ -63,22 +86,40 @@ async fn keys_are_sealed_limited_to_two_and_revocable() {
     s.add_device("TRK-1", None).await.unwrap();
     s.add_key("TRK-1", "k1", &secret(1)).await.unwrap();
     s.add_key("TRK-1", "k2", &secret(2)).await.unwrap();
-    assert!(matches!(s.add_key("TRK-1", "k3", &secret(3)).await, Err(StoreError::TooManyKeys(_))));
+    assert!(matches!(
+        s.add_key("TRK-1", "k3", &secret(3)).await,
+        Err(StoreError::TooManyKeys(_))
+    ));
     let p = s.principal("TRK-1").await.unwrap().unwrap();
-    assert_eq!(p.keys.iter().map(|k| k.kid.as_str()).collect::<Vec<_>>(), ["k1", "k2"]);
+    assert_eq!(
+        p.keys.iter().map(|k| k.kid.as_str()).collect::<Vec<_>>(),
+        ["k1", "k2"]
+    );
     assert_eq!(p.keys[1].secret, secret(2));
     s.revoke_key("TRK-1", "k1").await.unwrap();
-    assert!(matches!(s.revoke_key("TRK-1", "k1").await, Err(StoreError::NoSuchKey { .. })));
+    assert!(matches!(
+        s.revoke_key("TRK-1", "k1").await,
+        Err(StoreError::NoSuchKey { .. })
+    ));
     // A revoked kid is never reused.
-    assert!(matches!(s.add_key("TRK-1", "k1", &secret(4)).await, Err(StoreError::KeyExists { .. })));
+    assert!(matches!(
+        s.add_key("TRK-1", "k1", &secret(4)).await,
+        Err(StoreError::KeyExists { .. })
+    ));
     s.add_key("TRK-1", "k3", &secret(3)).await.unwrap();
     let p = s.principal("TRK-1").await.unwrap().unwrap();
-    assert_eq!(p.keys.iter().map(|k| k.kid.as_str()).collect::<Vec<_>>(), ["k2", "k3"]);
+    assert_eq!(
+        p.keys.iter().map(|k| k.kid.as_str()).collect::<Vec<_>>(),
+        ["k2", "k3"]
+    );
     // The secret bytes are nowhere in the database file in the clear.
     s.close().await;
     let mut raw = std::fs::read(dir.path().join("t.db")).unwrap();
     raw.extend(std::fs::read(dir.path().join("t.db-wal")).unwrap_or_default());
-    assert!(!raw.windows(32).any(|w| w == [2u8; 32]), "secret found in the clear");
+    assert!(
+        !raw.windows(32).any(|w| w == [2u8; 32]),
+        "secret found in the clear"
+    );
 }
 
 #[tokio::test]
@@ -86,7 +127,10 @@ async fn a_wrong_master_key_is_refused_at_open() {
     let dir = tempfile::tempdir().unwrap();
     open_at(dir.path(), master()).await.unwrap().close().await;
     let other = MasterKey::from_hex(&"43".repeat(32)).unwrap();
-    assert!(matches!(open_at(dir.path(), other).await, Err(StoreError::WrongMasterKey)));
+    assert!(matches!(
+        open_at(dir.path(), other).await,
+        Err(StoreError::WrongMasterKey)
+    ));
     open_at(dir.path(), master()).await.unwrap();
 }
 
@@ -94,31 +138,54 @@ async fn a_wrong_master_key_is_refused_at_open() {
 async fn batches_insert_once_and_classify_resends() {
     let dir = tempfile::tempdir().unwrap();
     let s = open_at(dir.path(), master()).await.unwrap();
-    let first = s.write_batch(&[row("A", 1, 100, "a1"), row("A", 2, 200, "a2")], &[]).await.unwrap();
+    let first = s
+        .write_batch(&[row("A", 1, 100, "a1"), row("A", 2, 200, "a2")], &[])
+        .await
+        .unwrap();
     assert_eq!(first, [Outcome::Inserted, Outcome::Inserted]);
     let again = s
         .write_batch(
-            &[row("A", 1, 100, "a1"), row("A", 2, 200, "changed"), row("B", 1, 50, "b1"), row("B", 1, 50, "b1"), row("B", 1, 50, "b1x")],
+            &[
+                row("A", 1, 100, "a1"),
+                row("A", 2, 200, "changed"),
+                row("B", 1, 50, "b1"),
+                row("B", 1, 50, "b1"),
+                row("B", 1, 50, "b1x"),
+            ],
             &[],
         )
         .await
         .unwrap();
     assert_eq!(
         again,
-        [Outcome::Duplicate, Outcome::Conflict, Outcome::Inserted, Outcome::Duplicate, Outcome::Conflict]
+        [
+            Outcome::Duplicate,
+            Outcome::Conflict,
+            Outcome::Inserted,
+            Outcome::Duplicate,
+            Outcome::Conflict
+        ]
     );
     assert_eq!(s.count_positions().await.unwrap(), 3);
-    assert_eq!(s.positions("A", 10).await.unwrap()[1].record, "a2", "the stored row is kept on conflict");
+    assert_eq!(
+        s.positions("A", 10).await.unwrap()[1].record,
+        "a2",
+        "the stored row is kept on conflict"
+    );
 }
 
 #[tokio::test]
 async fn latest_position_only_moves_forward_in_ts() {
     let dir = tempfile::tempdir().unwrap();
     let s = open_at(dir.path(), master()).await.unwrap();
-    s.write_batch(&[row("A", 5, 500, "a5"), row("A", 6, 400, "a6")], &[]).await.unwrap();
+    s.write_batch(&[row("A", 5, 500, "a5"), row("A", 6, 400, "a6")], &[])
+        .await
+        .unwrap();
     assert_eq!(s.latest_position("A").await.unwrap().unwrap().seq, 5);
     // A late backlog with older ts does not move the marker back.
-    s.write_batch(&[row("A", 1, 100, "a1"), row("A", 2, 200, "a2")], &[]).await.unwrap();
+    s.write_batch(&[row("A", 1, 100, "a1"), row("A", 2, 200, "a2")], &[])
+        .await
+        .unwrap();
     assert_eq!(s.latest_position("A").await.unwrap().unwrap().seq, 5);
     // A record without a position does not move it either.
     let mut no_fix = row("A", 7, 900, "a7");
@@ -133,7 +200,9 @@ async fn latest_position_only_moves_forward_in_ts() {
 async fn large_batches_span_statements() {
     let dir = tempfile::tempdir().unwrap();
     let s = open_at(dir.path(), master()).await.unwrap();
-    let rows: Vec<Row> = (0..5000).map(|i| row(&format!("D{}", i % 37), i, i, &format!("r{i}"))).collect();
+    let rows: Vec<Row> = (0..5000)
+        .map(|i| row(&format!("D{}", i % 37), i, i, &format!("r{i}")))
+        .collect();
     let out = s.write_batch(&rows, &[]).await.unwrap();
     assert!(out.iter().all(|o| *o == Outcome::Inserted));
     assert_eq!(s.count_positions().await.unwrap(), 5000);
@@ -152,11 +221,20 @@ async fn rejects_are_kept_and_bounded() {
         reason: "bad_signature",
         envelope: "{}".into(),
     };
-    s.write_batch(&[], &(0..10).map(reject).collect::<Vec<_>>()).await.unwrap();
+    s.write_batch(&[], &(0..10).map(reject).collect::<Vec<_>>())
+        .await
+        .unwrap();
     assert_eq!(s.prune_rejects(4).await.unwrap(), 6);
     let kept = s.recent_rejects(100).await.unwrap();
     assert_eq!(kept.len(), 4);
-    assert_eq!(kept[0], (Some("A".into()), "bad_signature".into(), Some("ACME/k1".into())));
+    assert_eq!(
+        kept[0],
+        (
+            Some("A".into()),
+            "bad_signature".into(),
+            Some("ACME/k1".into())
+        )
+    );
 }
 
 #[tokio::test]
@@ -175,6 +253,9 @@ async fn changes_are_logged_for_cache_invalidation() {
 
 #[test]
 fn urls_are_redacted() {
-    assert_eq!(redact_url("postgres://tg:hunter2@db/x"), "postgres://tg:***@db/x");
+    assert_eq!(
+        redact_url("postgres://tg:hunter2@db/x"),
+        "postgres://tg:***@db/x"
+    );
     assert_eq!(redact_url("sqlite://data/t.db"), "sqlite://data/t.db");
 }

@@ -1,1 +1,35 @@
-//! placeholder
+//! The trackgate daemon: signed tracker telemetry in over HTTPS, verified, batched into SQL,
+//! acknowledged only after commit. See `docs/PROTOCOL.md` for the wire contract and
+//! `DESIGN.md`-style notes in the crate modules.
+//!
+//! # Layout
+//!
+//! In the order a record travels:
+//!
+//! - [`sources`]: where records come in. [`sources::http`] serves `POST /v1/records` behind
+//!   [`listener`] (TLS 1.2+ via [`tls`]); it checks the request signature and the key's rate
+//!   ([`ratelimit`]).
+//! - [`verify`]: every envelope parsed and checked against its device's keys from the [`keys`]
+//!   cache; what passes becomes a row.
+//! - [`pipeline`]: the bounded queue and the one writer that batches rows into transactions and
+//!   releases acknowledgements after commit.
+//! - the store (crate `trackgate-store`): SQL.
+//! - [`ops`] and [`metrics`]: `/metrics`, `/healthz`, `/readyz` on their own listener.
+//!
+//! Around them: [`config`] (TOML + environment, validated), [`app`] (wiring and graceful
+//! shutdown) and [`cli`] (serve and provisioning).
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod cli;
+pub mod config;
+mod fsutil;
+pub mod keys;
+pub mod listener;
+pub mod metrics;
+pub mod ops;
+pub mod pipeline;
+pub mod ratelimit;
+pub mod sources;
+pub mod tls;
+pub mod verify;

@@ -8,10 +8,16 @@ const OTHER: &str = "11111111111111111111111111111111111111111111111111111111111
 const RECORD: &str = r#"{"dev":"TRK-0001","seq":42,"ts":1763800000123,"lat":60.1699,"lon":24.9384,"spd":3.2,"bat":87}"#;
 const SIG: &str = "58caf992c19b69bd5a4691b36bc7b35e38896385037cf69041a81dd0c0f64017";
 const NOW_MS: u64 = 1_763_800_000_123 + 60_000;
-const CLOCK: Clock = Clock { now_ms: NOW_MS, retention_ms: 30 * 24 * 3600 * 1000 };
+const CLOCK: Clock = Clock {
+    now_ms: NOW_MS,
+    retention_ms: 30 * 24 * 3600 * 1000,
+};
 
 fn key(kid: &str, hex: &str) -> ActiveKey {
-    ActiveKey { kid: kid.into(), secret: Secret::from_hex(hex).unwrap() }
+    ActiveKey {
+        kid: kid.into(),
+        secret: Secret::from_hex(hex).unwrap(),
+    }
 }
 
 fn keys() -> Vec<ActiveKey> {
@@ -19,13 +25,18 @@ fn keys() -> Vec<ActiveKey> {
 }
 
 fn device(keys: &[ActiveKey]) -> Option<DeviceView<'_>> {
-    Some(DeviceView { enabled: true, supplier: Some("ACME"), keys })
+    Some(DeviceView {
+        enabled: true,
+        supplier: Some("ACME"),
+        keys,
+    })
 }
 
 /// The outcome of an envelope sent by supplier ACME for a device with `keys`.
 fn outcome(env: &str, keys: &[ActiveKey]) -> Result<u64, Reason> {
     let p = Parsed::parse(env)?;
-    p.verify(Origin::Supplier("ACME"), device(keys), CLOCK).map(|v| v.record.seq)
+    p.verify(Origin::Supplier("ACME"), device(keys), CLOCK)
+        .map(|v| v.record.seq)
 }
 
 fn signed(record: &str) -> String {
@@ -45,12 +56,20 @@ fn section_5_envelopes_verify() {
         let p = Parsed::parse(env).unwrap();
         assert_eq!(p.record_text(), RECORD);
         let k = keys();
-        let verified = p.verify(Origin::Supplier("ACME"), device(&k), CLOCK).unwrap();
+        let verified = p
+            .verify(Origin::Supplier("ACME"), device(&k), CLOCK)
+            .unwrap();
         assert_eq!(verified.kid, "k1");
         let r = verified.record;
         assert_eq!((r.dev, r.seq, r.ts), ("TRK-0001", 42, 1_763_800_000_123));
-        assert_eq!((r.lat, r.lon, r.spd, r.bat), (Some(60.1699), Some(24.9384), Some(3.2), Some(87.0)));
-        assert_eq!((r.alt, r.hdg, r.acc, r.tmp, r.ext), (None, None, None, None, None));
+        assert_eq!(
+            (r.lat, r.lon, r.spd, r.bat),
+            (Some(60.1699), Some(24.9384), Some(3.2), Some(87.0))
+        );
+        assert_eq!(
+            (r.alt, r.hdg, r.acc, r.tmp, r.ext),
+            (None, None, None, None, None)
+        );
         assert_eq!(r.text, RECORD);
     }
 }
@@ -100,7 +119,12 @@ fn too_large_comes_after_malformed() {
     assert_eq!(reason(&signed(&big_record)), Reason::TooLarge);
     let ext = format!(r#"{{"p":"{}"}}"#, "x".repeat(1020));
     assert_eq!(ext.len(), 1028);
-    assert_eq!(reason(&signed(&format!(r#"{{"dev":"TRK-0001","seq":1,"ts":1,"ext":{ext}}}"#))), Reason::TooLarge);
+    assert_eq!(
+        reason(&signed(&format!(
+            r#"{{"dev":"TRK-0001","seq":1,"ts":1,"ext":{ext}}}"#
+        ))),
+        Reason::TooLarge
+    );
     let ext_ok = format!(r#"{{"p":"{}"}}"#, "x".repeat(1016));
     assert_eq!(ext_ok.len(), 1024);
     let rec = format!(r#"{{"dev":"TRK-0001","seq":1,"ts":{NOW_MS},"ext":{ext_ok}}}"#);
@@ -120,19 +144,58 @@ fn device_and_permission_checks() {
     assert_eq!(p.dev(), "TRK-0001");
     let k = keys();
     let reject = |origin, dev| p.verify(origin, dev, CLOCK).map(|_| ()).unwrap_err();
-    assert_eq!(reject(Origin::Supplier("ACME"), None), Reason::UnknownDevice);
-    assert_eq!(reject(Origin::Supplier("OTHER"), device(&k)), Reason::NotPermitted);
-    assert_eq!(reject(Origin::Device("TRK-0002"), device(&k)), Reason::NotPermitted);
-    assert_eq!(reject(Origin::Topic("TRK-0002"), device(&k)), Reason::TopicMismatch);
-    let no_supplier = Some(DeviceView { enabled: true, supplier: None, keys: &k });
-    assert_eq!(reject(Origin::Supplier("ACME"), no_supplier), Reason::NotPermitted);
-    let disabled = Some(DeviceView { enabled: false, supplier: Some("ACME"), keys: &k });
-    assert_eq!(reject(Origin::Supplier("ACME"), disabled), Reason::DeviceDisabled);
+    assert_eq!(
+        reject(Origin::Supplier("ACME"), None),
+        Reason::UnknownDevice
+    );
+    assert_eq!(
+        reject(Origin::Supplier("OTHER"), device(&k)),
+        Reason::NotPermitted
+    );
+    assert_eq!(
+        reject(Origin::Device("TRK-0002"), device(&k)),
+        Reason::NotPermitted
+    );
+    assert_eq!(
+        reject(Origin::Topic("TRK-0002"), device(&k)),
+        Reason::TopicMismatch
+    );
+    let no_supplier = Some(DeviceView {
+        enabled: true,
+        supplier: None,
+        keys: &k,
+    });
+    assert_eq!(
+        reject(Origin::Supplier("ACME"), no_supplier),
+        Reason::NotPermitted
+    );
+    let disabled = Some(DeviceView {
+        enabled: false,
+        supplier: Some("ACME"),
+        keys: &k,
+    });
+    assert_eq!(
+        reject(Origin::Supplier("ACME"), disabled),
+        Reason::DeviceDisabled
+    );
     // Unknown device wins over a bad signature; a disabled device over an unknown key.
-    let disabled_no_keys = Some(DeviceView { enabled: false, supplier: Some("ACME"), keys: &[] });
-    assert_eq!(reject(Origin::Supplier("ACME"), disabled_no_keys), Reason::DeviceDisabled);
-    assert!(p.verify(Origin::Device("TRK-0001"), device(&k), CLOCK).is_ok());
-    assert!(p.verify(Origin::Topic("TRK-0001"), device(&k), CLOCK).is_ok());
+    let disabled_no_keys = Some(DeviceView {
+        enabled: false,
+        supplier: Some("ACME"),
+        keys: &[],
+    });
+    assert_eq!(
+        reject(Origin::Supplier("ACME"), disabled_no_keys),
+        Reason::DeviceDisabled
+    );
+    assert!(
+        p.verify(Origin::Device("TRK-0001"), device(&k), CLOCK)
+            .is_ok()
+    );
+    assert!(
+        p.verify(Origin::Topic("TRK-0001"), device(&k), CLOCK)
+            .is_ok()
+    );
 }
 
 #[test]
@@ -169,7 +232,10 @@ fn one_flipped_byte_of_m_is_a_bad_signature() {
         bytes[start + i] = flipped;
         let text = String::from_utf8(bytes).unwrap();
         let r = outcome(&text, &keys());
-        assert!(matches!(r, Err(Reason::BadSignature | Reason::UnknownDevice)), "flip {i}: {r:?}");
+        assert!(
+            matches!(r, Err(Reason::BadSignature | Reason::UnknownDevice)),
+            "flip {i}: {r:?}"
+        );
         flips += 1;
     }
     assert!(flips >= 25, "{flips}");
@@ -223,7 +289,9 @@ fn bad_values() {
     ] {
         assert_eq!(reason(&signed(rec)), Reason::BadValue, "{rec}");
     }
-    let ok = base(r#","lat":-90,"lon":180,"hdg":-0,"spd":0,"bat":100,"tmp":-40.5,"alt":-12,"ext":{"fw":"1.2"}"#);
+    let ok = base(
+        r#","lat":-90,"lon":180,"hdg":-0,"spd":0,"bat":100,"tmp":-40.5,"alt":-12,"ext":{"fw":"1.2"}"#,
+    );
     assert_eq!(outcome(&signed(&ok), &keys()), Ok(1));
 }
 
@@ -231,19 +299,28 @@ fn bad_values() {
 fn ts_out_of_range() {
     let at = |ts: u64| signed(&format!(r#"{{"dev":"TRK-0001","seq":1,"ts":{ts}}}"#));
     assert_eq!(outcome(&at(NOW_MS + 5 * 60 * 1000), &keys()), Ok(1));
-    assert_eq!(reason(&at(NOW_MS + 5 * 60 * 1000 + 1)), Reason::TsOutOfRange);
+    assert_eq!(
+        reason(&at(NOW_MS + 5 * 60 * 1000 + 1)),
+        Reason::TsOutOfRange
+    );
     assert_eq!(outcome(&at(NOW_MS - CLOCK.retention_ms), &keys()), Ok(1));
-    assert_eq!(reason(&at(NOW_MS - CLOCK.retention_ms - 1)), Reason::TsOutOfRange);
+    assert_eq!(
+        reason(&at(NOW_MS - CLOCK.retention_ms - 1)),
+        Reason::TsOutOfRange
+    );
     assert_eq!(reason(&at(0)), Reason::TsOutOfRange);
 }
 
 #[test]
 fn ext_is_kept_byte_for_byte() {
-    let rec = r#"{"dev":"TRK-0001","seq":7,"ts":1763800000123,"ext":{ "fw" : "1.2", "n":[1, 2.50]}}"#;
+    let rec =
+        r#"{"dev":"TRK-0001","seq":7,"ts":1763800000123,"ext":{ "fw" : "1.2", "n":[1, 2.50]}}"#;
     let env = signed(rec);
     let p = Parsed::parse(&env).unwrap();
     let k = keys();
-    let v = p.verify(Origin::Device("TRK-0001"), device(&k), CLOCK).unwrap();
+    let v = p
+        .verify(Origin::Device("TRK-0001"), device(&k), CLOCK)
+        .unwrap();
     assert_eq!(v.record.ext, Some(r#"{ "fw" : "1.2", "n":[1, 2.50]}"#));
 }
 
@@ -253,5 +330,11 @@ fn escaped_device_ids_are_decoded() {
     let env = signed(rec);
     let p = Parsed::parse(&env).unwrap();
     assert_eq!(p.dev(), "TRK-0001");
-    assert_eq!(p.verify(Origin::Device("TRK-0001"), device(&keys()), CLOCK).unwrap().record.dev, "TRK-0001");
+    assert_eq!(
+        p.verify(Origin::Device("TRK-0001"), device(&keys()), CLOCK)
+            .unwrap()
+            .record
+            .dev,
+        "TRK-0001"
+    );
 }

@@ -25,7 +25,10 @@ fn one_flipped_byte_fails_verification() {
     let mut bytes = RECORD.as_bytes().to_vec();
     for i in 0..bytes.len() {
         bytes[i] ^= 0x01;
-        assert!(!verify_record(&key(DEVICE_KEY), &bytes, &sig), "flip at {i}");
+        assert!(
+            !verify_record(&key(DEVICE_KEY), &bytes, &sig),
+            "flip at {i}"
+        );
         bytes[i] ^= 0x01;
     }
     assert!(verify_record(&key(DEVICE_KEY), &bytes, &sig));
@@ -40,10 +43,25 @@ fn compact_envelope_vector() {
 #[test]
 fn mqtt_password_vector() {
     let pw = mqtt_password(&key(DEVICE_KEY), "TRK-0001");
-    assert_eq!(pw, "bdd7f18f8cedf8cf232df9b46eff78d2effebc16db6bb448b5427e375eaaa620");
-    assert!(verify_mqtt_password(&key(DEVICE_KEY), "TRK-0001", pw.as_bytes()));
-    assert!(!verify_mqtt_password(&key(DEVICE_KEY), "TRK-0002", pw.as_bytes()));
-    assert!(!verify_mqtt_password(&key(DEVICE_KEY), "TRK-0001", pw.to_uppercase().as_bytes()));
+    assert_eq!(
+        pw,
+        "bdd7f18f8cedf8cf232df9b46eff78d2effebc16db6bb448b5427e375eaaa620"
+    );
+    assert!(verify_mqtt_password(
+        &key(DEVICE_KEY),
+        "TRK-0001",
+        pw.as_bytes()
+    ));
+    assert!(!verify_mqtt_password(
+        &key(DEVICE_KEY),
+        "TRK-0002",
+        pw.as_bytes()
+    ));
+    assert!(!verify_mqtt_password(
+        &key(DEVICE_KEY),
+        "TRK-0001",
+        pw.to_uppercase().as_bytes()
+    ));
 }
 
 #[test]
@@ -58,7 +76,10 @@ fn request_signature_vector() {
     let sig = request_signature(&key(SUPPLIER_KEY), &parts);
     assert_eq!(hex::encode(sig), REQUEST_SIG);
     assert!(verify_request(&key(SUPPLIER_KEY), &parts, &sig));
-    let other_path = RequestParts { path: "/v1/records/", ..parts };
+    let other_path = RequestParts {
+        path: "/v1/records/",
+        ..parts
+    };
     assert!(!verify_request(&key(SUPPLIER_KEY), &other_path, &sig));
 }
 
@@ -69,7 +90,10 @@ fn vectors_file_matches_the_constants() {
     let rec = &v["record"];
     let k = key(rec["device_key_hex"].as_str().unwrap());
     let m = rec["m"].as_str().unwrap();
-    assert_eq!(hex::encode(record_signature(&k, m.as_bytes())), rec["sig"].as_str().unwrap());
+    assert_eq!(
+        hex::encode(record_signature(&k, m.as_bytes())),
+        rec["sig"].as_str().unwrap()
+    );
     let req = &v["request"];
     let parts = RequestParts {
         timestamp: req["timestamp"].as_str().unwrap(),
@@ -78,10 +102,16 @@ fn vectors_file_matches_the_constants() {
         body: req["body"].as_str().unwrap().as_bytes(),
     };
     let sk = key(req["supplier_key_hex"].as_str().unwrap());
-    assert_eq!(hex::encode(request_signature(&sk, &parts)), req["signature"].as_str().unwrap());
+    assert_eq!(
+        hex::encode(request_signature(&sk, &parts)),
+        req["signature"].as_str().unwrap()
+    );
     let mq = &v["mqtt_password"];
     let mk = key(mq["device_key_hex"].as_str().unwrap());
-    assert_eq!(mqtt_password(&mk, mq["device"].as_str().unwrap()), mq["password"].as_str().unwrap());
+    assert_eq!(
+        mqtt_password(&mk, mq["device"].as_str().unwrap()),
+        mq["password"].as_str().unwrap()
+    );
 }
 
 #[test]

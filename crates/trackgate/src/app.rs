@@ -1,0 +1,210 @@
+//! Wiring: open the store, build the pipeline and the sources, run until a signal, then shut
+//! down in order: stop accepting, let in-flight requests finish (they wait for their commit),
+//! drain the queue, close the database. All within the grace period.
+
+use crate::config::{Config, MasterKeySource, Mode};
+use crate::keys::KeyCache;
+use crate::metrics::Metrics;
+use crate::pipeline::{Queue, Writer, WriterSettings};
+use crate::ratelimit::RateLimiter;
+use crate::sources::http::{self, HttpState};
+use crate::verify::Verifier;
+use crate::{fsutil, listener, ops, tls};
+use anyhow::Context;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use trackgate_store::{MasterKey, Store};
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Everything accepted was committed and answered.
+    Clean,
+    /// The grace period ran out before the queue drained: what was not committed was not
+    /// acknowledged either.
+    GraceExceeded,
+}
+
+/// Read the master key from its source; in dev mode create the key file on first use.
+pub fn load_master_key(source: &MasterKeySource) -> anyhow::Result<MasterKey> {
+    let (hex, origin) = match source {
+        MasterKeySource::Env(hex) => (hex.clone(), crate::config::env::MASTER_KEY.to_owned()),
+        MasterKeySource::File(path) => (
+            std::fs::read_to_string(path)
+                .with_context(|| format!("reading the master key file {}", path.display()))?,
+            path.display().to_string(),
+        ),
+        MasterKeySource::DevFile(path) => {
+            if !path.exists() {
+                fsutil::write_private(path, MasterKey::generate_hex().as_bytes())?;
+                tracing::warn!(path = %path.display(), "dev mode: generated a master key file; production must supply its own");
+            }
+            (
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("reading the master key file {}", path.display()))?,
+                path.display().to_string(),
+            )
+        }
+    };
+    MasterKey::from_hex(&hex)
+        .with_context(|| format!("the master key in {origin} must be 64 hex characters (32 bytes)"))
+}
+
+/// Open the database the configuration names, creating the data directory if needed.
+pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
+    let master = load_master_key(&config.master_key)?;
+    Store::open(&config.database, master)
+        .await
+        .with_context(|| {
+            format!(
+                "opening the database {}",
+                trackgate_store::redact_url(&config.database.url)
+            )
+        })
+}
+
+/// Run the daemon until SIGINT or SIGTERM, then shut down gracefully.
+pub async fn serve(config: Config) -> anyhow::Result<Exit> {
+    let shutdown = CancellationToken::new();
+    let signal = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown requested");
+        signal.cancel();
+    });
+    serve_until(config, shutdown).await
+}
+
+/// Run the daemon until `shutdown` is cancelled.
+pub async fn serve_until(config: Config, shutdown: CancellationToken) -> anyhow::Result<Exit> {
+    let store = open_store(&config).await?;
+    let tls_files = match (&config.tls, config.mode) {
+        (Some(files), _) => files.clone(),
+        (None, Mode::Dev) => tls::ensure_dev_certificate(&config.data_dir)?,
+        (None, Mode::Production) => anyhow::bail!("production mode needs `tls.cert` and `tls.key`"),
+    };
+    let (tls_config, fingerprint) = tls::server_config(&tls_files)?;
+    tracing::info!(cert = %tls_files.cert.display(), sha256 = %fingerprint, "TLS certificate");
+
+    let metrics = Metrics::new();
+    let keys = Arc::new(KeyCache::new(
+        store.clone(),
+        config.ingest.key_cache_max_entries,
+        metrics.clone(),
+    ));
+    let (queue, rx, permits) = Queue::new(config.ingest.queue_capacity, metrics.clone());
+    let writer = Writer::new(
+        store.clone(),
+        rx,
+        permits,
+        metrics.clone(),
+        WriterSettings {
+            batch_max_rows: config.ingest.batch_max_rows,
+            batch_linger: config.ingest.batch_linger,
+            write_retry: config.ingest.write_retry,
+            rejects_keep: config.ingest.rejects_keep,
+        },
+    );
+
+    let https = TcpListener::bind(config.http.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "binding the HTTPS listener to {} (`http.listen`)",
+                config.http.listen
+            )
+        })?;
+    let ops_listener = TcpListener::bind(config.ops_listen)
+        .await
+        .with_context(|| {
+            format!(
+                "binding the ops listener to {} (`ops.listen`)",
+                config.ops_listen
+            )
+        })?;
+    tracing::info!(listener = "https", addr = %https.local_addr()?, "listening");
+    tracing::info!(listener = "ops", addr = %ops_listener.local_addr()?, "listening");
+    if !config.ops_listen.ip().is_loopback() {
+        tracing::warn!(addr = %config.ops_listen, "the ops listener (plain HTTP) is not on loopback");
+    }
+
+    let tasks = TaskTracker::new();
+    let background = CancellationToken::new();
+    let drain = CancellationToken::new();
+    tasks.spawn(writer.run(drain.clone()));
+    tasks.spawn(
+        keys.clone()
+            .follow_changes(config.ingest.key_refresh, background.clone()),
+    );
+
+    let state = HttpState::new(http::Inner {
+        keys: keys.clone(),
+        verifier: Verifier::new(keys.clone(), config.retention_ms()),
+        queue,
+        limiter: RateLimiter::new(
+            config.http.rate_limit_per_second,
+            config.http.rate_limit_burst,
+        ),
+        metrics: metrics.clone(),
+        max_body_bytes: config.http.max_body_bytes,
+        max_records: config.http.max_records,
+        stopping: shutdown.clone(),
+    });
+    let https_task = tokio::spawn(listener::serve_tls(
+        https,
+        tls_config,
+        http::router(state),
+        config.http.handshake_timeout,
+        shutdown.clone(),
+    ));
+    let ops_stop = background.clone();
+    let ops_store = store.clone();
+    tasks.spawn(async move {
+        let app = ops::router(metrics, ops_store);
+        if let Err(e) = axum::serve(ops_listener, app)
+            .with_graceful_shutdown(ops_stop.cancelled_owned())
+            .await
+        {
+            tracing::error!(error = %e, "ops listener failed");
+        }
+    });
+
+    shutdown.cancelled().await;
+    let drained = tokio::time::timeout(config.grace_period, async {
+        // In-flight requests finish first: each waits for its commit, which the writer still serves.
+        let _ = https_task.await;
+        drain.cancel();
+        background.cancel();
+        tasks.close();
+        tasks.wait().await;
+    })
+    .await;
+    let exit = match drained {
+        Ok(()) => {
+            store.close().await;
+            tracing::info!("shut down cleanly");
+            Exit::Clean
+        }
+        Err(_) => {
+            tracing::error!(
+                grace_secs = config.grace_period.as_secs(),
+                "grace period exceeded; exiting with work unacknowledged"
+            );
+            Exit::GraceExceeded
+        }
+    };
+    Ok(exit)
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

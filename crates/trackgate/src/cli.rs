@@ -1,0 +1,209 @@
+//! The command line: `trackgate serve` and the provisioning commands, which work on the database
+//! directly (a running server picks their changes up within `ingest.key_refresh_ms`).
+
+use crate::app;
+use crate::config::Config;
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use std::io::Read;
+use std::path::PathBuf;
+use trackgate_proto::Secret;
+use trackgate_store::{Kind, PrincipalInfo, Store};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "trackgate",
+    version,
+    about = "Signed tracker telemetry over HTTPS into SQL, acknowledged only after commit"
+)]
+pub struct Cli {
+    /// Configuration file (TOML). Without it, the embedded dev defaults (config/dev.toml).
+    #[arg(long, global = true, env = "TRACKGATE_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon until SIGINT or SIGTERM.
+    Serve,
+    /// Suppliers: tracking-device vendors whose backends relay their devices' records.
+    #[command(subcommand)]
+    Supplier(PrincipalCommand),
+    /// Devices: trackers that sign their own records.
+    #[command(subcommand)]
+    Device(DeviceCommand),
+    /// Keys of a device or supplier: at most two active at a time, for rotation.
+    #[command(subcommand)]
+    Key(KeyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PrincipalCommand {
+    /// Provision a supplier.
+    Add {
+        id: String,
+    },
+    /// List suppliers and their key ids (never their secrets).
+    List(ListArgs),
+    /// Refuse the supplier's requests from now on.
+    Disable {
+        id: String,
+    },
+    Enable {
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeviceCommand {
+    /// Provision a device, optionally relayed by a supplier.
+    Add {
+        id: String,
+        /// The supplier whose key may carry this device's records.
+        #[arg(long)]
+        supplier: Option<String>,
+    },
+    /// List devices and their key ids (never their secrets).
+    List(ListArgs),
+    /// Reject the device's records (device_disabled) from now on.
+    Disable {
+        id: String,
+    },
+    Enable {
+        id: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// One JSON object per line instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Generate a key and print its secret once, as 64 hex characters on standard output.
+    Generate { owner: String, kid: String },
+    /// Import a key burned in at the factory: 64 hex characters read from standard input
+    /// (or --from-file), never from the command line.
+    Import {
+        owner: String,
+        kid: String,
+        #[arg(long)]
+        from_file: Option<PathBuf>,
+    },
+    /// Revoke a key: records and requests signed with it are refused from now on.
+    Revoke { owner: String, kid: String },
+}
+
+/// Run a provisioning command.
+pub async fn run(config: &Config, command: Command) -> anyhow::Result<()> {
+    let store = app::open_store(config).await?;
+    let result = provision(&store, command).await;
+    store.close().await;
+    result
+}
+
+async fn provision(store: &Store, command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve => unreachable!("serve is dispatched by main"),
+        Command::Supplier(c) => match c {
+            PrincipalCommand::Add { id } => {
+                store.add_supplier(&id).await?;
+                eprintln!("supplier {id} added");
+            }
+            PrincipalCommand::List(a) => {
+                print_list(&store.list(Some(Kind::Supplier)).await?, a.json)?
+            }
+            PrincipalCommand::Disable { id } => set_enabled(store, &id, false).await?,
+            PrincipalCommand::Enable { id } => set_enabled(store, &id, true).await?,
+        },
+        Command::Device(c) => match c {
+            DeviceCommand::Add { id, supplier } => {
+                store.add_device(&id, supplier.as_deref()).await?;
+                eprintln!("device {id} added");
+            }
+            DeviceCommand::List(a) => print_list(&store.list(Some(Kind::Device)).await?, a.json)?,
+            DeviceCommand::Disable { id } => set_enabled(store, &id, false).await?,
+            DeviceCommand::Enable { id } => set_enabled(store, &id, true).await?,
+        },
+        Command::Key(c) => match c {
+            KeyCommand::Generate { owner, kid } => {
+                let mut bytes = [0u8; 32];
+                getrandom::fill(&mut bytes).map_err(|e| {
+                    anyhow::anyhow!("the operating system's random source failed: {e}")
+                })?;
+                let secret = Secret::from_bytes(bytes);
+                store.add_key(&owner, &kid, &secret).await?;
+                println!("{}", secret.to_hex());
+                eprintln!("key {owner}/{kid} added; the secret above is shown only this once");
+            }
+            KeyCommand::Import {
+                owner,
+                kid,
+                from_file,
+            } => {
+                let mut text = String::new();
+                match &from_file {
+                    Some(path) => {
+                        text = std::fs::read_to_string(path)
+                            .with_context(|| format!("reading {}", path.display()))?
+                    }
+                    None => {
+                        std::io::stdin()
+                            .read_to_string(&mut text)
+                            .context("reading the secret from standard input")?;
+                    }
+                }
+                let secret = Secret::from_hex(&text)?;
+                store.add_key(&owner, &kid, &secret).await?;
+                eprintln!("key {owner}/{kid} imported");
+            }
+            KeyCommand::Revoke { owner, kid } => {
+                store.revoke_key(&owner, &kid).await?;
+                eprintln!("key {owner}/{kid} revoked");
+            }
+        },
+    }
+    Ok(())
+}
+
+async fn set_enabled(store: &Store, id: &str, enabled: bool) -> anyhow::Result<()> {
+    store.set_enabled(id, enabled).await?;
+    eprintln!("{id} {}", if enabled { "enabled" } else { "disabled" });
+    Ok(())
+}
+
+fn print_list(items: &[PrincipalInfo], json: bool) -> anyhow::Result<()> {
+    if json {
+        for p in items {
+            println!("{}", serde_json::to_string(p)?);
+        }
+        return Ok(());
+    }
+    println!("{:<24} {:<16} {:<8} KEYS", "ID", "SUPPLIER", "ENABLED");
+    for p in items {
+        let keys: Vec<String> = p
+            .keys
+            .iter()
+            .map(|k| {
+                if k.active {
+                    k.kid.clone()
+                } else {
+                    format!("{}(revoked)", k.kid)
+                }
+            })
+            .collect();
+        println!(
+            "{:<24} {:<16} {:<8} {}",
+            p.id,
+            p.supplier.as_deref().unwrap_or("-"),
+            p.enabled,
+            keys.join(",")
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,540 @@
+//! Configuration: a TOML file (or the embedded defaults, which are `config/dev.toml`), then
+//! environment overrides, then [`RawConfig::validate`] into a typed [`Config`] whose errors name
+//! the key at fault.
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The embedded defaults: what `trackgate serve` runs with when no `--config` is given.
+pub const DEV_TOML: &str = include_str!("../../../config/dev.toml");
+
+/// Environment variables that override the file. Secrets come only from here or from files.
+pub mod env {
+    pub const CONFIG: &str = "TRACKGATE_CONFIG";
+    pub const DATA_DIR: &str = "TRACKGATE_DATA_DIR";
+    pub const HTTP_LISTEN: &str = "TRACKGATE_HTTP_LISTEN";
+    pub const OPS_LISTEN: &str = "TRACKGATE_OPS_LISTEN";
+    pub const DATABASE_URL: &str = "TRACKGATE_DATABASE_URL";
+    pub const MASTER_KEY: &str = "TRACKGATE_MASTER_KEY";
+    pub const MASTER_KEY_FILE: &str = "TRACKGATE_MASTER_KEY_FILE";
+    pub const LOG_FORMAT: &str = "TRACKGATE_LOG_FORMAT";
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    pub mode: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub http: RawHttp,
+    pub tls: RawTls,
+    pub ops: RawOps,
+    pub database: RawDatabase,
+    pub ingest: RawIngest,
+    pub security: RawSecurity,
+    pub shutdown: RawShutdown,
+    pub log: RawLog,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawHttp {
+    pub listen: Option<String>,
+    pub max_body_bytes: Option<u64>,
+    pub max_records: Option<u64>,
+    pub rate_limit_per_second: Option<f64>,
+    pub rate_limit_burst: Option<f64>,
+    pub handshake_timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawTls {
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawOps {
+    pub listen: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawDatabase {
+    pub url: Option<String>,
+    pub max_connections: Option<u32>,
+    pub sqlite_synchronous: Option<String>,
+    pub sqlite_cache_mib: Option<u32>,
+    pub sqlite_wal_autocheckpoint: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawIngest {
+    pub queue_capacity: Option<u64>,
+    pub batch_max_rows: Option<u64>,
+    pub batch_linger_ms: Option<u64>,
+    pub retention_days: Option<u64>,
+    pub rejects_keep: Option<u64>,
+    pub key_refresh_ms: Option<u64>,
+    pub key_cache_max_entries: Option<u64>,
+    pub write_retry_secs: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSecurity {
+    pub master_key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawShutdown {
+    pub grace_period_secs: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLog {
+    pub format: Option<String>,
+    pub level: Option<String>,
+}
+
+/// Development conveniences (self-signed certificate, generated master key) or none of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Dev,
+    Production,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Where the master key comes from.
+#[derive(Clone)]
+pub enum MasterKeySource {
+    /// `TRACKGATE_MASTER_KEY`, 64 hex characters.
+    Env(String),
+    /// A file holding 64 hex characters.
+    File(PathBuf),
+    /// Dev mode only: a file in the data directory, created on first start.
+    DevFile(PathBuf),
+}
+
+impl std::fmt::Debug for MasterKeySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MasterKeySource::Env(_) => f.write_str("Env(<redacted>)"),
+            MasterKeySource::File(p) => write!(f, "File({})", p.display()),
+            MasterKeySource::DevFile(p) => write!(f, "DevFile({})", p.display()),
+        }
+    }
+}
+
+/// Validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub mode: Mode,
+    pub data_dir: PathBuf,
+    pub http: HttpConfig,
+    /// `None` in dev mode without a configured certificate: one is generated.
+    pub tls: Option<TlsFiles>,
+    pub ops_listen: SocketAddr,
+    pub database: trackgate_store::OpenOptions,
+    pub ingest: IngestConfig,
+    pub master_key: MasterKeySource,
+    pub grace_period: Duration,
+    pub log_format: LogFormat,
+    pub log_level: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+    pub max_body_bytes: usize,
+    pub max_records: usize,
+    /// Requests per second per key; 0 turns rate limiting off.
+    pub rate_limit_per_second: f64,
+    pub rate_limit_burst: f64,
+    pub handshake_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    pub queue_capacity: usize,
+    pub batch_max_rows: usize,
+    pub batch_linger: Duration,
+    pub retention: Duration,
+    pub rejects_keep: u64,
+    pub key_refresh: Duration,
+    pub key_cache_max_entries: usize,
+    pub write_retry: Duration,
+}
+
+impl RawConfig {
+    /// The file at `path`, or the embedded defaults.
+    pub fn load(path: Option<&Path>) -> anyhow::Result<RawConfig> {
+        let (text, name) = match path {
+            Some(p) => (
+                std::fs::read_to_string(p)
+                    .with_context(|| format!("cannot read config file {}", p.display()))?,
+                p.display().to_string(),
+            ),
+            None => (DEV_TOML.to_owned(), "embedded defaults".to_owned()),
+        };
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("config ({name}): {e}"))
+    }
+
+    /// Apply the environment overrides of [`env`].
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) {
+        if let Some(v) = get(env::DATA_DIR) {
+            self.data_dir = Some(v.into());
+        }
+        if let Some(v) = get(env::HTTP_LISTEN) {
+            self.http.listen = Some(v);
+        }
+        if let Some(v) = get(env::OPS_LISTEN) {
+            self.ops.listen = Some(v);
+        }
+        if let Some(v) = get(env::DATABASE_URL) {
+            self.database.url = Some(v);
+        }
+        if let Some(v) = get(env::MASTER_KEY_FILE) {
+            self.security.master_key_file = Some(v.into());
+        }
+        if let Some(v) = get(env::LOG_FORMAT) {
+            self.log.format = Some(v);
+        }
+    }
+
+    /// Check every value and fill in defaults. `master_key_env` is `TRACKGATE_MASTER_KEY`.
+    pub fn validate(self, master_key_env: Option<String>) -> anyhow::Result<Config> {
+        let mode = match self.mode.as_deref().unwrap_or("production") {
+            "dev" => Mode::Dev,
+            "production" => Mode::Production,
+            other => bail!("`mode` must be \"dev\" or \"production\", not {other:?}"),
+        };
+        let data_dir = self.data_dir.unwrap_or_else(|| PathBuf::from("data"));
+        let addr = |key: &str, v: Option<String>, default: &str| -> anyhow::Result<SocketAddr> {
+            let v = v.unwrap_or_else(|| default.to_owned());
+            v.parse().with_context(|| {
+                format!("`{key}` must be an address such as 127.0.0.1:8443, not {v:?}")
+            })
+        };
+        let h = self.http;
+        let http = HttpConfig {
+            listen: addr("http.listen", h.listen, "127.0.0.1:8443")?,
+            max_body_bytes: range(
+                "http.max_body_bytes",
+                h.max_body_bytes,
+                4 * 1024 * 1024,
+                1024,
+                256 * 1024 * 1024,
+            )?,
+            max_records: range("http.max_records", h.max_records, 10_000, 1, 1_000_000)?,
+            rate_limit_per_second: frange(
+                "http.rate_limit_per_second",
+                h.rate_limit_per_second,
+                1000.0,
+                0.0,
+                1e9,
+            )?,
+            rate_limit_burst: frange(
+                "http.rate_limit_burst",
+                h.rate_limit_burst,
+                2000.0,
+                1.0,
+                1e9,
+            )?,
+            handshake_timeout: Duration::from_millis(range(
+                "http.handshake_timeout_ms",
+                h.handshake_timeout_ms,
+                10_000,
+                100,
+                600_000,
+            )? as u64),
+        };
+        let tls = match (self.tls.cert, self.tls.key) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (None, None) if mode == Mode::Dev => None,
+            (None, None) => bail!("`tls.cert` and `tls.key` are required in production mode"),
+            _ => bail!("`tls.cert` and `tls.key` must be given together"),
+        };
+        let d = self.database;
+        let url = d
+            .url
+            .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("trackgate.db").display()));
+        if !url.starts_with("sqlite:") {
+            bail!(
+                "`database.url` must be a sqlite:// URL (PostgreSQL is not supported yet), not {:?}",
+                trackgate_store::redact_url(&url)
+            );
+        }
+        let synchronous_full = match d.sqlite_synchronous.as_deref().unwrap_or("full") {
+            "full" => true,
+            "normal" => false,
+            other => {
+                bail!("`database.sqlite_synchronous` must be \"full\" or \"normal\", not {other:?}")
+            }
+        };
+        let database = trackgate_store::OpenOptions {
+            url,
+            max_connections: range(
+                "database.max_connections",
+                d.max_connections.map(u64::from),
+                8,
+                2,
+                256,
+            )? as u32,
+            sqlite: trackgate_store::SqliteOptions {
+                synchronous_full,
+                cache_mib: range(
+                    "database.sqlite_cache_mib",
+                    d.sqlite_cache_mib.map(u64::from),
+                    32,
+                    1,
+                    65_536,
+                )? as u32,
+                wal_autocheckpoint_pages: range(
+                    "database.sqlite_wal_autocheckpoint",
+                    d.sqlite_wal_autocheckpoint.map(u64::from),
+                    10_000,
+                    100,
+                    10_000_000,
+                )? as u32,
+            },
+        };
+        let i = self.ingest;
+        let ingest = IngestConfig {
+            queue_capacity: range(
+                "ingest.queue_capacity",
+                i.queue_capacity,
+                100_000,
+                1,
+                100_000_000,
+            )?,
+            batch_max_rows: range("ingest.batch_max_rows", i.batch_max_rows, 2000, 1, 100_000)?,
+            batch_linger: Duration::from_millis(range(
+                "ingest.batch_linger_ms",
+                i.batch_linger_ms,
+                5,
+                0,
+                10_000,
+            )? as u64),
+            retention: Duration::from_secs(
+                range("ingest.retention_days", i.retention_days, 365, 1, 36_500)? as u64 * 86_400,
+            ),
+            rejects_keep: range(
+                "ingest.rejects_keep",
+                i.rejects_keep,
+                10_000,
+                0,
+                100_000_000,
+            )? as u64,
+            key_refresh: Duration::from_millis(range(
+                "ingest.key_refresh_ms",
+                i.key_refresh_ms,
+                1000,
+                50,
+                3_600_000,
+            )? as u64),
+            key_cache_max_entries: range(
+                "ingest.key_cache_max_entries",
+                i.key_cache_max_entries,
+                1_000_000,
+                100,
+                100_000_000,
+            )?,
+            write_retry: Duration::from_secs(range(
+                "ingest.write_retry_secs",
+                i.write_retry_secs,
+                30,
+                0,
+                3600,
+            )? as u64),
+        };
+        let largest = http.max_records.max(trackgate_proto::MAX_MQTT_ENVELOPES);
+        if ingest.queue_capacity < largest {
+            bail!(
+                "`ingest.queue_capacity` ({}) must be at least {largest} (`http.max_records` and the MQTT payload limit), \
+                 or a full request could never be queued",
+                ingest.queue_capacity,
+            );
+        }
+        let master_key = match (master_key_env, self.security.master_key_file) {
+            (Some(hex), _) => MasterKeySource::Env(hex),
+            (None, Some(file)) => MasterKeySource::File(file),
+            (None, None) if mode == Mode::Dev => {
+                MasterKeySource::DevFile(data_dir.join("master.key"))
+            }
+            (None, None) => bail!(
+                "production mode needs a master key: set {} (64 hex characters) or `security.master_key_file` / {}",
+                env::MASTER_KEY,
+                env::MASTER_KEY_FILE
+            ),
+        };
+        let log_format = match self.log.format.as_deref().unwrap_or("text") {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => bail!("`log.format` must be \"text\" or \"json\", not {other:?}"),
+        };
+        Ok(Config {
+            mode,
+            data_dir,
+            http,
+            tls,
+            ops_listen: addr("ops.listen", self.ops.listen, "127.0.0.1:9090")?,
+            database,
+            ingest,
+            master_key,
+            grace_period: Duration::from_secs(range(
+                "shutdown.grace_period_secs",
+                self.shutdown.grace_period_secs,
+                20,
+                1,
+                3600,
+            )? as u64),
+            log_format,
+            log_level: self.log.level.unwrap_or_else(|| "info".to_owned()),
+        })
+    }
+}
+
+fn range(key: &str, v: Option<u64>, default: u64, min: u64, max: u64) -> anyhow::Result<usize> {
+    let v = v.unwrap_or(default);
+    if !(min..=max).contains(&v) {
+        bail!("`{key}` must be between {min} and {max}, not {v}");
+    }
+    Ok(v as usize)
+}
+
+fn frange(key: &str, v: Option<f64>, default: f64, min: f64, max: f64) -> anyhow::Result<f64> {
+    let v = v.unwrap_or(default);
+    if !(min..=max).contains(&v) {
+        bail!("`{key}` must be between {min} and {max}, not {v}");
+    }
+    Ok(v)
+}
+
+impl Config {
+    /// Load the file (or the embedded defaults), apply the environment, validate.
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
+        let get = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let mut raw = RawConfig::load(path)?;
+        raw.apply_env(get);
+        raw.validate(get(env::MASTER_KEY))
+    }
+
+    /// Retention in milliseconds, for `ts_out_of_range`.
+    pub fn retention_ms(&self) -> u64 {
+        self.ingest.retention.as_millis() as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(toml: &str) -> anyhow::Result<Config> {
+        let raw: RawConfig = toml::from_str(toml)?;
+        raw.validate(None)
+    }
+
+    #[test]
+    fn the_embedded_defaults_are_a_working_dev_config() {
+        let c = RawConfig::load(None).unwrap().validate(None).unwrap();
+        assert_eq!(c.mode, Mode::Dev);
+        assert!(c.tls.is_none());
+        assert!(matches!(c.master_key, MasterKeySource::DevFile(_)));
+        assert!(c.ops_listen.ip().is_loopback());
+    }
+
+    #[test]
+    fn the_production_example_validates_with_a_master_key() {
+        let text = include_str!("../../../config/production.example.toml");
+        let raw: RawConfig = toml::from_str(text).unwrap();
+        let c = raw.validate(Some("00".repeat(32))).unwrap();
+        assert_eq!(c.mode, Mode::Production);
+        assert!(c.tls.is_some());
+        assert!(c.ops_listen.ip().is_loopback());
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let e = parse("mode = \"dev\"\n[http]\nlisten_on = \"x\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("listen_on"), "{e}");
+        let e = parse("colour = 1").unwrap_err().to_string();
+        assert!(e.contains("colour"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let e = parse("mode = \"dev\"\n[ingest]\nbatch_max_rows = 0")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "`ingest.batch_max_rows` must be between 1 and 100000, not 0"
+        );
+        let e = parse("mode = \"dev\"\n[http]\nlisten = \"nowhere\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("`http.listen` must be an address"), "{e}");
+        let e = parse("mode = \"staging\"").unwrap_err().to_string();
+        assert!(e.contains("`mode`"), "{e}");
+        let e = parse("mode = \"dev\"\n[ingest]\nqueue_capacity = 10")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`ingest.queue_capacity`"), "{e}");
+    }
+
+    #[test]
+    fn production_refuses_dev_conveniences() {
+        let e = parse("mode = \"production\"").unwrap_err().to_string();
+        assert!(e.contains("`tls.cert`"), "{e}");
+        let e = parse("mode = \"production\"\n[tls]\ncert = \"c\"\nkey = \"k\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("master key"), "{e}");
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let mut raw: RawConfig = toml::from_str("mode = \"dev\"").unwrap();
+        raw.apply_env(|k| match k {
+            env::HTTP_LISTEN => Some("127.0.0.1:0".into()),
+            env::DATABASE_URL => Some("sqlite://elsewhere.db".into()),
+            env::DATA_DIR => Some("/tmp/tg".into()),
+            _ => None,
+        });
+        let c = raw.validate(None).unwrap();
+        assert_eq!(c.http.listen.port(), 0);
+        assert_eq!(c.database.url, "sqlite://elsewhere.db");
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/tg"));
+    }
+
+    #[test]
+    fn master_key_from_env_is_never_printed() {
+        let c = parse("mode = \"dev\"").unwrap();
+        let mut raw: RawConfig = toml::from_str("mode = \"dev\"").unwrap();
+        raw.apply_env(|_| None);
+        let with_env = raw.validate(Some("ab".repeat(32))).unwrap();
+        assert!(!format!("{with_env:?}").contains(&"ab".repeat(32)));
+        assert!(matches!(c.master_key, MasterKeySource::DevFile(_)));
+    }
+}

@@ -1,0 +1,173 @@
+//! Every Prometheus series trackgate exports, declared in one place with its help text.
+//! Labels are bounded: transport, outcome, reason, status. Never a device or key id.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// The process's metrics, registered in their own registry.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// Records by transport and outcome (`accepted`, `duplicate`, `rejected`).
+    pub records: IntCounterVec,
+    /// Rejected records by transport and reason.
+    pub rejections: IntCounterVec,
+    /// HTTPS requests answered, by status code.
+    pub http_requests: IntCounterVec,
+    /// Time from request received to response, by status code class.
+    pub http_request_seconds: HistogramVec,
+    /// Rows per committed batch.
+    pub batch_rows: Histogram,
+    /// Time to write and commit one batch.
+    pub commit_seconds: Histogram,
+    /// Rows (and rejects) queued for the writer.
+    pub queue_depth: IntGauge,
+    pub queue_capacity: IntGauge,
+    /// Failed batch writes (each retry counts).
+    pub database_errors: IntCounter,
+    /// Principals held in the key cache.
+    pub key_cache_entries: IntGauge,
+    pub build_info: IntGaugeVec,
+}
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+const BATCH_BUCKETS: &[f64] = &[
+    1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0, 50000.0,
+];
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
+            c
+        };
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("valid metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
+            g
+        };
+        let histogram = |name: &str, help: &str, buckets: &[f64]| {
+            let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets.to_vec()))
+                .expect("valid metric");
+            registry
+                .register(Box::new(h.clone()))
+                .expect("unique metric");
+            h
+        };
+        let records = counter_vec(
+            "trackgate_records_total",
+            "Records received, by transport and outcome (accepted, duplicate, rejected).",
+            &["transport", "outcome"],
+        );
+        let rejections = counter_vec(
+            "trackgate_rejections_total",
+            "Rejected records, by transport and rejection reason.",
+            &["transport", "reason"],
+        );
+        let http_requests = counter_vec(
+            "trackgate_http_requests_total",
+            "HTTPS requests answered, by status code.",
+            &["status"],
+        );
+        let http_request_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "trackgate_http_request_duration_seconds",
+                "Time from an HTTPS request's arrival to its response, by status class.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["class"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(http_request_seconds.clone()))
+            .expect("unique metric");
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "trackgate_build_info",
+                "Always 1; labelled with the version.",
+            ),
+            &["version"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(build_info.clone()))
+            .expect("unique metric");
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+
+        let m = Metrics {
+            records,
+            rejections,
+            http_requests,
+            http_request_seconds,
+            batch_rows: histogram(
+                "trackgate_batch_rows",
+                "Rows written per committed batch.",
+                BATCH_BUCKETS,
+            ),
+            commit_seconds: histogram(
+                "trackgate_commit_duration_seconds",
+                "Time to write and commit one batch.",
+                LATENCY_BUCKETS,
+            ),
+            queue_depth: gauge(
+                "trackgate_queue_depth",
+                "Rows waiting in the queue for the writer.",
+            ),
+            queue_capacity: gauge("trackgate_queue_capacity", "Rows the queue holds at most."),
+            database_errors: {
+                let c = IntCounter::new(
+                    "trackgate_database_errors_total",
+                    "Failed batch writes, each retry counted.",
+                )
+                .expect("valid metric");
+                registry
+                    .register(Box::new(c.clone()))
+                    .expect("unique metric");
+                c
+            },
+            key_cache_entries: gauge(
+                "trackgate_key_cache_entries",
+                "Devices and suppliers held in the key cache.",
+            ),
+            build_info,
+            registry,
+        };
+        // Every bounded label value exists from the start, so a scrape shows zeros, not gaps.
+        for t in ["https"] {
+            for o in ["accepted", "duplicate", "rejected"] {
+                m.records.with_label_values(&[t, o]);
+            }
+            for r in trackgate_proto::Reason::ALL {
+                m.rejections.with_label_values(&[t, r.as_str()]);
+            }
+        }
+        m
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .expect("encoding to memory cannot fail");
+        String::from_utf8(buf).expect("the text format is UTF-8")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

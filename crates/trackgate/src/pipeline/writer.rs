@@ -1,0 +1,196 @@
+//! The one writer: gathers submissions into a batch until it holds `batch_max_rows` rows or
+//! `batch_linger` has passed since its first submission, writes the batch in one transaction,
+//! and only then answers each submission and gives its room in the queue back.
+
+use super::queue::{Submission, WriteFailed};
+use crate::metrics::Metrics;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use trackgate_store::{Outcome, RejectRow, Row, Store};
+
+#[derive(Debug, Clone)]
+pub struct WriterSettings {
+    pub batch_max_rows: usize,
+    pub batch_linger: Duration,
+    /// How long a failing write is retried before its submissions are failed.
+    pub write_retry: Duration,
+    /// Rejected records kept; older ones are pruned now and then.
+    pub rejects_keep: u64,
+}
+
+pub struct Writer {
+    store: Store,
+    rx: mpsc::UnboundedReceiver<Submission>,
+    permits: Arc<Semaphore>,
+    metrics: Metrics,
+    settings: WriterSettings,
+    batches_since_prune: u32,
+}
+
+/// Prune the rejects table once per this many batches.
+const PRUNE_EVERY: u32 = 200;
+
+impl Writer {
+    pub fn new(
+        store: Store,
+        rx: mpsc::UnboundedReceiver<Submission>,
+        permits: Arc<Semaphore>,
+        metrics: Metrics,
+        settings: WriterSettings,
+    ) -> Self {
+        Writer {
+            store,
+            rx,
+            permits,
+            metrics,
+            settings,
+            batches_since_prune: 0,
+        }
+    }
+
+    /// Run until `drain` is cancelled and everything queued by then is written, or until every
+    /// sender is gone.
+    pub async fn run(mut self, drain: CancellationToken) {
+        let mut carry: Option<Submission> = None;
+        let mut draining = false;
+        loop {
+            let first = match carry.take() {
+                Some(s) => s,
+                None if draining => match self.rx.try_recv() {
+                    Ok(s) => s,
+                    Err(_) => break,
+                },
+                None => tokio::select! {
+                    s = self.rx.recv() => match s {
+                        Some(s) => s,
+                        None => break,
+                    },
+                    _ = drain.cancelled() => {
+                        draining = true;
+                        continue;
+                    }
+                },
+            };
+            let mut rows = first.rows.len();
+            let mut batch = vec![first];
+            let deadline = tokio::time::Instant::now() + self.settings.batch_linger;
+            while rows < self.settings.batch_max_rows {
+                let next = if draining {
+                    self.rx.try_recv().ok()
+                } else {
+                    tokio::select! {
+                        biased;
+                        s = self.rx.recv() => s,
+                        _ = tokio::time::sleep_until(deadline) => None,
+                        _ = drain.cancelled() => { draining = true; continue; }
+                    }
+                };
+                let Some(s) = next else { break };
+                if rows + s.rows.len() > self.settings.batch_max_rows {
+                    carry = Some(s);
+                    break;
+                }
+                rows += s.rows.len();
+                batch.push(s);
+            }
+            self.write(batch).await;
+        }
+        tracing::info!("writer drained");
+    }
+
+    async fn write(&mut self, batch: Vec<Submission>) {
+        let total_rows: usize = batch.iter().map(|s| s.rows.len()).sum();
+        let mut rows: Vec<Row> = Vec::with_capacity(total_rows);
+        let mut rejects: Vec<RejectRow> = Vec::new();
+        let mut answers = Vec::with_capacity(batch.len());
+        let mut permits = 0usize;
+        for mut s in batch {
+            let n = s.rows.len();
+            rows.append(&mut s.rows);
+            rejects.append(&mut s.rejects);
+            permits += s.permits as usize;
+            answers.push((n, s.done, s.row_index, s.source));
+        }
+
+        let started = Instant::now();
+        let result = self.write_with_retry(&rows, &rejects, started).await;
+        self.metrics
+            .commit_seconds
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics.batch_rows.observe(total_rows as f64);
+
+        let mut conflicts = Vec::new();
+        match result {
+            Ok(outcomes) => {
+                let mut at = 0;
+                for (n, done, row_index, source) in answers {
+                    let mine = outcomes[at..at + n].to_vec();
+                    for (i, o) in mine.iter().enumerate() {
+                        if *o == Outcome::Conflict {
+                            let row = &rows[at + i];
+                            tracing::warn!(device = %row.device_id, seq = row.seq, reason = "conflict", "record differs from the one stored with the same (device, seq)");
+                            conflicts.push(RejectRow {
+                                received_ms: row.received_ms,
+                                transport: source.transport,
+                                key_name: source.key_name.clone(),
+                                device_id: Some(row.device_id.clone()),
+                                index: i64::from(row_index[i]),
+                                reason: "conflict",
+                                envelope: row.record.clone(),
+                            });
+                        }
+                    }
+                    at += n;
+                    let _ = done.send(Ok(mine));
+                }
+            }
+            Err(WriteFailed) => {
+                for (_, done, _, _) in answers {
+                    let _ = done.send(Err(WriteFailed));
+                }
+            }
+        }
+        self.permits.add_permits(permits);
+        self.metrics.queue_depth.sub(permits as i64);
+
+        // Conflicts are rare; they are kept for supplier support in a small transaction of their own.
+        if !conflicts.is_empty() {
+            if let Err(e) = self.store.write_batch(&[], &conflicts).await {
+                tracing::warn!(error = %e, "cannot keep conflict rejects");
+            }
+        }
+        self.batches_since_prune += 1;
+        if self.batches_since_prune >= PRUNE_EVERY {
+            self.batches_since_prune = 0;
+            if let Err(e) = self.store.prune_rejects(self.settings.rejects_keep).await {
+                tracing::warn!(error = %e, "cannot prune the rejects table");
+            }
+        }
+    }
+
+    async fn write_with_retry(
+        &self,
+        rows: &[Row],
+        rejects: &[RejectRow],
+        started: Instant,
+    ) -> Result<Vec<Outcome>, WriteFailed> {
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match self.store.write_batch(rows, rejects).await {
+                Ok(outcomes) => return Ok(outcomes),
+                Err(e) => {
+                    self.metrics.database_errors.inc();
+                    if started.elapsed() + backoff > self.settings.write_retry {
+                        tracing::error!(error = %e, rows = rows.len(), "batch write failed; its requests are answered unavailable");
+                        return Err(WriteFailed);
+                    }
+                    tracing::warn!(error = %e, rows = rows.len(), retry_in_ms = backoff.as_millis() as u64, "batch write failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    }
+}
