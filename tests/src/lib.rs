@@ -171,6 +171,11 @@ impl Server {
         Ok(child.wait()?.code())
     }
 
+    /// Wait for the process to exit by itself; its exit code.
+    pub fn wait(&mut self) -> Option<i32> {
+        self.child.take().and_then(|mut c| c.wait().ok()?.code())
+    }
+
     /// Run a CLI command against this server's config; stdin is fed if given.
     pub fn cli(&self, args: &[&str], stdin: Option<&str>) -> Output {
         run_cli(&self.config, args, stdin)
