@@ -3,15 +3,15 @@
 //! client), and the real SQLite file read back directly.
 #![forbid(unsafe_code)]
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use trackgate_proto::sign::{self, RequestParts};
 use trackgate_proto::Secret;
+use trackgate_proto::sign::{self, RequestParts};
 
 /// The `trackgate` binary: `TRACKGATE_BIN`, or the one cargo built beside this test.
 pub fn binary() -> PathBuf {
@@ -20,8 +20,16 @@ pub fn binary() -> PathBuf {
     }
     let exe = std::env::current_exe().expect("test executable path");
     // target/<profile>/deps/<test> -> target/<profile>/trackgate
-    let bin = exe.parent().and_then(Path::parent).expect("target dir").join("trackgate");
-    assert!(bin.exists(), "{} not built: run the tests with `cargo nextest run --workspace`", bin.display());
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .join("trackgate");
+    assert!(
+        bin.exists(),
+        "{} not built: run the tests with `cargo nextest run --workspace`",
+        bin.display()
+    );
     bin
 }
 
@@ -39,13 +47,21 @@ pub struct Key {
 
 impl Key {
     pub fn new(owner: &str, kid: &str, hex: &str) -> Key {
-        Key { owner: owner.into(), kid: kid.into(), secret: Secret::from_hex(hex).unwrap() }
+        Key {
+            owner: owner.into(),
+            kid: kid.into(),
+            secret: Secret::from_hex(hex).unwrap(),
+        }
     }
 
     /// A fresh random-looking key derived from a label (deterministic, for reproducible tests).
     pub fn derived(owner: &str, kid: &str) -> Key {
         let digest = sign::record_signature(&Secret::from_bytes([7; 32]), format!("{owner}/{kid}").as_bytes());
-        Key { owner: owner.into(), kid: kid.into(), secret: Secret::from_bytes(digest) }
+        Key {
+            owner: owner.into(),
+            kid: kid.into(),
+            secret: Secret::from_bytes(digest),
+        }
     }
 
     pub fn name(&self) -> String {
@@ -60,7 +76,10 @@ impl Key {
 
 /// A record text for `dev` with a current timestamp and a position.
 pub fn record(dev: &str, seq: u64) -> String {
-    format!(r#"{{"dev":"{dev}","seq":{seq},"ts":{},"lat":60.1699,"lon":24.9384,"spd":3.2,"bat":87}}"#, now_ms())
+    format!(
+        r#"{{"dev":"{dev}","seq":{seq},"ts":{},"lat":60.1699,"lon":24.9384,"spd":3.2,"bat":87}}"#,
+        now_ms()
+    )
 }
 
 /// A running trackgate.
@@ -124,7 +143,9 @@ impl Server {
         while Instant::now() < deadline {
             let (mut https, mut ops) = (None, None);
             for line in BufReader::new(std::fs::File::open(&self.log)?).lines() {
-                let Ok(v) = serde_json::from_str::<Value>(&line?) else { continue };
+                let Ok(v) = serde_json::from_str::<Value>(&line?) else {
+                    continue;
+                };
                 let f = &v["fields"];
                 if f["message"] == "listening" {
                     let addr = f["addr"].as_str().unwrap_or_default().parse().ok();
@@ -166,7 +187,9 @@ impl Server {
 
     /// Send a signal (`-KILL`, `-TERM`) and wait for the exit; the exit code if there was one.
     pub fn stop_with(&mut self, signal: &str) -> anyhow::Result<Option<i32>> {
-        let Some(mut child) = self.child.take() else { return Ok(None) };
+        let Some(mut child) = self.child.take() else {
+            return Ok(None);
+        };
         Command::new("kill").arg(signal).arg(child.id().to_string()).status()?;
         Ok(child.wait()?.code())
     }
@@ -204,7 +227,11 @@ impl Server {
     /// Run a CLI command that must succeed; its stdout.
     pub fn ok(&self, args: &[&str], stdin: Option<&str>) -> String {
         let out = self.cli(args, stdin);
-        assert!(out.status.success(), "trackgate {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "trackgate {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     }
 
@@ -231,7 +258,12 @@ impl Server {
 
     /// POST signed with an explicit `X-TG-Timestamp`.
     pub async fn post_at(&self, client: &reqwest::Client, key: &Key, ct: &str, body: &str, ts: &str) -> Reply {
-        let parts = RequestParts { timestamp: ts, method: "POST", path: "/v1/records", body: body.as_bytes() };
+        let parts = RequestParts {
+            timestamp: ts,
+            method: "POST",
+            path: "/v1/records",
+            body: body.as_bytes(),
+        };
         let sig = hex::encode(sign::request_signature(&key.secret, &parts));
         let resp = client
             .post(self.url("/v1/records"))
@@ -248,7 +280,12 @@ impl Server {
 
     /// The metrics page as text.
     pub async fn metrics(&self) -> String {
-        reqwest::get(format!("http://{}/metrics", self.ops)).await.unwrap().text().await.unwrap()
+        reqwest::get(format!("http://{}/metrics", self.ops))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 
     /// The value of one series in the metrics page (0 when absent).
@@ -312,16 +349,26 @@ pub struct Reply {
 impl Reply {
     async fn from(resp: reqwest::Response) -> Reply {
         let status = resp.status().as_u16();
-        let retry_after = resp.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned());
+        let retry_after = resp
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().to_owned());
         let text = resp.text().await.unwrap();
         let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        Reply { status, retry_after, body }
+        Reply {
+            status,
+            retry_after,
+            body,
+        }
     }
 
     /// `(accepted, duplicates)` of a 200.
     pub fn counts(&self) -> (u64, u64) {
         assert_eq!(self.status, 200, "{:?}", self.body);
-        (self.body["accepted"].as_u64().unwrap(), self.body["duplicates"].as_u64().unwrap())
+        (
+            self.body["accepted"].as_u64().unwrap(),
+            self.body["duplicates"].as_u64().unwrap(),
+        )
     }
 
     /// `[(index, reason)]` of a 200.
@@ -343,7 +390,12 @@ impl Reply {
 /// How many positions are stored, for one device or all.
 pub async fn stored(db: &sqlx::SqlitePool, device: Option<&str>) -> i64 {
     match device {
-        Some(d) => sqlx::query_scalar("SELECT COUNT(*) FROM positions WHERE device_id = ?").bind(d).fetch_one(db).await,
+        Some(d) => {
+            sqlx::query_scalar("SELECT COUNT(*) FROM positions WHERE device_id = ?")
+                .bind(d)
+                .fetch_one(db)
+                .await
+        }
         None => sqlx::query_scalar("SELECT COUNT(*) FROM positions").fetch_one(db).await,
     }
     .unwrap()
@@ -351,12 +403,20 @@ pub async fn stored(db: &sqlx::SqlitePool, device: Option<&str>) -> i64 {
 
 /// The well-known test device of PROTOCOL.md §5.
 pub fn vector_device() -> Key {
-    Key::new("TRK-0001", "k1", "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f")
+    Key::new(
+        "TRK-0001",
+        "k1",
+        "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f",
+    )
 }
 
 /// The well-known test supplier of PROTOCOL.md §5.
 pub fn vector_supplier() -> Key {
-    Key::new("ACME", "s1", "f0e0d0c0b0a090807060504030201000ffeeddccbbaa99887766554433221100")
+    Key::new(
+        "ACME",
+        "s1",
+        "f0e0d0c0b0a090807060504030201000ffeeddccbbaa99887766554433221100",
+    )
 }
 
 /// A started server with the §5 supplier and device provisioned, in a fresh temporary directory.

@@ -7,13 +7,21 @@ use trackgate_e2e::*;
 fn configuration_errors_name_the_key_and_exit_2() {
     let dir = tempfile::tempdir().unwrap();
     for (toml, key) in [
-        ("mode = \"dev\"\n[ingest]\nbatch_max_rows = 0\n", "`ingest.batch_max_rows`"),
+        (
+            "mode = \"dev\"\n[ingest]\nbatch_max_rows = 0\n",
+            "`ingest.batch_max_rows`",
+        ),
         ("mode = \"dev\"\n[http]\nlisten_address = \"x\"\n", "listen_address"),
         ("mode = \"production\"\n", "`tls.cert`"),
     ] {
         let path = dir.path().join("bad.toml");
         std::fs::write(&path, toml).unwrap();
-        let out = Command::new(binary()).arg("--config").arg(&path).arg("serve").output().unwrap();
+        let out = Command::new(binary())
+            .arg("--config")
+            .arg(&path)
+            .arg("serve")
+            .output()
+            .unwrap();
         assert_eq!(out.status.code(), Some(2), "{toml}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(key), "{key} not named in: {err}");
@@ -24,8 +32,18 @@ fn configuration_errors_name_the_key_and_exit_2() {
 fn production_refuses_to_start_without_a_master_key() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("prod.toml");
-    std::fs::write(&path, "mode = \"production\"\n[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n").unwrap();
-    let out = Command::new(binary()).arg("--config").arg(&path).arg("serve").env_remove("TRACKGATE_MASTER_KEY").output().unwrap();
+    std::fs::write(
+        &path,
+        "mode = \"production\"\n[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n",
+    )
+    .unwrap();
+    let out = Command::new(binary())
+        .arg("--config")
+        .arg(&path)
+        .arg("serve")
+        .env_remove("TRACKGATE_MASTER_KEY")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("master key"));
 }
@@ -35,7 +53,10 @@ async fn provisioning_keeps_one_namespace_and_never_shows_a_secret_twice() {
     let (_dir, server) = started("");
     let out = server.cli(&["device", "add", "ACME"], None);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("\"ACME\" is already used"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("\"ACME\" is already used"),
+        "{out:?}"
+    );
     let out = server.cli(&["supplier", "add", "TRK-0001"], None);
     assert!(!out.status.success());
     let out = server.cli(&["device", "add", "bad/id"], None);
@@ -53,16 +74,30 @@ async fn provisioning_keeps_one_namespace_and_never_shows_a_secret_twice() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("two active keys"));
     let out = server.cli(&["key", "import", "TRK-0009", "k4"], Some("not hex"));
     assert!(!out.status.success());
-    assert!(!String::from_utf8_lossy(&out.stderr).contains("not hex"), "the input is not echoed");
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("not hex"),
+        "the input is not echoed"
+    );
 
     // The generated key works, and nothing shows it again.
     let key = Key::new("TRK-0009", "k1", secret);
     let c = server.client();
-    let reply = server.post(&c, &vector_supplier(), "application/json", &key.envelope(&record("TRK-0009", 1))).await;
+    let reply = server
+        .post(
+            &c,
+            &vector_supplier(),
+            "application/json",
+            &key.envelope(&record("TRK-0009", 1)),
+        )
+        .await;
     assert_eq!(reply.counts(), (1, 0));
     let listed = server.ok(&["device", "list", "--json"], None) + &server.ok(&["device", "list"], None);
     assert!(listed.contains("TRK-0009") && listed.contains("k1"));
-    for s in [secret, &vector_device().secret.to_hex(), &vector_supplier().secret.to_hex()] {
+    for s in [
+        secret,
+        &vector_device().secret.to_hex(),
+        &vector_supplier().secret.to_hex(),
+    ] {
         assert!(!listed.contains(s), "a secret is listed");
         assert!(!server.log_text().contains(s), "a secret is in the server log");
     }

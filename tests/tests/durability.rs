@@ -30,10 +30,18 @@ async fn traffic(server: &Server, workers: u64, batches: u64, base: u64, seen: A
                 let bad = first + 50;
                 let mut envs: Vec<String> = good.iter().map(|&s| dev.envelope(&record("TRK-0001", s))).collect();
                 // Changed after signing: a bad signature.
-                envs.push(dev.envelope(&record("TRK-0001", bad)).replace("\"bat\":87", "\"bat\":88"));
+                envs.push(
+                    dev.envelope(&record("TRK-0001", bad))
+                        .replace("\"bat\":87", "\"bat\":88"),
+                );
                 let body = format!("[{}]", envs.join(","));
                 let ts = (now_ms() / 1000).to_string();
-                let parts = trackgate_proto::sign::RequestParts { timestamp: &ts, method: "POST", path: "/v1/records", body: body.as_bytes() };
+                let parts = trackgate_proto::sign::RequestParts {
+                    timestamp: &ts,
+                    method: "POST",
+                    path: "/v1/records",
+                    body: body.as_bytes(),
+                };
                 let sig = hex::encode(trackgate_proto::sign::request_signature(&sup.secret, &parts));
                 let resp = c
                     .post(format!("https://localhost:{}/v1/records", https.port()))
@@ -46,11 +54,17 @@ async fn traffic(server: &Server, workers: u64, batches: u64, base: u64, seen: A
                     .await;
                 let Ok(resp) = resp else { return };
                 let status = resp.status().as_u16();
-                let Ok(v) = resp.json::<serde_json::Value>().await else { return };
+                let Ok(v) = resp.json::<serde_json::Value>().await else {
+                    return;
+                };
                 let mut seen = seen.lock().unwrap();
                 match status {
                     200 => {
-                        assert_eq!(v["accepted"].as_u64().unwrap() + v["duplicates"].as_u64().unwrap(), 20, "{v}");
+                        assert_eq!(
+                            v["accepted"].as_u64().unwrap() + v["duplicates"].as_u64().unwrap(),
+                            20,
+                            "{v}"
+                        );
                         assert_eq!(v["rejected"][0]["reason"], "bad_signature");
                         seen.acked.extend(&good);
                         seen.refused.insert(bad);
@@ -73,7 +87,10 @@ async fn traffic(server: &Server, workers: u64, batches: u64, base: u64, seen: A
 
 async fn stored_seqs(server: &Server) -> BTreeSet<u64> {
     let db = server.db().await;
-    let seqs: Vec<i64> = sqlx::query_scalar("SELECT seq FROM positions WHERE device_id = 'TRK-0001'").fetch_all(&db).await.unwrap();
+    let seqs: Vec<i64> = sqlx::query_scalar("SELECT seq FROM positions WHERE device_id = 'TRK-0001'")
+        .fetch_all(&db)
+        .await
+        .unwrap();
     db.close().await;
     seqs.into_iter().map(|s| s as u64).collect()
 }
@@ -100,7 +117,10 @@ async fn records_acknowledged_before_kill_9_are_all_there_after_restart() {
         let killer = async {
             until_acked(&seen, 1000 + round as usize * 500).await;
             let pid = server.pid();
-            std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status().unwrap();
+            std::process::Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status()
+                .unwrap();
         };
         tokio::join!(sender, killer);
         server.restart().unwrap();
@@ -121,7 +141,10 @@ async fn sigterm_drains_commits_and_answers_before_exit() {
     let sender = traffic(&server, 4, 100_000, 0, seen.clone());
     let stopper = async {
         until_acked(&seen, 1000).await;
-        std::process::Command::new("kill").args(["-TERM", &server.pid().to_string()]).status().unwrap();
+        std::process::Command::new("kill")
+            .args(["-TERM", &server.pid().to_string()])
+            .status()
+            .unwrap();
     };
     tokio::join!(sender, stopper);
     let code = server.wait();
@@ -138,16 +161,30 @@ async fn sigterm_drains_commits_and_answers_before_exit() {
 async fn a_full_queue_answers_503_and_stores_nothing_of_that_request() {
     let (dir, server) = started("ingest.queue_capacity = 1000\nhttp.max_records = 1000\ningest.write_retry_secs = 120");
     let (dev, sup) = (vector_device(), vector_supplier());
-    let batch = |from: u64| format!("[{}]", (from..from + 600).map(|s| dev.envelope(&record("TRK-0001", s))).collect::<Vec<_>>().join(","));
+    let batch = |from: u64| {
+        format!(
+            "[{}]",
+            (from..from + 600)
+                .map(|s| dev.envelope(&record("TRK-0001", s)))
+                .collect::<Vec<_>>()
+                .join(",")
+        )
+    };
 
     // Hold SQLite's write lock so the writer cannot commit: request A waits in the queue.
     let url = format!("sqlite://{}", dir.path().join("data/trackgate.db").display());
-    let mut lock = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url).await.unwrap();
+    let mut lock = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
+        .await
+        .unwrap();
     sqlx::query("BEGIN IMMEDIATE").execute(&mut lock).await.unwrap();
 
     let c = server.client();
     let body_a = batch(0);
-    let a = { let (c, sup) = (c.clone(), sup.clone()); let s = &server; async move { s.post(&c, &sup, JSON, &body_a).await } };
+    let a = {
+        let (c, sup) = (c.clone(), sup.clone());
+        let s = &server;
+        async move { s.post(&c, &sup, JSON, &body_a).await }
+    };
     let b = async {
         for _ in 0..600 {
             if server.metric("trackgate_queue_depth").await >= 600.0 {
@@ -163,10 +200,17 @@ async fn a_full_queue_answers_503_and_stores_nothing_of_that_request() {
     let (a, b) = tokio::join!(a, b);
     assert_eq!((b.status, b.error()), (503, "unavailable"), "{:?}", b.body);
     assert_eq!(b.retry_after.as_deref(), Some("1"));
-    assert_eq!(a.counts(), (600, 0), "the queued request commits once the database is free");
+    assert_eq!(
+        a.counts(),
+        (600, 0),
+        "the queued request commits once the database is free"
+    );
     let db = server.db().await;
     assert_eq!(stored(&db, None).await, 600);
-    let leaked: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM positions WHERE seq >= 10000").fetch_one(&db).await.unwrap();
+    let leaked: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM positions WHERE seq >= 10000")
+        .fetch_one(&db)
+        .await
+        .unwrap();
     assert_eq!(leaked, 0, "nothing of the refused request is stored");
     // Retried later, it goes through.
     assert_eq!(server.post(&c, &sup, JSON, &batch(10_000)).await.counts(), (600, 0));

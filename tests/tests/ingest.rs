@@ -11,9 +11,17 @@ async fn single_envelope_array_and_ndjson_are_stored() {
     let (dev, sup, c) = (vector_device(), vector_supplier(), server.client());
     let one = dev.envelope(&record("TRK-0001", 1));
     assert_eq!(server.post(&c, &sup, JSON, &one).await.counts(), (1, 0));
-    let array = format!("[{},{}]", dev.envelope(&record("TRK-0001", 2)), dev.envelope(&record("TRK-0001", 3)));
+    let array = format!(
+        "[{},{}]",
+        dev.envelope(&record("TRK-0001", 2)),
+        dev.envelope(&record("TRK-0001", 3))
+    );
     assert_eq!(server.post(&c, &sup, JSON, &array).await.counts(), (2, 0));
-    let nd = format!("{}\r\n\n{}\n", dev.envelope(&record("TRK-0001", 4)), dev.envelope(&record("TRK-0001", 5)));
+    let nd = format!(
+        "{}\r\n\n{}\n",
+        dev.envelope(&record("TRK-0001", 4)),
+        dev.envelope(&record("TRK-0001", 5))
+    );
     let reply = server.post(&c, &sup, "Application/X-NDJSON; charset=UTF-8", &nd).await;
     assert_eq!(reply.counts(), (2, 0));
     assert!(reply.rejected().is_empty());
@@ -36,13 +44,18 @@ async fn the_section_5_vector_request_is_accepted_when_its_time_is_now() {
     let (_dir, server) = started("ingest.retention_days = 36500");
     let c = server.client();
     // The vector's record has ts 1763800000123 (2025-11-22): inside a 100-year retention.
-    let v: serde_json::Value = serde_json::from_str(include_str!("../../crates/proto/tests/protocol-vectors.json")).unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(include_str!("../../crates/proto/tests/protocol-vectors.json")).unwrap();
     let body = v["request"]["body"].as_str().unwrap();
     let reply = server.post(&c, &vector_supplier(), JSON, body).await;
     assert_eq!(reply.counts(), (1, 0));
     let envs = v["envelopes_valid"].as_array().unwrap();
     let reply = server.post(&c, &vector_device(), JSON, envs[1].as_str().unwrap()).await;
-    assert_eq!(reply.counts(), (0, 1), "the second vector is the same record: a duplicate");
+    assert_eq!(
+        reply.counts(),
+        (0, 1),
+        "the second vector is the same record: a duplicate"
+    );
 }
 
 #[tokio::test]
@@ -55,9 +68,20 @@ async fn duplicates_are_counted_not_stored_twice() {
     let twice = format!("[{env},{env}]");
     assert_eq!(server.post(&c, &sup, JSON, &twice).await.counts(), (0, 2));
     let fresh = dev.envelope(&record("TRK-0001", 8));
-    assert_eq!(server.post(&c, &sup, JSON, &format!("[{fresh},{fresh}]")).await.counts(), (1, 1));
+    assert_eq!(
+        server
+            .post(&c, &sup, JSON, &format!("[{fresh},{fresh}]"))
+            .await
+            .counts(),
+        (1, 1)
+    );
     assert_eq!(stored(&server.db().await, None).await, 2);
-    assert_eq!(server.metric(r#"trackgate_records_total{outcome="duplicate",transport="https"}"#).await, 4.0);
+    assert_eq!(
+        server
+            .metric(r#"trackgate_records_total{outcome="duplicate",transport="https"}"#)
+            .await,
+        4.0
+    );
 }
 
 #[tokio::test]
@@ -71,7 +95,10 @@ async fn a_changed_resend_is_a_conflict_and_the_stored_record_is_kept() {
     assert_eq!(reply.counts(), (0, 0));
     assert_eq!(reply.rejected(), [(0, "conflict".to_owned())]);
     let db = server.db().await;
-    let kept: String = sqlx::query_scalar("SELECT record FROM positions WHERE seq = 9").fetch_one(&db).await.unwrap();
+    let kept: String = sqlx::query_scalar("SELECT record FROM positions WHERE seq = 9")
+        .fetch_one(&db)
+        .await
+        .unwrap();
     assert_eq!(kept, first);
 }
 
@@ -84,18 +111,21 @@ async fn a_mixed_batch_is_answered_per_index_and_the_good_records_are_stored() {
     server.add_device(&Key::derived("TRK-ELSE", "k1"), None);
     let bad_sig = dev.envelope(&record("TRK-0001", 3)).replace("\"seq\":3", "\"seq\":4");
     let envelopes = [
-        dev.envelope(&record("TRK-0001", 1)),                                             // 0 ok
-        "{\"m\":{\"dev\":\"TRK-0001\"},\"sig\":\"00\"}".to_owned(),                      // 1 malformed
-        bad_sig,                                                                          // 2 bad_signature
-        Key::derived("TRK-NONE", "k1").envelope(&record("TRK-NONE", 1)),                  // 3 unknown_device
-        dev.envelope(&record("TRK-0001", 5).replace("\"bat\"", "\"battery\"")),           // 4 unknown_field
-        dev.envelope(&record("TRK-0001", 6).replace("\"bat\":87", "\"bat\":187")),        // 5 bad_value
-        dev.envelope(&format!(r#"{{"dev":"TRK-0001","seq":7,"ts":{}}}"#, now_ms() + 3_600_000)), // 6 ts_out_of_range
-        Key::derived("TRK-OFF", "k1").envelope(&record("TRK-OFF", 1)),                    // 7 device_disabled
-        Key::derived("TRK-ELSE", "k1").envelope(&record("TRK-ELSE", 1)),                  // 8 not_permitted
-        Key::new("TRK-0001", "k9", &"11".repeat(32)).envelope(&record("TRK-0001", 9)),    // 9 unknown_key
-        "42".to_owned(),                                                                  // 10 malformed
-        dev.envelope(&record("TRK-0001", 2)),                                             // 11 ok
+        dev.envelope(&record("TRK-0001", 1)),                                      // 0 ok
+        "{\"m\":{\"dev\":\"TRK-0001\"},\"sig\":\"00\"}".to_owned(),                // 1 malformed
+        bad_sig,                                                                   // 2 bad_signature
+        Key::derived("TRK-NONE", "k1").envelope(&record("TRK-NONE", 1)),           // 3 unknown_device
+        dev.envelope(&record("TRK-0001", 5).replace("\"bat\"", "\"battery\"")),    // 4 unknown_field
+        dev.envelope(&record("TRK-0001", 6).replace("\"bat\":87", "\"bat\":187")), // 5 bad_value
+        dev.envelope(&format!(
+            r#"{{"dev":"TRK-0001","seq":7,"ts":{}}}"#,
+            now_ms() + 3_600_000
+        )), // 6 ts_out_of_range
+        Key::derived("TRK-OFF", "k1").envelope(&record("TRK-OFF", 1)),             // 7 device_disabled
+        Key::derived("TRK-ELSE", "k1").envelope(&record("TRK-ELSE", 1)),           // 8 not_permitted
+        Key::new("TRK-0001", "k9", &"11".repeat(32)).envelope(&record("TRK-0001", 9)), // 9 unknown_key
+        "42".to_owned(),                                                           // 10 malformed
+        dev.envelope(&record("TRK-0001", 2)),                                      // 11 ok
     ];
     let body = format!("[{}]", envelopes.join(","));
     let reply = server.post(&c, &sup, JSON, &body).await;
@@ -114,14 +144,24 @@ async fn a_mixed_batch_is_answered_per_index_and_the_good_records_are_stored() {
     ];
     assert_eq!(reply.rejected(), expected.map(|(i, r)| (i, r.to_owned())));
     let db = server.db().await;
-    let seqs: Vec<i64> = sqlx::query_scalar("SELECT seq FROM positions ORDER BY seq").fetch_all(&db).await.unwrap();
+    let seqs: Vec<i64> = sqlx::query_scalar("SELECT seq FROM positions ORDER BY seq")
+        .fetch_all(&db)
+        .await
+        .unwrap();
     assert_eq!(seqs, [1, 2], "only the good records are stored");
     // The rejections are kept for supplier support, with the key that sent them.
-    let kept: Vec<(String, String)> =
-        sqlx::query_as("SELECT reason, key_name FROM rejects ORDER BY idx").fetch_all(&db).await.unwrap();
+    let kept: Vec<(String, String)> = sqlx::query_as("SELECT reason, key_name FROM rejects ORDER BY idx")
+        .fetch_all(&db)
+        .await
+        .unwrap();
     assert_eq!(kept.len(), 10);
     assert!(kept.iter().all(|(_, k)| k == "ACME/s1"));
-    assert_eq!(server.metric(r#"trackgate_rejections_total{reason="malformed",transport="https"}"#).await, 2.0);
+    assert_eq!(
+        server
+            .metric(r#"trackgate_rejections_total{reason="malformed",transport="https"}"#)
+            .await,
+        2.0
+    );
     // NDJSON: a line that is not JSON is malformed at its index, the rest goes on.
     let nd = format!("not json\n{}\n", dev.envelope(&record("TRK-0001", 30)));
     let reply = server.post(&c, &sup, NDJSON, &nd).await;
@@ -141,7 +181,9 @@ async fn stale_and_future_timestamps_are_refused_before_any_key_lookup() {
     }
     // Even for a key that does not exist: the window comes first.
     let nobody = Key::derived("NOBODY", "k1");
-    let reply = server.post_at(&c, &nobody, JSON, &body, &(now - 1000).to_string()).await;
+    let reply = server
+        .post_at(&c, &nobody, JSON, &body, &(now - 1000).to_string())
+        .await;
     assert_eq!(reply.error(), "stale_request");
     for ts in [now - 290, now + 290] {
         assert_eq!(server.post_at(&c, &sup, JSON, &body, &ts.to_string()).await.status, 200);
@@ -162,11 +204,22 @@ async fn unknown_revoked_and_wrong_keys_are_unauthorized_alike() {
         assert_eq!((reply.status, reply.error()), (401, "unauthorized"), "{}", key.name());
     }
     // Missing or ill-formed headers are the same 401.
-    let resp = c.post(server.url("/v1/records")).header("content-type", JSON).body(body.clone()).send().await.unwrap();
+    let resp = c
+        .post(server.url("/v1/records"))
+        .header("content-type", JSON)
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 401);
     // A signature over other bytes than were sent.
     let ts = (now_ms() / 1000).to_string();
-    let parts = trackgate_proto::sign::RequestParts { timestamp: &ts, method: "POST", path: "/v1/records", body: b"[]" };
+    let parts = trackgate_proto::sign::RequestParts {
+        timestamp: &ts,
+        method: "POST",
+        path: "/v1/records",
+        body: b"[]",
+    };
     let sig = hex::encode(trackgate_proto::sign::request_signature(&sup.secret, &parts));
     let resp = c
         .post(server.url("/v1/records"))
@@ -193,10 +246,25 @@ async fn unknown_revoked_and_wrong_keys_are_unauthorized_alike() {
     // Once refused, nothing of a request is stored.
     let db = server.db().await;
     let before = stored(&db, None).await;
-    assert_eq!(server.post(&c, &s2, JSON, &dev.envelope(&record("TRK-0001", 99))).await.status, 401);
-    assert_eq!(server.post(&c, &sup, JSON, &dev.envelope(&record("TRK-0001", 98))).await.status, 401);
+    assert_eq!(
+        server
+            .post(&c, &s2, JSON, &dev.envelope(&record("TRK-0001", 99)))
+            .await
+            .status,
+        401
+    );
+    assert_eq!(
+        server
+            .post(&c, &sup, JSON, &dev.envelope(&record("TRK-0001", 98)))
+            .await
+            .status,
+        401
+    );
     assert_eq!(stored(&db, None).await, before);
-    let refused: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM positions WHERE seq IN (98, 99)").fetch_one(&db).await.unwrap();
+    let refused: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM positions WHERE seq IN (98, 99)")
+        .fetch_one(&db)
+        .await
+        .unwrap();
     assert_eq!(refused, 0);
 }
 
@@ -218,14 +286,20 @@ async fn a_device_key_carries_only_its_own_records() {
     let (dev, c) = (vector_device(), server.client());
     let other = Key::derived("TRK-0002", "k1");
     server.add_device(&other, Some("ACME"));
-    let body = format!("[{},{}]", dev.envelope(&record("TRK-0001", 1)), other.envelope(&record("TRK-0002", 1)));
+    let body = format!(
+        "[{},{}]",
+        dev.envelope(&record("TRK-0001", 1)),
+        other.envelope(&record("TRK-0002", 1))
+    );
     let reply = server.post(&c, &dev, JSON, &body).await;
     assert_eq!(reply.counts(), (1, 0));
     assert_eq!(reply.rejected(), [(1, "not_permitted".to_owned())]);
     // A supplier key carries only its own devices' records.
     let rival = Key::derived("RIVAL", "s1");
     server.add_supplier(&rival);
-    let reply = server.post(&c, &rival, JSON, &dev.envelope(&record("TRK-0001", 2))).await;
+    let reply = server
+        .post(&c, &rival, JSON, &dev.envelope(&record("TRK-0001", 2)))
+        .await;
     assert_eq!(reply.rejected(), [(0, "not_permitted".to_owned())]);
     assert_eq!(stored(&server.db().await, None).await, 1);
 }
@@ -237,7 +311,12 @@ async fn key_rotation_and_a_revoked_kid() {
     let k2 = Key::derived("TRK-0001", "k2");
     server.import_key(&k2);
     let no_kid = |seq| trackgate_proto::sign::envelope(&k2.secret, None, &record("TRK-0001", seq));
-    let body = format!("[{},{},{}]", dev.envelope(&record("TRK-0001", 1)), k2.envelope(&record("TRK-0001", 2)), no_kid(3));
+    let body = format!(
+        "[{},{},{}]",
+        dev.envelope(&record("TRK-0001", 1)),
+        k2.envelope(&record("TRK-0001", 2)),
+        no_kid(3)
+    );
     assert_eq!(server.post(&c, &sup, JSON, &body).await.counts(), (3, 0));
     server.ok(&["key", "revoke", "TRK-0001", "k1"], None);
     let mut reply = server.post(&c, &sup, JSON, &dev.envelope(&record("TRK-0001", 4))).await;
@@ -301,7 +380,13 @@ async fn a_key_over_its_rate_gets_429_with_retry_after() {
     let wait: u64 = reply.retry_after.expect("Retry-After").parse().unwrap();
     assert!((1..=2).contains(&wait), "{wait}");
     // Another key has its own budget.
-    assert_eq!(server.post(&c, &dev, JSON, &dev.envelope(&record("TRK-0001", 1))).await.counts(), (1, 0));
+    assert_eq!(
+        server
+            .post(&c, &dev, JSON, &dev.envelope(&record("TRK-0001", 1)))
+            .await
+            .counts(),
+        (1, 0)
+    );
     assert_eq!(stored(&server.db().await, None).await, 1);
 }
 
@@ -328,10 +413,18 @@ async fn http1_and_http2_are_both_served() {
         .use_rustls_tls()
         .http1_only()
         .tls_built_in_root_certs(false)
-        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(server.dir.join("data/tls/dev-cert.pem")).unwrap()).unwrap())
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(&std::fs::read(server.dir.join("data/tls/dev-cert.pem")).unwrap()).unwrap(),
+        )
         .build()
         .unwrap();
     let resp = h1.get(server.url("/nope")).send().await.unwrap();
     assert_eq!(resp.version(), reqwest::Version::HTTP_11);
-    assert_eq!(server.post(&h1, &sup, JSON, &dev.envelope(&record("TRK-0001", 1))).await.counts(), (1, 0));
+    assert_eq!(
+        server
+            .post(&h1, &sup, JSON, &dev.envelope(&record("TRK-0001", 1)))
+            .await
+            .counts(),
+        (1, 0)
+    );
 }

@@ -12,18 +12,37 @@ async fn a_scrape_after_traffic_passes_promtool_and_shows_the_counts() {
     let bad = dev.envelope(&record("TRK-0001", 6)).replace("\"seq\":6", "\"seq\":60");
     let body = format!("[{},{bad}]", good.join(","));
     assert_eq!(server.post(&c, &sup, "application/json", &body).await.counts(), (5, 0));
-    assert_eq!(server.post(&c, &sup, "application/json", &good[0]).await.counts(), (0, 1));
+    assert_eq!(
+        server.post(&c, &sup, "application/json", &good[0]).await.counts(),
+        (0, 1)
+    );
     assert_eq!(server.post(&c, &sup, "text/plain", "[]").await.status, 415);
 
     let page = server.metrics().await;
     let check = |series: &str| metric_value(&page, series);
-    assert_eq!(check(r#"trackgate_records_total{outcome="accepted",transport="https"}"#), 5.0);
-    assert_eq!(check(r#"trackgate_records_total{outcome="duplicate",transport="https"}"#), 1.0);
-    assert_eq!(check(r#"trackgate_records_total{outcome="rejected",transport="https"}"#), 1.0);
-    assert_eq!(check(r#"trackgate_rejections_total{reason="bad_signature",transport="https"}"#), 1.0);
+    assert_eq!(
+        check(r#"trackgate_records_total{outcome="accepted",transport="https"}"#),
+        5.0
+    );
+    assert_eq!(
+        check(r#"trackgate_records_total{outcome="duplicate",transport="https"}"#),
+        1.0
+    );
+    assert_eq!(
+        check(r#"trackgate_records_total{outcome="rejected",transport="https"}"#),
+        1.0
+    );
+    assert_eq!(
+        check(r#"trackgate_rejections_total{reason="bad_signature",transport="https"}"#),
+        1.0
+    );
     assert_eq!(check(r#"trackgate_http_requests_total{status="200"}"#), 2.0);
     assert_eq!(check(r#"trackgate_http_requests_total{status="415"}"#), 1.0);
-    assert_eq!(check("trackgate_batch_rows_sum"), 6.0, "5 new rows and 1 duplicate were written");
+    assert_eq!(
+        check("trackgate_batch_rows_sum"),
+        6.0,
+        "5 new rows and 1 duplicate were written"
+    );
     assert!(check("trackgate_commit_duration_seconds_count") >= 2.0);
     assert_eq!(check("trackgate_queue_depth"), 0.0);
     assert_eq!(check("trackgate_queue_capacity"), 100_000.0);
@@ -39,7 +58,11 @@ async fn a_scrape_after_traffic_passes_promtool_and_shows_the_counts() {
         .expect("promtool runs (Debian package prometheus, installed by .ci/run)");
     promtool.stdin.take().unwrap().write_all(page.as_bytes()).unwrap();
     let out = promtool.wait_with_output().unwrap();
-    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.status.success(), "promtool check metrics failed:\n{said}");
     assert!(said.trim().is_empty(), "promtool has remarks:\n{said}");
 }

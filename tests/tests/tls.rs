@@ -6,11 +6,22 @@ use trackgate_e2e::*;
 
 fn s_client(server: &Server, version_flag: &str) -> (bool, String) {
     let out = Command::new("openssl")
-        .args(["s_client", "-connect", &server.https.to_string(), version_flag, "-cipher", "DEFAULT:@SECLEVEL=0"])
+        .args([
+            "s_client",
+            "-connect",
+            &server.https.to_string(),
+            version_flag,
+            "-cipher",
+            "DEFAULT:@SECLEVEL=0",
+        ])
         .stdin(Stdio::null())
         .output()
         .expect("openssl s_client runs (Debian package openssl)");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     (out.status.success(), text)
 }
 
@@ -45,10 +56,15 @@ fn plain_http_on_the_tls_port_gets_no_http_answer() {
     let server = Server::start_in(dir.path(), "").unwrap();
     let mut tcp = std::net::TcpStream::connect(server.https).unwrap();
     tcp.set_read_timeout(Some(std::time::Duration::from_secs(15))).unwrap();
-    tcp.write_all(b"POST /v1/records HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\n\r\n[]").unwrap();
+    tcp.write_all(b"POST /v1/records HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\n\r\n[]")
+        .unwrap();
     let mut got = Vec::new();
     let _ = tcp.read_to_end(&mut got);
-    assert!(!got.starts_with(b"HTTP/"), "answered in the clear: {:?}", String::from_utf8_lossy(&got));
+    assert!(
+        !got.starts_with(b"HTTP/"),
+        "answered in the clear: {:?}",
+        String::from_utf8_lossy(&got)
+    );
     // Whatever came back is a TLS alert record (content type 21) or nothing at all.
     assert!(got.is_empty() || got[0] == 21, "{got:?}");
 }

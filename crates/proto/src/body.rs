@@ -37,10 +37,7 @@ pub fn json_envelopes(body: &[u8]) -> Result<Vec<&str>, BodyError> {
     if nesting_depth(text) > MAX_NESTING {
         return Err(BodyError::TooDeep);
     }
-    let first = text
-        .trim_start_matches([' ', '\t', '\n', '\r'])
-        .as_bytes()
-        .first();
+    let first = text.trim_start_matches([' ', '\t', '\n', '\r']).as_bytes().first();
     match first {
         Some(b'{') => {
             let one: &RawValue = serde_json::from_str(text).map_err(syntax)?;
@@ -97,18 +94,12 @@ mod tests {
     #[test]
     fn body_level_faults() {
         assert_eq!(json_envelopes(b"\xff[]"), Err(BodyError::NotUtf8));
-        assert_eq!(
-            json_envelopes("\u{feff}[]".as_bytes()),
-            Err(BodyError::ByteOrderMark)
-        );
+        assert_eq!(json_envelopes("\u{feff}[]".as_bytes()), Err(BodyError::ByteOrderMark));
         assert_eq!(json_envelopes(b"42"), Err(BodyError::NotObjectOrArray));
         assert_eq!(json_envelopes(br#""x""#), Err(BodyError::NotObjectOrArray));
         assert!(matches!(json_envelopes(b"[{]"), Err(BodyError::Syntax(_))));
         assert!(matches!(json_envelopes(b""), Err(BodyError::Syntax(_))));
-        assert!(matches!(
-            json_envelopes(b"[] []"),
-            Err(BodyError::Syntax(_))
-        ));
+        assert!(matches!(json_envelopes(b"[] []"), Err(BodyError::Syntax(_))));
         let deep = format!("{}{}", "[".repeat(33), "]".repeat(33));
         assert_eq!(json_envelopes(deep.as_bytes()), Err(BodyError::TooDeep));
         let ok = format!("{}{}", "[".repeat(32), "]".repeat(32));

@@ -91,9 +91,7 @@ impl<'de> Deserialize<'de> for Fields<'de> {
                         }
                     };
                     if slot_taken {
-                        return Err(de::Error::custom(format_args!(
-                            "member {name:?} given twice"
-                        )));
+                        return Err(de::Error::custom(format_args!("member {name:?} given twice")));
                     }
                 }
                 Ok(Fields {
@@ -133,10 +131,7 @@ impl<'a> Parsed<'a> {
             .iter()
             .find(|(n, _)| n == "ext")
             .map_or(0, |(_, v)| v.get().len());
-        if record.len() > MAX_RECORD_BYTES
-            || envelope.len() > MAX_ENVELOPE_BYTES
-            || ext_len > MAX_EXT_BYTES
-        {
+        if record.len() > MAX_RECORD_BYTES || envelope.len() > MAX_ENVELOPE_BYTES || ext_len > MAX_EXT_BYTES {
             return Err(Reason::TooLarge);
         }
         Ok(Parsed {
@@ -192,10 +187,7 @@ impl<'a> Parsed<'a> {
     fn signer<'k>(&self, keys: &'k [ActiveKey]) -> Result<&'k ActiveKey, Reason> {
         let candidates: &[ActiveKey] = match self.kid() {
             Some(kid) => {
-                let at = keys
-                    .iter()
-                    .position(|k| k.kid == kid)
-                    .ok_or(Reason::UnknownKey)?;
+                let at = keys.iter().position(|k| k.kid == kid).ok_or(Reason::UnknownKey)?;
                 &keys[at..=at]
             }
             None if keys.is_empty() => return Err(Reason::UnknownKey),

@@ -54,9 +54,7 @@ impl<'de> Deserialize<'de> for Members<'de> {
                 let mut out: Vec<(Cow<'de, str>, &'de RawValue)> = Vec::with_capacity(8);
                 while let Some(Str(name)) = map.next_key()? {
                     if out.iter().any(|(n, _)| *n == name) {
-                        return Err(de::Error::custom(format_args!(
-                            "member {name:?} given twice"
-                        )));
+                        return Err(de::Error::custom(format_args!("member {name:?} given twice")));
                     }
                     out.push((name, map.next_value()?));
                 }

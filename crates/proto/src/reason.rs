@@ -71,10 +71,7 @@ mod tests {
     #[test]
     fn serde_and_as_str_agree() {
         for r in Reason::ALL {
-            assert_eq!(
-                serde_json::to_string(&r).unwrap(),
-                format!("\"{}\"", r.as_str())
-            );
+            assert_eq!(serde_json::to_string(&r).unwrap(), format!("\"{}\"", r.as_str()));
             assert_eq!(Reason::parse(r.as_str()), Some(r));
         }
     }

@@ -36,18 +36,10 @@ pub(crate) fn validate<'a>(
     members: &[(Cow<'a, str>, &'a RawValue)],
     clock: Clock,
 ) -> Result<Record<'a>, Reason> {
-    if members
-        .iter()
-        .any(|(name, _)| !KNOWN.contains(&name.as_ref()))
-    {
+    if members.iter().any(|(name, _)| !KNOWN.contains(&name.as_ref())) {
         return Err(Reason::UnknownField);
     }
-    let get = |name: &str| {
-        members
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.get())
-    };
+    let get = |name: &str| members.iter().find(|(n, _)| n == name).map(|(_, v)| v.get());
     let number = |name: &str| get(name).map(number).transpose();
 
     let seq = integer(get("seq").ok_or(Reason::BadValue)?)?;
@@ -100,8 +92,7 @@ pub(crate) fn validate<'a>(
 /// `seq` and `ts`: a plain integer token, `0` or `[1-9][0-9]*`, at most 2^53 - 1.
 fn integer(token: &str) -> Result<u64, Reason> {
     let b = token.as_bytes();
-    let plain = token == "0"
-        || (matches!(b.first(), Some(b'1'..=b'9')) && b.iter().all(u8::is_ascii_digit));
+    let plain = token == "0" || (matches!(b.first(), Some(b'1'..=b'9')) && b.iter().all(u8::is_ascii_digit));
     if !plain || token.len() > 16 {
         return Err(Reason::BadValue);
     }
@@ -156,10 +147,7 @@ mod tests {
         assert_eq!(number("-0").map(f64::to_bits), Ok(0f64.to_bits()));
         assert_eq!(number("1e2"), Ok(100.0));
         assert_eq!(number(&format!("1.{}", "0".repeat(30))), Ok(1.0));
-        assert_eq!(
-            number(&format!("1.{}", "0".repeat(31))),
-            Err(Reason::BadValue)
-        );
+        assert_eq!(number(&format!("1.{}", "0".repeat(31))), Err(Reason::BadValue));
         assert_eq!(number("1e999"), Err(Reason::BadValue));
         assert_eq!(number("\"1\""), Err(Reason::BadValue));
         assert_eq!(number("null"), Err(Reason::BadValue));

@@ -23,10 +23,7 @@ mod tests {
     #[test]
     fn telemetry_topics_round_trip() {
         assert_eq!(telemetry("TRK-0001"), "devices/TRK-0001/telemetry");
-        assert_eq!(
-            telemetry_device("devices/TRK-0001/telemetry"),
-            Some("TRK-0001")
-        );
+        assert_eq!(telemetry_device("devices/TRK-0001/telemetry"), Some("TRK-0001"));
         assert_eq!(telemetry_device("devices//telemetry"), None);
         assert_eq!(telemetry_device("devices/a/b/telemetry"), None);
         assert_eq!(telemetry_device("devices/TRK-0001/rejections"), None);

@@ -73,11 +73,7 @@ impl Store {
     }
 
     /// Write one batch in one transaction; the outcome of each row, in order.
-    pub async fn write_batch(
-        &self,
-        rows: &[Row],
-        rejects: &[RejectRow],
-    ) -> Result<Vec<Outcome>, StoreError> {
+    pub async fn write_batch(&self, rows: &[Row], rejects: &[RejectRow]) -> Result<Vec<Outcome>, StoreError> {
         dispatch!(self, db => db.write_batch(rows, rejects).await)
     }
 
@@ -147,18 +143,11 @@ impl Store {
     // Reads.
 
     /// A device's stored positions in `seq` order.
-    pub async fn positions(
-        &self,
-        device: &str,
-        limit: i64,
-    ) -> Result<Vec<StoredPosition>, StoreError> {
+    pub async fn positions(&self, device: &str, limit: i64) -> Result<Vec<StoredPosition>, StoreError> {
         dispatch!(self, db => db.positions(device, limit).await)
     }
 
-    pub async fn latest_position(
-        &self,
-        device: &str,
-    ) -> Result<Option<StoredPosition>, StoreError> {
+    pub async fn latest_position(&self, device: &str) -> Result<Option<StoredPosition>, StoreError> {
         dispatch!(self, db => db.latest_position(device).await)
     }
 

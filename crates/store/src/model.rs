@@ -91,11 +91,7 @@ impl Kind {
     }
 
     pub(crate) fn parse(s: &str) -> Kind {
-        if s == "supplier" {
-            Kind::Supplier
-        } else {
-            Kind::Device
-        }
+        if s == "supplier" { Kind::Supplier } else { Kind::Device }
     }
 }
 

@@ -1,14 +1,11 @@
 //! The embedded SQLite backend: WAL, one writer at a time, multi-row inserts sized under the
 //! bind-parameter limit, migrations embedded in the binary.
 
-use crate::model::{
-    KeyInfo, Kind, Outcome, Principal, PrincipalInfo, RejectRow, Row, StoredPosition,
-};
+use crate::model::{KeyInfo, Kind, Outcome, Principal, PrincipalInfo, RejectRow, Row, StoredPosition};
 use crate::{MasterKey, OpenOptions, StoreError};
 use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
 use sqlx::{QueryBuilder, Row as _};
 use std::borrow::Cow;
@@ -52,29 +49,17 @@ impl Default for SqliteOptions {
 #[derive(Debug)]
 struct Embedded;
 
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "init",
-    include_str!("../migrations/sqlite/0001_init.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "init", include_str!("../migrations/sqlite/0001_init.sql"))];
 
 impl MigrationSource<'static> for Embedded {
     fn resolve(
         self,
-    ) -> Pin<
-        Box<dyn Future<Output = Result<Vec<Migration>, sqlx::error::BoxDynError>> + Send + 'static>,
-    > {
+    ) -> Pin<Box<dyn Future<Output = Result<Vec<Migration>, sqlx::error::BoxDynError>> + Send + 'static>> {
         Box::pin(async {
             Ok(MIGRATIONS
                 .iter()
                 .map(|&(v, d, sql)| {
-                    Migration::new(
-                        v,
-                        Cow::Borrowed(d),
-                        MigrationType::Simple,
-                        Cow::Borrowed(sql),
-                        false,
-                    )
+                    Migration::new(v, Cow::Borrowed(d), MigrationType::Simple, Cow::Borrowed(sql), false)
                 })
                 .collect())
         })
@@ -142,10 +127,9 @@ impl Sqlite {
     /// The first open seals a known value; every later open must be able to open it, so a wrong
     /// master key is reported at start rather than as failed signatures later.
     async fn check_master_key(&self) -> Result<(), StoreError> {
-        let stored: Option<Vec<u8>> =
-            sqlx::query_scalar("SELECT value FROM meta WHERE key = 'master_key_check'")
-                .fetch_optional(&self.pool)
-                .await?;
+        let stored: Option<Vec<u8>> = sqlx::query_scalar("SELECT value FROM meta WHERE key = 'master_key_check'")
+            .fetch_optional(&self.pool)
+            .await?;
         match stored {
             Some(sealed) => {
                 self.master
@@ -171,11 +155,7 @@ impl Sqlite {
         self.pool.close().await;
     }
 
-    pub(crate) async fn write_batch(
-        &self,
-        rows: &[Row],
-        rejects: &[RejectRow],
-    ) -> Result<Vec<Outcome>, StoreError> {
+    pub(crate) async fn write_batch(&self, rows: &[Row], rejects: &[RejectRow]) -> Result<Vec<Outcome>, StoreError> {
         let mut tx = self.pool.begin().await?;
 
         // The first row of each (device, seq) in the batch; later ones can only be resends.
@@ -207,10 +187,7 @@ impl Sqlite {
             });
             q.push(" ON CONFLICT DO NOTHING RETURNING device_id, seq");
             for returned in q.build().fetch_all(&mut *tx).await? {
-                let key = (
-                    returned.try_get::<&str, _>(0)?,
-                    returned.try_get::<i64, _>(1)?,
-                );
+                let key = (returned.try_get::<&str, _>(0)?, returned.try_get::<i64, _>(1)?);
                 if let Some(&i) = first.get(&key) {
                     outcomes[i] = Some(Outcome::Inserted);
                 }
@@ -219,13 +196,11 @@ impl Sqlite {
         // The rare path: rows not inserted are resends; equal text is a duplicate, other a conflict.
         for (i, r) in rows.iter().enumerate() {
             if outcomes[i].is_none() {
-                let stored: String = sqlx::query_scalar(
-                    "SELECT record FROM positions WHERE device_id = ? AND seq = ?",
-                )
-                .bind(&r.device_id)
-                .bind(r.seq)
-                .fetch_one(&mut *tx)
-                .await?;
+                let stored: String = sqlx::query_scalar("SELECT record FROM positions WHERE device_id = ? AND seq = ?")
+                    .bind(&r.device_id)
+                    .bind(r.seq)
+                    .fetch_one(&mut *tx)
+                    .await?;
                 outcomes[i] = Some(if stored == r.record {
                     Outcome::Duplicate
                 } else {
@@ -233,10 +208,7 @@ impl Sqlite {
                 });
             }
         }
-        let outcomes: Vec<Outcome> = outcomes
-            .into_iter()
-            .map(|o| o.unwrap_or(Outcome::Conflict))
-            .collect();
+        let outcomes: Vec<Outcome> = outcomes.into_iter().map(|o| o.unwrap_or(Outcome::Conflict)).collect();
 
         // The newest positioned inserted row of each device moves its marker, if newer.
         let mut newest: HashMap<&str, &Row> = HashMap::new();
@@ -318,12 +290,7 @@ impl Sqlite {
         Ok(())
     }
 
-    pub(crate) async fn add_principal(
-        &self,
-        id: &str,
-        kind: Kind,
-        supplier: Option<&str>,
-    ) -> Result<(), StoreError> {
+    pub(crate) async fn add_principal(&self, id: &str, kind: Kind, supplier: Option<&str>) -> Result<(), StoreError> {
         check_id(
             if kind == Kind::Device {
                 "device id"
@@ -334,11 +301,10 @@ impl Sqlite {
         )?;
         let mut tx = self.pool.begin().await?;
         if let Some(s) = supplier {
-            let found: Option<String> =
-                sqlx::query_scalar("SELECT kind FROM principals WHERE id = ?")
-                    .bind(s)
-                    .fetch_optional(&mut *tx)
-                    .await?;
+            let found: Option<String> = sqlx::query_scalar("SELECT kind FROM principals WHERE id = ?")
+                .bind(s)
+                .fetch_optional(&mut *tx)
+                .await?;
             if found.as_deref() != Some("supplier") {
                 return Err(StoreError::NotFound {
                     kind: "supplier",
@@ -346,13 +312,14 @@ impl Sqlite {
                 });
             }
         }
-        let inserted = sqlx::query("INSERT INTO principals (id, kind, supplier_id, enabled, created_ms) VALUES (?, ?, ?, 1, ?)")
-            .bind(id)
-            .bind(kind.as_str())
-            .bind(supplier)
-            .bind(crate::now_ms())
-            .execute(&mut *tx)
-            .await;
+        let inserted =
+            sqlx::query("INSERT INTO principals (id, kind, supplier_id, enabled, created_ms) VALUES (?, ?, ?, 1, ?)")
+                .bind(id)
+                .bind(kind.as_str())
+                .bind(supplier)
+                .bind(crate::now_ms())
+                .execute(&mut *tx)
+                .await;
         match inserted {
             Err(e) if is_unique_violation(&e) => return Err(StoreError::IdTaken(id.to_owned())),
             other => other?,
@@ -380,12 +347,7 @@ impl Sqlite {
         Ok(())
     }
 
-    pub(crate) async fn add_key(
-        &self,
-        owner: &str,
-        kid: &str,
-        secret: &Secret,
-    ) -> Result<(), StoreError> {
+    pub(crate) async fn add_key(&self, owner: &str, kid: &str, secret: &Secret) -> Result<(), StoreError> {
         check_id("key id", kid)?;
         let mut tx = self.pool.begin().await?;
         let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM principals WHERE id = ?")
@@ -398,24 +360,22 @@ impl Sqlite {
                 id: owner.to_owned(),
             });
         }
-        let active: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM keys WHERE owner_id = ? AND active = 1")
-                .bind(owner)
-                .fetch_one(&mut *tx)
-                .await?;
+        let active: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM keys WHERE owner_id = ? AND active = 1")
+            .bind(owner)
+            .fetch_one(&mut *tx)
+            .await?;
         if active >= 2 {
             return Err(StoreError::TooManyKeys(owner.to_owned()));
         }
         let sealed = self.master.seal(&key_aad(owner, kid), secret.as_bytes());
-        let inserted = sqlx::query(
-            "INSERT INTO keys (owner_id, kid, sealed, active, created_ms) VALUES (?, ?, ?, 1, ?)",
-        )
-        .bind(owner)
-        .bind(kid)
-        .bind(sealed)
-        .bind(crate::now_ms())
-        .execute(&mut *tx)
-        .await;
+        let inserted =
+            sqlx::query("INSERT INTO keys (owner_id, kid, sealed, active, created_ms) VALUES (?, ?, ?, 1, ?)")
+                .bind(owner)
+                .bind(kid)
+                .bind(sealed)
+                .bind(crate::now_ms())
+                .execute(&mut *tx)
+                .await;
         match inserted {
             Err(e) if is_unique_violation(&e) => {
                 return Err(StoreError::KeyExists {
@@ -432,12 +392,13 @@ impl Sqlite {
 
     pub(crate) async fn revoke_key(&self, owner: &str, kid: &str) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        let done = sqlx::query("UPDATE keys SET active = 0, revoked_ms = ? WHERE owner_id = ? AND kid = ? AND active = 1")
-            .bind(crate::now_ms())
-            .bind(owner)
-            .bind(kid)
-            .execute(&mut *tx)
-            .await?;
+        let done =
+            sqlx::query("UPDATE keys SET active = 0, revoked_ms = ? WHERE owner_id = ? AND kid = ? AND active = 1")
+                .bind(crate::now_ms())
+                .bind(owner)
+                .bind(kid)
+                .execute(&mut *tx)
+                .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NoSuchKey {
                 owner: owner.to_owned(),
@@ -457,9 +418,10 @@ impl Sqlite {
         .fetch_all(&self.pool)
         .await?;
         let mut keys: HashMap<String, Vec<KeyInfo>> = HashMap::new();
-        for k in sqlx::query("SELECT owner_id, kid, active, created_ms, revoked_ms FROM keys ORDER BY owner_id, created_ms")
-            .fetch_all(&self.pool)
-            .await?
+        for k in
+            sqlx::query("SELECT owner_id, kid, active, created_ms, revoked_ms FROM keys ORDER BY owner_id, created_ms")
+                .fetch_all(&self.pool)
+                .await?
         {
             keys.entry(k.try_get("owner_id")?).or_default().push(KeyInfo {
                 kid: k.try_get("kid")?,
@@ -483,15 +445,10 @@ impl Sqlite {
             .collect()
     }
 
-    pub(crate) async fn principals(
-        &self,
-        ids: &[&str],
-    ) -> Result<HashMap<String, Principal>, StoreError> {
+    pub(crate) async fn principals(&self, ids: &[&str]) -> Result<HashMap<String, Principal>, StoreError> {
         let mut out = HashMap::with_capacity(ids.len());
         for chunk in ids.chunks(MAX_BIND_PARAMS / 2) {
-            let mut q = QueryBuilder::new(
-                "SELECT id, kind, supplier_id, enabled FROM principals WHERE id IN (",
-            );
+            let mut q = QueryBuilder::new("SELECT id, kind, supplier_id, enabled FROM principals WHERE id IN (");
             let mut list = q.separated(", ");
             for id in chunk {
                 list.push_bind(*id);
@@ -508,19 +465,14 @@ impl Sqlite {
                 };
                 out.insert(id, p);
             }
-            let mut q = QueryBuilder::new(
-                "SELECT owner_id, kid, sealed FROM keys WHERE active = 1 AND owner_id IN (",
-            );
+            let mut q = QueryBuilder::new("SELECT owner_id, kid, sealed FROM keys WHERE active = 1 AND owner_id IN (");
             let mut list = q.separated(", ");
             for id in chunk {
                 list.push_bind(*id);
             }
             q.push(") ORDER BY owner_id, created_ms");
             for r in q.build().fetch_all(&self.pool).await? {
-                let (owner, kid) = (
-                    r.try_get::<&str, _>("owner_id")?,
-                    r.try_get::<&str, _>("kid")?,
-                );
+                let (owner, kid) = (r.try_get::<&str, _>("owner_id")?, r.try_get::<&str, _>("kid")?);
                 let secret = self.open_secret(owner, kid, &r)?;
                 if let Some(p) = out.get_mut(owner) {
                     p.keys.push(ActiveKey {
@@ -539,21 +491,16 @@ impl Sqlite {
             .master
             .open(&key_aad(owner, kid), sealed)
             .map_err(|_| StoreError::WrongMasterKey)?;
-        let bytes: [u8; 32] = plain
-            .as_slice()
-            .try_into()
-            .map_err(|_| StoreError::WrongMasterKey)?;
+        let bytes: [u8; 32] = plain.as_slice().try_into().map_err(|_| StoreError::WrongMasterKey)?;
         Ok(Secret::from_bytes(bytes))
     }
 
-    pub(crate) async fn changes_since(
-        &self,
-        cursor: i64,
-    ) -> Result<(Vec<String>, i64), StoreError> {
-        let rows = sqlx::query("SELECT seq, principal_id FROM principal_changes WHERE seq > ? ORDER BY seq LIMIT 10000")
-            .bind(cursor)
-            .fetch_all(&self.pool)
-            .await?;
+    pub(crate) async fn changes_since(&self, cursor: i64) -> Result<(Vec<String>, i64), StoreError> {
+        let rows =
+            sqlx::query("SELECT seq, principal_id FROM principal_changes WHERE seq > ? ORDER BY seq LIMIT 10000")
+                .bind(cursor)
+                .fetch_all(&self.pool)
+                .await?;
         let mut next = cursor;
         let mut ids = Vec::with_capacity(rows.len());
         for r in rows {
@@ -571,11 +518,7 @@ impl Sqlite {
         )
     }
 
-    pub(crate) async fn positions(
-        &self,
-        device: &str,
-        limit: i64,
-    ) -> Result<Vec<StoredPosition>, StoreError> {
+    pub(crate) async fn positions(&self, device: &str, limit: i64) -> Result<Vec<StoredPosition>, StoreError> {
         let rows = sqlx::query(
             "SELECT device_id, seq, ts, lat, lon, bat, tmp, ext, record FROM positions WHERE device_id = ? ORDER BY seq LIMIT ?",
         )
@@ -586,10 +529,7 @@ impl Sqlite {
         rows.iter().map(stored_position).collect()
     }
 
-    pub(crate) async fn latest_position(
-        &self,
-        device: &str,
-    ) -> Result<Option<StoredPosition>, StoreError> {
+    pub(crate) async fn latest_position(&self, device: &str) -> Result<Option<StoredPosition>, StoreError> {
         let row = sqlx::query(
             "SELECT l.device_id, l.seq, l.ts, l.lat, l.lon, l.bat, l.tmp, p.ext, p.record FROM latest_positions l \
              JOIN positions p ON p.device_id = l.device_id AND p.seq = l.seq WHERE l.device_id = ?",
@@ -610,19 +550,12 @@ impl Sqlite {
         &self,
         limit: i64,
     ) -> Result<Vec<(Option<String>, String, Option<String>)>, StoreError> {
-        let rows =
-            sqlx::query("SELECT device_id, reason, key_name FROM rejects ORDER BY id DESC LIMIT ?")
-                .bind(limit)
-                .fetch_all(&self.pool)
-                .await?;
+        let rows = sqlx::query("SELECT device_id, reason, key_name FROM rejects ORDER BY id DESC LIMIT ?")
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter()
-            .map(|r| {
-                Ok((
-                    r.try_get("device_id")?,
-                    r.try_get("reason")?,
-                    r.try_get("key_name")?,
-                ))
-            })
+            .map(|r| Ok((r.try_get("device_id")?, r.try_get("reason")?, r.try_get("key_name")?)))
             .collect()
     }
 }

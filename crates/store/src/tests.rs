@@ -48,26 +48,15 @@ async fn ids_share_one_namespace() {
     let s = open_at(dir.path(), master()).await.unwrap();
     s.add_supplier("ACME").await.unwrap();
     s.add_device("TRK-1", Some("ACME")).await.unwrap();
-    assert!(
-        matches!(s.add_device("ACME", None).await, Err(StoreError::IdTaken(id)) if id == "ACME")
-    );
-    assert!(matches!(
-        s.add_supplier("TRK-1").await,
-        Err(StoreError::IdTaken(_))
-    ));
+    assert!(matches!(s.add_device("ACME", None).await, Err(StoreError::IdTaken(id)) if id == "ACME"));
+    assert!(matches!(s.add_supplier("TRK-1").await, Err(StoreError::IdTaken(_))));
     assert!(matches!(
         s.add_device("TRK-2", Some("NOPE")).await,
-        Err(StoreError::NotFound {
-            kind: "supplier",
-            ..
-        })
+        Err(StoreError::NotFound { kind: "supplier", .. })
     ));
     assert!(matches!(
         s.add_device("TRK-2", Some("TRK-1")).await,
-        Err(StoreError::NotFound {
-            kind: "supplier",
-            ..
-        })
+        Err(StoreError::NotFound { kind: "supplier", .. })
     ));
     let e = s.add_device("bad id", None).await.unwrap_err();
     assert_eq!(
@@ -91,10 +80,7 @@ async fn keys_are_sealed_limited_to_two_and_revocable() {
         Err(StoreError::TooManyKeys(_))
     ));
     let p = s.principal("TRK-1").await.unwrap().unwrap();
-    assert_eq!(
-        p.keys.iter().map(|k| k.kid.as_str()).collect::<Vec<_>>(),
-        ["k1", "k2"]
-    );
+    assert_eq!(p.keys.iter().map(|k| k.kid.as_str()).collect::<Vec<_>>(), ["k1", "k2"]);
     assert_eq!(p.keys[1].secret, secret(2));
     s.revoke_key("TRK-1", "k1").await.unwrap();
     assert!(matches!(
@@ -108,18 +94,12 @@ async fn keys_are_sealed_limited_to_two_and_revocable() {
     ));
     s.add_key("TRK-1", "k3", &secret(3)).await.unwrap();
     let p = s.principal("TRK-1").await.unwrap().unwrap();
-    assert_eq!(
-        p.keys.iter().map(|k| k.kid.as_str()).collect::<Vec<_>>(),
-        ["k2", "k3"]
-    );
+    assert_eq!(p.keys.iter().map(|k| k.kid.as_str()).collect::<Vec<_>>(), ["k2", "k3"]);
     // The secret bytes are nowhere in the database file in the clear.
     s.close().await;
     let mut raw = std::fs::read(dir.path().join("t.db")).unwrap();
     raw.extend(std::fs::read(dir.path().join("t.db-wal")).unwrap_or_default());
-    assert!(
-        !raw.windows(32).any(|w| w == [2u8; 32]),
-        "secret found in the clear"
-    );
+    assert!(!raw.windows(32).any(|w| w == [2u8; 32]), "secret found in the clear");
 }
 
 #[tokio::test]
@@ -229,11 +209,7 @@ async fn rejects_are_kept_and_bounded() {
     assert_eq!(kept.len(), 4);
     assert_eq!(
         kept[0],
-        (
-            Some("A".into()),
-            "bad_signature".into(),
-            Some("ACME/k1".into())
-        )
+        (Some("A".into()), "bad_signature".into(), Some("ACME/k1".into()))
     );
 }
 
@@ -253,9 +229,6 @@ async fn changes_are_logged_for_cache_invalidation() {
 
 #[test]
 fn urls_are_redacted() {
-    assert_eq!(
-        redact_url("postgres://tg:hunter2@db/x"),
-        "postgres://tg:***@db/x"
-    );
+    assert_eq!(redact_url("postgres://tg:hunter2@db/x"), "postgres://tg:***@db/x");
     assert_eq!(redact_url("sqlite://data/t.db"), "sqlite://data/t.db");
 }

@@ -32,8 +32,7 @@ pub fn load_master_key(source: &MasterKeySource) -> anyhow::Result<MasterKey> {
     let (hex, origin) = match source {
         MasterKeySource::Env(hex) => (hex.clone(), crate::config::env::MASTER_KEY.to_owned()),
         MasterKeySource::File(path) => (
-            std::fs::read_to_string(path)
-                .with_context(|| format!("reading the master key file {}", path.display()))?,
+            std::fs::read_to_string(path).with_context(|| format!("reading the master key file {}", path.display()))?,
             path.display().to_string(),
         ),
         MasterKeySource::DevFile(path) => {
@@ -57,14 +56,12 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
     let master = load_master_key(&config.master_key)?;
-    Store::open(&config.database, master)
-        .await
-        .with_context(|| {
-            format!(
-                "opening the database {}",
-                trackgate_store::redact_url(&config.database.url)
-            )
-        })
+    Store::open(&config.database, master).await.with_context(|| {
+        format!(
+            "opening the database {}",
+            trackgate_store::redact_url(&config.database.url)
+        )
+    })
 }
 
 /// Run the daemon until SIGINT or SIGTERM, then shut down gracefully.
@@ -112,20 +109,10 @@ pub async fn serve_until(config: Config, shutdown: CancellationToken) -> anyhow:
 
     let https = TcpListener::bind(config.http.listen)
         .await
-        .with_context(|| {
-            format!(
-                "binding the HTTPS listener to {} (`http.listen`)",
-                config.http.listen
-            )
-        })?;
+        .with_context(|| format!("binding the HTTPS listener to {} (`http.listen`)", config.http.listen))?;
     let ops_listener = TcpListener::bind(config.ops_listen)
         .await
-        .with_context(|| {
-            format!(
-                "binding the ops listener to {} (`ops.listen`)",
-                config.ops_listen
-            )
-        })?;
+        .with_context(|| format!("binding the ops listener to {} (`ops.listen`)", config.ops_listen))?;
     tracing::info!(listener = "https", addr = %https.local_addr()?, "listening");
     tracing::info!(listener = "ops", addr = %ops_listener.local_addr()?, "listening");
     if !config.ops_listen.ip().is_loopback() {
@@ -145,10 +132,7 @@ pub async fn serve_until(config: Config, shutdown: CancellationToken) -> anyhow:
         keys: keys.clone(),
         verifier: Verifier::new(keys.clone(), config.retention_ms()),
         queue,
-        limiter: RateLimiter::new(
-            config.http.rate_limit_per_second,
-            config.http.rate_limit_burst,
-        ),
+        limiter: RateLimiter::new(config.http.rate_limit_per_second, config.http.rate_limit_burst),
         metrics: metrics.clone(),
         max_body_bytes: config.http.max_body_bytes,
         max_records: config.http.max_records,

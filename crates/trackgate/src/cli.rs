@@ -115,9 +115,7 @@ async fn provision(store: &Store, command: Command) -> anyhow::Result<()> {
                 store.add_supplier(&id).await?;
                 eprintln!("supplier {id} added");
             }
-            PrincipalCommand::List(a) => {
-                print_list(&store.list(Some(Kind::Supplier)).await?, a.json)?
-            }
+            PrincipalCommand::List(a) => print_list(&store.list(Some(Kind::Supplier)).await?, a.json)?,
             PrincipalCommand::Disable { id } => set_enabled(store, &id, false).await?,
             PrincipalCommand::Enable { id } => set_enabled(store, &id, true).await?,
         },
@@ -133,24 +131,18 @@ async fn provision(store: &Store, command: Command) -> anyhow::Result<()> {
         Command::Key(c) => match c {
             KeyCommand::Generate { owner, kid } => {
                 let mut bytes = [0u8; 32];
-                getrandom::fill(&mut bytes).map_err(|e| {
-                    anyhow::anyhow!("the operating system's random source failed: {e}")
-                })?;
+                getrandom::fill(&mut bytes)
+                    .map_err(|e| anyhow::anyhow!("the operating system's random source failed: {e}"))?;
                 let secret = Secret::from_bytes(bytes);
                 store.add_key(&owner, &kid, &secret).await?;
                 println!("{}", secret.to_hex());
                 eprintln!("key {owner}/{kid} added; the secret above is shown only this once");
             }
-            KeyCommand::Import {
-                owner,
-                kid,
-                from_file,
-            } => {
+            KeyCommand::Import { owner, kid, from_file } => {
                 let mut text = String::new();
                 match &from_file {
                     Some(path) => {
-                        text = std::fs::read_to_string(path)
-                            .with_context(|| format!("reading {}", path.display()))?
+                        text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?
                     }
                     None => {
                         std::io::stdin()

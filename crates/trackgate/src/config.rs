@@ -189,8 +189,7 @@ impl RawConfig {
     pub fn load(path: Option<&Path>) -> anyhow::Result<RawConfig> {
         let (text, name) = match path {
             Some(p) => (
-                std::fs::read_to_string(p)
-                    .with_context(|| format!("cannot read config file {}", p.display()))?,
+                std::fs::read_to_string(p).with_context(|| format!("cannot read config file {}", p.display()))?,
                 p.display().to_string(),
             ),
             None => (DEV_TOML.to_owned(), "embedded defaults".to_owned()),
@@ -230,9 +229,8 @@ impl RawConfig {
         let data_dir = self.data_dir.unwrap_or_else(|| PathBuf::from("data"));
         let addr = |key: &str, v: Option<String>, default: &str| -> anyhow::Result<SocketAddr> {
             let v = v.unwrap_or_else(|| default.to_owned());
-            v.parse().with_context(|| {
-                format!("`{key}` must be an address such as 127.0.0.1:8443, not {v:?}")
-            })
+            v.parse()
+                .with_context(|| format!("`{key}` must be an address such as 127.0.0.1:8443, not {v:?}"))
         };
         let h = self.http;
         let http = HttpConfig {
@@ -245,20 +243,8 @@ impl RawConfig {
                 256 * 1024 * 1024,
             )?,
             max_records: range("http.max_records", h.max_records, 10_000, 1, 1_000_000)?,
-            rate_limit_per_second: frange(
-                "http.rate_limit_per_second",
-                h.rate_limit_per_second,
-                1000.0,
-                0.0,
-                1e9,
-            )?,
-            rate_limit_burst: frange(
-                "http.rate_limit_burst",
-                h.rate_limit_burst,
-                2000.0,
-                1.0,
-                1e9,
-            )?,
+            rate_limit_per_second: frange("http.rate_limit_per_second", h.rate_limit_per_second, 1000.0, 0.0, 1e9)?,
+            rate_limit_burst: frange("http.rate_limit_burst", h.rate_limit_burst, 2000.0, 1.0, 1e9)?,
             handshake_timeout: Duration::from_millis(range(
                 "http.handshake_timeout_ms",
                 h.handshake_timeout_ms,
@@ -292,13 +278,7 @@ impl RawConfig {
         };
         let database = trackgate_store::OpenOptions {
             url,
-            max_connections: range(
-                "database.max_connections",
-                d.max_connections.map(u64::from),
-                8,
-                2,
-                256,
-            )? as u32,
+            max_connections: range("database.max_connections", d.max_connections.map(u64::from), 8, 2, 256)? as u32,
             sqlite: trackgate_store::SqliteOptions {
                 synchronous_full,
                 cache_mib: range(
@@ -319,38 +299,18 @@ impl RawConfig {
         };
         let i = self.ingest;
         let ingest = IngestConfig {
-            queue_capacity: range(
-                "ingest.queue_capacity",
-                i.queue_capacity,
-                100_000,
-                1,
-                100_000_000,
-            )?,
+            queue_capacity: range("ingest.queue_capacity", i.queue_capacity, 100_000, 1, 100_000_000)?,
             batch_max_rows: range("ingest.batch_max_rows", i.batch_max_rows, 2000, 1, 100_000)?,
-            batch_linger: Duration::from_millis(range(
-                "ingest.batch_linger_ms",
-                i.batch_linger_ms,
-                5,
-                0,
-                10_000,
-            )? as u64),
+            batch_linger: Duration::from_millis(
+                range("ingest.batch_linger_ms", i.batch_linger_ms, 5, 0, 10_000)? as u64
+            ),
             retention: Duration::from_secs(
                 range("ingest.retention_days", i.retention_days, 365, 1, 36_500)? as u64 * 86_400,
             ),
-            rejects_keep: range(
-                "ingest.rejects_keep",
-                i.rejects_keep,
-                10_000,
-                0,
-                100_000_000,
-            )? as u64,
-            key_refresh: Duration::from_millis(range(
-                "ingest.key_refresh_ms",
-                i.key_refresh_ms,
-                1000,
-                50,
-                3_600_000,
-            )? as u64),
+            rejects_keep: range("ingest.rejects_keep", i.rejects_keep, 10_000, 0, 100_000_000)? as u64,
+            key_refresh: Duration::from_millis(
+                range("ingest.key_refresh_ms", i.key_refresh_ms, 1000, 50, 3_600_000)? as u64
+            ),
             key_cache_max_entries: range(
                 "ingest.key_cache_max_entries",
                 i.key_cache_max_entries,
@@ -358,13 +318,7 @@ impl RawConfig {
                 100,
                 100_000_000,
             )?,
-            write_retry: Duration::from_secs(range(
-                "ingest.write_retry_secs",
-                i.write_retry_secs,
-                30,
-                0,
-                3600,
-            )? as u64),
+            write_retry: Duration::from_secs(range("ingest.write_retry_secs", i.write_retry_secs, 30, 0, 3600)? as u64),
         };
         let largest = http.max_records.max(trackgate_proto::MAX_MQTT_ENVELOPES);
         if ingest.queue_capacity < largest {
@@ -377,9 +331,7 @@ impl RawConfig {
         let master_key = match (master_key_env, self.security.master_key_file) {
             (Some(hex), _) => MasterKeySource::Env(hex),
             (None, Some(file)) => MasterKeySource::File(file),
-            (None, None) if mode == Mode::Dev => {
-                MasterKeySource::DevFile(data_dir.join("master.key"))
-            }
+            (None, None) if mode == Mode::Dev => MasterKeySource::DevFile(data_dir.join("master.key")),
             (None, None) => bail!(
                 "production mode needs a master key: set {} (64 hex characters) or `security.master_key_file` / {}",
                 env::MASTER_KEY,
@@ -487,10 +439,7 @@ mod tests {
         let e = parse("mode = \"dev\"\n[ingest]\nbatch_max_rows = 0")
             .unwrap_err()
             .to_string();
-        assert_eq!(
-            e,
-            "`ingest.batch_max_rows` must be between 1 and 100000, not 0"
-        );
+        assert_eq!(e, "`ingest.batch_max_rows` must be between 1 and 100000, not 0");
         let e = parse("mode = \"dev\"\n[http]\nlisten = \"nowhere\"")
             .unwrap_err()
             .to_string();

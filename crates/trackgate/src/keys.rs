@@ -50,10 +50,7 @@ impl KeyCache {
     /// The provisioned principals among `ids`, from the cache, with one store query for all the
     /// misses. The answer is self-contained: an invalidation racing with it cannot turn a known
     /// device into an unknown one.
-    pub async fn lookup(
-        &self,
-        ids: &[&str],
-    ) -> Result<HashMap<String, Arc<Principal>>, StoreError> {
+    pub async fn lookup(&self, ids: &[&str]) -> Result<HashMap<String, Arc<Principal>>, StoreError> {
         let mut out = HashMap::new();
         let mut missing: Vec<&str> = Vec::new();
         for id in ids {
@@ -82,9 +79,7 @@ impl KeyCache {
             }
             self.entries.insert(id.to_owned(), entry);
         }
-        self.metrics
-            .key_cache_entries
-            .set(self.entries.len() as i64);
+        self.metrics.key_cache_entries.set(self.entries.len() as i64);
         Ok(out)
     }
 
@@ -127,9 +122,7 @@ impl KeyCache {
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot read the provisioning change log"),
             }
-            self.metrics
-                .key_cache_entries
-                .set(self.entries.len() as i64);
+            self.metrics.key_cache_entries.set(self.entries.len() as i64);
         }
     }
 }

@@ -2,8 +2,8 @@
 //! Labels are bounded: transport, outcome, reason, status. Never a device or key id.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// The process's metrics, registered in their own registry.
@@ -44,24 +44,18 @@ impl Metrics {
         let registry = Registry::new();
         let counter_vec = |name: &str, help: &str, labels: &[&str]| {
             let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-            registry
-                .register(Box::new(c.clone()))
-                .expect("unique metric");
+            registry.register(Box::new(c.clone())).expect("unique metric");
             c
         };
         let gauge = |name: &str, help: &str| {
             let g = IntGauge::new(name, help).expect("valid metric");
-            registry
-                .register(Box::new(g.clone()))
-                .expect("unique metric");
+            registry.register(Box::new(g.clone())).expect("unique metric");
             g
         };
         let histogram = |name: &str, help: &str, buckets: &[f64]| {
-            let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets.to_vec()))
-                .expect("valid metric");
-            registry
-                .register(Box::new(h.clone()))
-                .expect("unique metric");
+            let h =
+                Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets.to_vec())).expect("valid metric");
+            registry.register(Box::new(h.clone())).expect("unique metric");
             h
         };
         let records = counter_vec(
@@ -92,19 +86,12 @@ impl Metrics {
             .register(Box::new(http_request_seconds.clone()))
             .expect("unique metric");
         let build_info = IntGaugeVec::new(
-            Opts::new(
-                "trackgate_build_info",
-                "Always 1; labelled with the version.",
-            ),
+            Opts::new("trackgate_build_info", "Always 1; labelled with the version."),
             &["version"],
         )
         .expect("valid metric");
-        registry
-            .register(Box::new(build_info.clone()))
-            .expect("unique metric");
-        build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION")])
-            .set(1);
+        registry.register(Box::new(build_info.clone())).expect("unique metric");
+        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
 
         let m = Metrics {
             records,
@@ -121,10 +108,7 @@ impl Metrics {
                 "Time to write and commit one batch.",
                 LATENCY_BUCKETS,
             ),
-            queue_depth: gauge(
-                "trackgate_queue_depth",
-                "Rows waiting in the queue for the writer.",
-            ),
+            queue_depth: gauge("trackgate_queue_depth", "Rows waiting in the queue for the writer."),
             queue_capacity: gauge("trackgate_queue_capacity", "Rows the queue holds at most."),
             database_errors: {
                 let c = IntCounter::new(
@@ -132,9 +116,7 @@ impl Metrics {
                     "Failed batch writes, each retry counted.",
                 )
                 .expect("valid metric");
-                registry
-                    .register(Box::new(c.clone()))
-                    .expect("unique metric");
+                registry.register(Box::new(c.clone())).expect("unique metric");
                 c
             },
             key_cache_entries: gauge(

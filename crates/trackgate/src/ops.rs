@@ -25,10 +25,7 @@ pub fn router(metrics: Metrics, store: Store) -> Router {
 
 async fn metrics_text(State(ops): State<Ops>) -> impl IntoResponse {
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         ops.metrics.render(),
     )
 }

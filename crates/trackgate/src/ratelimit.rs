@@ -64,15 +64,9 @@ mod tests {
         }
         let wait = rl.check("ACME/k1", t0).unwrap_err();
         assert!(wait > Duration::ZERO && wait <= Duration::from_millis(500));
-        assert!(
-            rl.check("OTHER/k1", t0).is_ok(),
-            "keys have their own buckets"
-        );
+        assert!(rl.check("OTHER/k1", t0).is_ok(), "keys have their own buckets");
         assert!(rl.check("ACME/k1", t0 + Duration::from_millis(500)).is_ok());
-        assert!(
-            rl.check("ACME/k1", t0 + Duration::from_millis(500))
-                .is_err()
-        );
+        assert!(rl.check("ACME/k1", t0 + Duration::from_millis(500)).is_err());
     }
 
     #[test]

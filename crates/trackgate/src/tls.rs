@@ -26,18 +26,12 @@ pub fn ensure_dev_certificate(data_dir: &Path) -> anyhow::Result<TlsFiles> {
     if files.cert.exists() && files.key.exists() {
         return Ok(files);
     }
-    let names = vec![
-        "localhost".to_owned(),
-        "127.0.0.1".to_owned(),
-        "::1".to_owned(),
-    ];
-    let certified =
-        rcgen::generate_simple_self_signed(names).context("generating the dev certificate")?;
+    let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
+    let certified = rcgen::generate_simple_self_signed(names).context("generating the dev certificate")?;
     let dir = files.cert.parent().expect("dev paths have a parent");
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     crate::fsutil::write_private(&files.key, certified.signing_key.serialize_pem().as_bytes())?;
-    std::fs::write(&files.cert, certified.cert.pem())
-        .with_context(|| format!("writing {}", files.cert.display()))?;
+    std::fs::write(&files.cert, certified.cert.pem()).with_context(|| format!("writing {}", files.cert.display()))?;
     Ok(files)
 }
 
@@ -59,12 +53,7 @@ pub fn server_config(files: &TlsFiles) -> anyhow::Result<(Arc<ServerConfig>, Str
         .context("TLS protocol versions")?
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .with_context(|| {
-            format!(
-                "TLS certificate {} does not match its key",
-                files.cert.display()
-            )
-        })?;
+        .with_context(|| format!("TLS certificate {} does not match its key", files.cert.display()))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok((Arc::new(config), fingerprint))
 }
@@ -89,10 +78,7 @@ mod tests {
         let first = std::fs::read(&files.cert).unwrap();
         let (config, fp) = server_config(&files).unwrap();
         assert_eq!(fp.len(), 32 * 3 - 1);
-        assert_eq!(
-            config.alpn_protocols,
-            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
-        );
+        assert_eq!(config.alpn_protocols, vec![b"h2".to_vec(), b"http/1.1".to_vec()]);
         ensure_dev_certificate(dir.path()).unwrap();
         assert_eq!(
             std::fs::read(&files.cert).unwrap(),

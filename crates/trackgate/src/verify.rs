@@ -48,8 +48,7 @@ impl Verifier {
             now_ms: now_ms as u64,
             retention_ms: self.retention_ms,
         };
-        let parsed: Vec<Result<Parsed<'_>, Reason>> =
-            envelopes.iter().map(|e| Parsed::parse(e)).collect();
+        let parsed: Vec<Result<Parsed<'_>, Reason>> = envelopes.iter().map(|e| Parsed::parse(e)).collect();
         let devices = self.devices(&parsed).await?;
 
         let mut out = Checked {
@@ -93,10 +92,7 @@ impl Verifier {
         &self,
         parsed: &'p [Result<Parsed<'_>, Reason>],
     ) -> Result<HashMap<&'p str, Arc<Principal>>, StoreError> {
-        let ids: Vec<&str> = parsed
-            .iter()
-            .filter_map(|p| p.as_ref().ok().map(Parsed::dev))
-            .collect();
+        let ids: Vec<&str> = parsed.iter().filter_map(|p| p.as_ref().ok().map(Parsed::dev)).collect();
         let found = self.keys.lookup(&ids).await?;
         Ok(ids
             .into_iter()

@@ -49,16 +49,13 @@ fn reason(env: &str) -> Reason {
 
 #[test]
 fn section_5_envelopes_verify() {
-    let v: serde_json::Value =
-        serde_json::from_str(include_str!("../../tests/protocol-vectors.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(include_str!("../../tests/protocol-vectors.json")).unwrap();
     for env in v["envelopes_valid"].as_array().unwrap() {
         let env = env.as_str().unwrap();
         let p = Parsed::parse(env).unwrap();
         assert_eq!(p.record_text(), RECORD);
         let k = keys();
-        let verified = p
-            .verify(Origin::Supplier("ACME"), device(&k), CLOCK)
-            .unwrap();
+        let verified = p.verify(Origin::Supplier("ACME"), device(&k), CLOCK).unwrap();
         assert_eq!(verified.kid, "k1");
         let r = verified.record;
         assert_eq!((r.dev, r.seq, r.ts), ("TRK-0001", 42, 1_763_800_000_123));
@@ -66,10 +63,7 @@ fn section_5_envelopes_verify() {
             (r.lat, r.lon, r.spd, r.bat),
             (Some(60.1699), Some(24.9384), Some(3.2), Some(87.0))
         );
-        assert_eq!(
-            (r.alt, r.hdg, r.acc, r.tmp, r.ext),
-            (None, None, None, None, None)
-        );
+        assert_eq!((r.alt, r.hdg, r.acc, r.tmp, r.ext), (None, None, None, None, None));
         assert_eq!(r.text, RECORD);
     }
 }
@@ -120,9 +114,7 @@ fn too_large_comes_after_malformed() {
     let ext = format!(r#"{{"p":"{}"}}"#, "x".repeat(1020));
     assert_eq!(ext.len(), 1028);
     assert_eq!(
-        reason(&signed(&format!(
-            r#"{{"dev":"TRK-0001","seq":1,"ts":1,"ext":{ext}}}"#
-        ))),
+        reason(&signed(&format!(r#"{{"dev":"TRK-0001","seq":1,"ts":1,"ext":{ext}}}"#))),
         Reason::TooLarge
     );
     let ext_ok = format!(r#"{{"p":"{}"}}"#, "x".repeat(1016));
@@ -144,40 +136,22 @@ fn device_and_permission_checks() {
     assert_eq!(p.dev(), "TRK-0001");
     let k = keys();
     let reject = |origin, dev| p.verify(origin, dev, CLOCK).map(|_| ()).unwrap_err();
-    assert_eq!(
-        reject(Origin::Supplier("ACME"), None),
-        Reason::UnknownDevice
-    );
-    assert_eq!(
-        reject(Origin::Supplier("OTHER"), device(&k)),
-        Reason::NotPermitted
-    );
-    assert_eq!(
-        reject(Origin::Device("TRK-0002"), device(&k)),
-        Reason::NotPermitted
-    );
-    assert_eq!(
-        reject(Origin::Topic("TRK-0002"), device(&k)),
-        Reason::TopicMismatch
-    );
+    assert_eq!(reject(Origin::Supplier("ACME"), None), Reason::UnknownDevice);
+    assert_eq!(reject(Origin::Supplier("OTHER"), device(&k)), Reason::NotPermitted);
+    assert_eq!(reject(Origin::Device("TRK-0002"), device(&k)), Reason::NotPermitted);
+    assert_eq!(reject(Origin::Topic("TRK-0002"), device(&k)), Reason::TopicMismatch);
     let no_supplier = Some(DeviceView {
         enabled: true,
         supplier: None,
         keys: &k,
     });
-    assert_eq!(
-        reject(Origin::Supplier("ACME"), no_supplier),
-        Reason::NotPermitted
-    );
+    assert_eq!(reject(Origin::Supplier("ACME"), no_supplier), Reason::NotPermitted);
     let disabled = Some(DeviceView {
         enabled: false,
         supplier: Some("ACME"),
         keys: &k,
     });
-    assert_eq!(
-        reject(Origin::Supplier("ACME"), disabled),
-        Reason::DeviceDisabled
-    );
+    assert_eq!(reject(Origin::Supplier("ACME"), disabled), Reason::DeviceDisabled);
     // Unknown device wins over a bad signature; a disabled device over an unknown key.
     let disabled_no_keys = Some(DeviceView {
         enabled: false,
@@ -188,14 +162,8 @@ fn device_and_permission_checks() {
         reject(Origin::Supplier("ACME"), disabled_no_keys),
         Reason::DeviceDisabled
     );
-    assert!(
-        p.verify(Origin::Device("TRK-0001"), device(&k), CLOCK)
-            .is_ok()
-    );
-    assert!(
-        p.verify(Origin::Topic("TRK-0001"), device(&k), CLOCK)
-            .is_ok()
-    );
+    assert!(p.verify(Origin::Device("TRK-0001"), device(&k), CLOCK).is_ok());
+    assert!(p.verify(Origin::Topic("TRK-0001"), device(&k), CLOCK).is_ok());
 }
 
 #[test]
@@ -289,9 +257,7 @@ fn bad_values() {
     ] {
         assert_eq!(reason(&signed(rec)), Reason::BadValue, "{rec}");
     }
-    let ok = base(
-        r#","lat":-90,"lon":180,"hdg":-0,"spd":0,"bat":100,"tmp":-40.5,"alt":-12,"ext":{"fw":"1.2"}"#,
-    );
+    let ok = base(r#","lat":-90,"lon":180,"hdg":-0,"spd":0,"bat":100,"tmp":-40.5,"alt":-12,"ext":{"fw":"1.2"}"#);
     assert_eq!(outcome(&signed(&ok), &keys()), Ok(1));
 }
 
@@ -299,28 +265,19 @@ fn bad_values() {
 fn ts_out_of_range() {
     let at = |ts: u64| signed(&format!(r#"{{"dev":"TRK-0001","seq":1,"ts":{ts}}}"#));
     assert_eq!(outcome(&at(NOW_MS + 5 * 60 * 1000), &keys()), Ok(1));
-    assert_eq!(
-        reason(&at(NOW_MS + 5 * 60 * 1000 + 1)),
-        Reason::TsOutOfRange
-    );
+    assert_eq!(reason(&at(NOW_MS + 5 * 60 * 1000 + 1)), Reason::TsOutOfRange);
     assert_eq!(outcome(&at(NOW_MS - CLOCK.retention_ms), &keys()), Ok(1));
-    assert_eq!(
-        reason(&at(NOW_MS - CLOCK.retention_ms - 1)),
-        Reason::TsOutOfRange
-    );
+    assert_eq!(reason(&at(NOW_MS - CLOCK.retention_ms - 1)), Reason::TsOutOfRange);
     assert_eq!(reason(&at(0)), Reason::TsOutOfRange);
 }
 
 #[test]
 fn ext_is_kept_byte_for_byte() {
-    let rec =
-        r#"{"dev":"TRK-0001","seq":7,"ts":1763800000123,"ext":{ "fw" : "1.2", "n":[1, 2.50]}}"#;
+    let rec = r#"{"dev":"TRK-0001","seq":7,"ts":1763800000123,"ext":{ "fw" : "1.2", "n":[1, 2.50]}}"#;
     let env = signed(rec);
     let p = Parsed::parse(&env).unwrap();
     let k = keys();
-    let v = p
-        .verify(Origin::Device("TRK-0001"), device(&k), CLOCK)
-        .unwrap();
+    let v = p.verify(Origin::Device("TRK-0001"), device(&k), CLOCK).unwrap();
     assert_eq!(v.record.ext, Some(r#"{ "fw" : "1.2", "n":[1, 2.50]}"#));
 }
 

@@ -25,10 +25,7 @@ fn one_flipped_byte_fails_verification() {
     let mut bytes = RECORD.as_bytes().to_vec();
     for i in 0..bytes.len() {
         bytes[i] ^= 0x01;
-        assert!(
-            !verify_record(&key(DEVICE_KEY), &bytes, &sig),
-            "flip at {i}"
-        );
+        assert!(!verify_record(&key(DEVICE_KEY), &bytes, &sig), "flip at {i}");
         bytes[i] ^= 0x01;
     }
     assert!(verify_record(&key(DEVICE_KEY), &bytes, &sig));
@@ -43,20 +40,9 @@ fn compact_envelope_vector() {
 #[test]
 fn mqtt_password_vector() {
     let pw = mqtt_password(&key(DEVICE_KEY), "TRK-0001");
-    assert_eq!(
-        pw,
-        "bdd7f18f8cedf8cf232df9b46eff78d2effebc16db6bb448b5427e375eaaa620"
-    );
-    assert!(verify_mqtt_password(
-        &key(DEVICE_KEY),
-        "TRK-0001",
-        pw.as_bytes()
-    ));
-    assert!(!verify_mqtt_password(
-        &key(DEVICE_KEY),
-        "TRK-0002",
-        pw.as_bytes()
-    ));
+    assert_eq!(pw, "bdd7f18f8cedf8cf232df9b46eff78d2effebc16db6bb448b5427e375eaaa620");
+    assert!(verify_mqtt_password(&key(DEVICE_KEY), "TRK-0001", pw.as_bytes()));
+    assert!(!verify_mqtt_password(&key(DEVICE_KEY), "TRK-0002", pw.as_bytes()));
     assert!(!verify_mqtt_password(
         &key(DEVICE_KEY),
         "TRK-0001",
@@ -85,8 +71,7 @@ fn request_signature_vector() {
 
 #[test]
 fn vectors_file_matches_the_constants() {
-    let v: serde_json::Value =
-        serde_json::from_str(include_str!("../../tests/protocol-vectors.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(include_str!("../../tests/protocol-vectors.json")).unwrap();
     let rec = &v["record"];
     let k = key(rec["device_key_hex"].as_str().unwrap());
     let m = rec["m"].as_str().unwrap();

@@ -52,10 +52,7 @@ pub struct Queue {
 
 impl Queue {
     /// A queue of `capacity` rows and the receiving end for the writer.
-    pub fn new(
-        capacity: usize,
-        metrics: Metrics,
-    ) -> (Queue, mpsc::UnboundedReceiver<Submission>, Arc<Semaphore>) {
+    pub fn new(capacity: usize, metrics: Metrics) -> (Queue, mpsc::UnboundedReceiver<Submission>, Arc<Semaphore>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let permits = Arc::new(Semaphore::new(capacity));
         metrics.queue_capacity.set(capacity as i64);

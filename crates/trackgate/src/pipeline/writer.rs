@@ -116,9 +116,7 @@ impl Writer {
 
         let started = Instant::now();
         let result = self.write_with_retry(&rows, &rejects, started).await;
-        self.metrics
-            .commit_seconds
-            .observe(started.elapsed().as_secs_f64());
+        self.metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
         self.metrics.batch_rows.observe(total_rows as f64);
 
         let mut conflicts = Vec::new();
@@ -156,10 +154,10 @@ impl Writer {
         self.metrics.queue_depth.sub(permits as i64);
 
         // Conflicts are rare; they are kept for supplier support in a small transaction of their own.
-        if !conflicts.is_empty() {
-            if let Err(e) = self.store.write_batch(&[], &conflicts).await {
-                tracing::warn!(error = %e, "cannot keep conflict rejects");
-            }
+        if !conflicts.is_empty()
+            && let Err(e) = self.store.write_batch(&[], &conflicts).await
+        {
+            tracing::warn!(error = %e, "cannot keep conflict rejects");
         }
         self.batches_since_prune += 1;
         if self.batches_since_prune >= PRUNE_EVERY {

@@ -63,8 +63,7 @@ impl IntoResponse for ApiError {
         let body = serde_json::json!({ "error": error, "detail": detail });
         let mut resp = (status, axum::Json(body)).into_response();
         if let Some(secs) = retry_after {
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         resp
     }

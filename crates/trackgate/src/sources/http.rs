@@ -82,12 +82,8 @@ async fn records(State(s): State<HttpState>, req: Request) -> Response {
         Err(e) => e.into_response(),
     };
     let status = response.status();
-    s.0.metrics
-        .http_requests
-        .with_label_values(&[status.as_str()])
-        .inc();
-    let class =
-        ["1xx", "2xx", "3xx", "4xx", "5xx"][(status.as_u16() / 100).clamp(1, 5) as usize - 1];
+    s.0.metrics.http_requests.with_label_values(&[status.as_str()]).inc();
+    let class = ["1xx", "2xx", "3xx", "4xx", "5xx"][(status.as_u16() / 100).clamp(1, 5) as usize - 1];
     s.0.metrics
         .http_request_seconds
         .with_label_values(&[class])
@@ -110,13 +106,7 @@ fn body_kind(headers: &HeaderMap) -> Result<BodyKind, ApiError> {
         .and_then(|v| v.to_str().ok())
         .ok_or(ApiError::UnsupportedMediaType(WRONG))?;
     let mut parts = value.split(';');
-    let kind = match parts
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase()
-        .as_str()
-    {
+    let kind = match parts.next().unwrap_or("").trim().to_ascii_lowercase().as_str() {
         "application/json" => BodyKind::Json,
         "application/x-ndjson" => BodyKind::Ndjson,
         _ => return Err(ApiError::UnsupportedMediaType(WRONG)),
@@ -125,9 +115,7 @@ fn body_kind(headers: &HeaderMap) -> Result<BodyKind, ApiError> {
         if let Some((name, v)) = param.split_once('=') {
             let v = v.trim().trim_matches('"');
             if name.trim().eq_ignore_ascii_case("charset") && !v.eq_ignore_ascii_case("utf-8") {
-                return Err(ApiError::UnsupportedMediaType(
-                    "the only charset accepted is utf-8",
-                ));
+                return Err(ApiError::UnsupportedMediaType("the only charset accepted is utf-8"));
             }
         }
     }
@@ -157,8 +145,7 @@ impl HttpState {
         }
 
         // Authentication: the window is checked before any key is looked up.
-        let timestamp =
-            header_str(&parts.headers, "x-tg-timestamp").ok_or(ApiError::Unauthorized)?;
+        let timestamp = header_str(&parts.headers, "x-tg-timestamp").ok_or(ApiError::Unauthorized)?;
         let ts = sign::parse_request_timestamp(timestamp).ok_or(ApiError::Unauthorized)?;
         let now_secs = (trackgate_store::now_ms() / 1000) as u64;
         if !sign::request_is_fresh(ts, now_secs) {
@@ -233,27 +220,22 @@ impl HttpState {
                 transport: TRANSPORT,
                 key_name: Some(key_name.to_owned()),
             };
-            let ack =
-                match s
-                    .queue
-                    .try_submit(checked.rows, checked.row_index, checked.rejects, source)
-                {
-                    Ok(Ok(ack)) => ack,
-                    Ok(Err(_closed)) => {
-                        return Err(ApiError::Unavailable("trackgate is shutting down"));
-                    }
-                    Err(_full) => {
-                        return Err(ApiError::Unavailable(
-                            "the ingest queue is full; retry later",
-                        ));
-                    }
-                };
+            let ack = match s
+                .queue
+                .try_submit(checked.rows, checked.row_index, checked.rejects, source)
+            {
+                Ok(Ok(ack)) => ack,
+                Ok(Err(_closed)) => {
+                    return Err(ApiError::Unavailable("trackgate is shutting down"));
+                }
+                Err(_full) => {
+                    return Err(ApiError::Unavailable("the ingest queue is full; retry later"));
+                }
+            };
             let outcomes = ack
                 .await
                 .map_err(|_| ApiError::Unavailable("trackgate is shutting down"))?
-                .map_err(|_| {
-                    ApiError::Unavailable("the database is unavailable; nothing was stored")
-                })?;
+                .map_err(|_| ApiError::Unavailable("the database is unavailable; nothing was stored"))?;
             for (o, index) in outcomes.into_iter().zip(row_index) {
                 match o {
                     Outcome::Inserted => answer.accepted += 1,
@@ -277,23 +259,14 @@ impl HttpState {
     async fn read_body(&self, body: Body) -> Result<Bytes, ApiError> {
         match Limited::new(body, self.0.max_body_bytes).collect().await {
             Ok(collected) => Ok(collected.to_bytes()),
-            Err(e)
-                if e.downcast_ref::<http_body_util::LengthLimitError>()
-                    .is_some() =>
-            {
-                Err(self.too_large_body())
-            }
-            Err(_) => Err(ApiError::Malformed(
-                "the request body could not be read".into(),
-            )),
+            Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(self.too_large_body()),
+            Err(_) => Err(ApiError::Malformed("the request body could not be read".into())),
         }
     }
 
     fn count(&self, a: &Answer) {
         let m = &self.0.metrics;
-        m.records
-            .with_label_values(&[TRANSPORT, "accepted"])
-            .inc_by(a.accepted);
+        m.records.with_label_values(&[TRANSPORT, "accepted"]).inc_by(a.accepted);
         m.records
             .with_label_values(&[TRANSPORT, "duplicate"])
             .inc_by(a.duplicates);
@@ -301,9 +274,7 @@ impl HttpState {
             .with_label_values(&[TRANSPORT, "rejected"])
             .inc_by(a.rejected.len() as u64);
         for r in &a.rejected {
-            m.rejections
-                .with_label_values(&[TRANSPORT, r.reason.as_str()])
-                .inc();
+            m.rejections.with_label_values(&[TRANSPORT, r.reason.as_str()]).inc();
         }
     }
 }
@@ -330,10 +301,7 @@ mod tests {
             body_kind(&ct("application/json; charset=\"utf-8\"; q=1")).unwrap(),
             BodyKind::Json
         );
-        assert_eq!(
-            body_kind(&ct("application/x-ndjson")).unwrap(),
-            BodyKind::Ndjson
-        );
+        assert_eq!(body_kind(&ct("application/x-ndjson")).unwrap(), BodyKind::Ndjson);
         assert!(matches!(
             body_kind(&ct("application/json; charset=latin1")),
             Err(ApiError::UnsupportedMediaType(_))

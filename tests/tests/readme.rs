@@ -1,0 +1,60 @@
+//! The README's examples, run as written.
+
+use std::process::Command;
+use trackgate_e2e::*;
+
+const README: &str = include_str!("../../README.md");
+
+/// The fenced block that follows `<!-- example: NAME ...-->`.
+fn example(name: &str) -> String {
+    let marker = format!("<!-- example: {name}");
+    let after = &README[README.find(&marker).expect("example marker")..];
+    let start = after.find("```bash\n").expect("bash block") + "```bash\n".len();
+    let end = after[start..].find("\n```").expect("end of block");
+    after[start..start + end].to_owned()
+}
+
+#[tokio::test]
+async fn the_openssl_curl_example_gets_a_200_and_the_record_is_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_in(dir.path(), "").unwrap();
+    let script = example("openssl-curl");
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .current_dir(dir.path())
+        .env("TG", binary())
+        .env("TRACKGATE_CONFIG", &server.config)
+        .env("URL", format!("https://localhost:{}", server.https.port()))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the example failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(r#"{"accepted":1,"duplicates":0,"rejected":[]}"#),
+        "{stdout}"
+    );
+    let db = server.db().await;
+    let (dev, seq, lat): (String, i64, f64) = sqlx::query_as("SELECT device_id, seq, lat FROM positions")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!((dev.as_str(), seq, lat), ("TRK-0001", 1, 60.1699));
+}
+
+#[test]
+fn the_quick_start_has_exactly_two_commands() {
+    let start = README.find("## Quick start").expect("Quick start section");
+    let section = &README[start..];
+    let section = &section[..section[3..].find("\n## ").map_or(section.len(), |e| e + 3)];
+    let blocks: Vec<&str> = section
+        .split("```sh\n")
+        .skip(1)
+        .map(|b| b.split("\n```").next().unwrap())
+        .collect();
+    assert_eq!(blocks, ["cargo run --release -p trackgate -- serve", ".ci/run"]);
+}
