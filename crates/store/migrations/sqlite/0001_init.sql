@@ -37,7 +37,9 @@ CREATE TABLE principal_changes (
     changed_ms   INTEGER NOT NULL
 );
 
--- One row per record: (device_id, seq) identifies it, so resends are absorbed.
+-- One row per record: (device_id, seq) identifies it, so resends are absorbed. A rowid table
+-- (rows appended in arrival order) with narrow indexes: a batch spread over many devices dirties
+-- far fewer pages than a table clustered on (device_id, seq) (benches/RESULTS.md).
 CREATE TABLE positions (
     device_id   TEXT NOT NULL,
     seq         INTEGER NOT NULL,
@@ -54,10 +56,10 @@ CREATE TABLE positions (
     -- The record exactly as signed, and the key that signed it: the evidence behind the row.
     record      TEXT NOT NULL,
     kid         TEXT NOT NULL,
-    received_ms INTEGER NOT NULL,
-    PRIMARY KEY (device_id, seq)
-) WITHOUT ROWID;
+    received_ms INTEGER NOT NULL
+);
 
+CREATE UNIQUE INDEX positions_device_seq ON positions (device_id, seq);
 CREATE INDEX positions_device_ts ON positions (device_id, ts);
 
 -- The newest positioned record of each device. Moves only forward in ts, so a backlog

@@ -1,0 +1,149 @@
+//! One batch written into SQLite by the store (insert ON CONFLICT DO NOTHING RETURNING, latest
+//! position upsert, one transaction), beside the baseline: a raw sqlx multi-row INSERT of
+//! identical rows into the same schema in a fresh database, in one transaction.
+//!
+//! Both use synchronous=NORMAL here so the figures show the SQL work, not the disk's fsync
+//! latency; the end-to-end harness measures the shipped default (FULL).
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use sqlx::QueryBuilder;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use std::str::FromStr;
+use std::time::Duration;
+use tokio::runtime::Runtime;
+use trackgate_benches::{now_ms, rows};
+use trackgate_store::{MasterKey, OpenOptions, Row, SqliteOptions, Store};
+
+const SCHEMA: &str = include_str!("../../crates/store/migrations/sqlite/0001_init.sql");
+const COLUMNS: usize = 15;
+
+/// The variant measured against the shipped schema when choosing it: a table clustered on
+/// `(device_id, seq)` (`WITHOUT ROWID`), instead of a rowid table with narrow indexes.
+const CLUSTERED_SCHEMA: &str = "CREATE TABLE positions (device_id TEXT NOT NULL, seq INTEGER NOT NULL, ts INTEGER NOT NULL, \
+     lat REAL, lon REAL, alt REAL, spd REAL, hdg REAL, acc REAL, bat REAL, tmp REAL, ext TEXT, record TEXT NOT NULL, \
+     kid TEXT NOT NULL, received_ms INTEGER NOT NULL, PRIMARY KEY (device_id, seq)) WITHOUT ROWID; \
+     CREATE INDEX positions_device_ts ON positions (device_id, ts);";
+
+async fn raw_pool(dir: &std::path::Path) -> SqlitePool {
+    raw_pool_with(dir, SCHEMA).await
+}
+
+async fn raw_pool_with(dir: &std::path::Path, schema: &str) -> SqlitePool {
+    let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", dir.join("raw.db").display()))
+        .unwrap()
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .pragma("cache_size", "-32768")
+        .pragma("wal_autocheckpoint", "10000");
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(opts)
+        .await
+        .unwrap();
+    sqlx::raw_sql(schema).execute(&pool).await.unwrap();
+    pool
+}
+
+async fn raw_insert(pool: &SqlitePool, rows: &[Row]) {
+    let mut tx = pool.begin().await.unwrap();
+    for chunk in rows.chunks(32_766 / COLUMNS) {
+        let mut q = QueryBuilder::new(
+            "INSERT INTO positions (device_id, seq, ts, lat, lon, alt, spd, hdg, acc, bat, tmp, ext, record, kid, received_ms) ",
+        );
+        q.push_values(chunk, |mut b, r| {
+            b.push_bind(r.device_id.as_str())
+                .push_bind(r.seq)
+                .push_bind(r.ts)
+                .push_bind(r.lat)
+                .push_bind(r.lon)
+                .push_bind(r.alt)
+                .push_bind(r.spd)
+                .push_bind(r.hdg)
+                .push_bind(r.acc)
+                .push_bind(r.bat)
+                .push_bind(r.tmp)
+                .push_bind(r.ext.as_deref())
+                .push_bind(r.record.as_str())
+                .push_bind(r.kid.as_str())
+                .push_bind(r.received_ms);
+        });
+        q.build().execute(&mut *tx).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+}
+
+async fn store(dir: &std::path::Path) -> Store {
+    let opts = OpenOptions {
+        url: format!("sqlite://{}", dir.join("store.db").display()),
+        max_connections: 2,
+        sqlite: SqliteOptions {
+            synchronous_full: false,
+            cache_mib: 32,
+            wal_autocheckpoint_pages: 10_000,
+        },
+    };
+    Store::open(&opts, MasterKey::from_bytes(&[1; 32])).await.unwrap()
+}
+
+fn batch_write(c: &mut Criterion) {
+    let rt = Runtime::new().unwrap();
+    let mut g = c.benchmark_group("sqlite batch write");
+    g.sample_size(10)
+        .measurement_time(Duration::from_secs(6))
+        .warm_up_time(Duration::from_secs(1));
+    for (batch, devices) in [(1000usize, 10usize), (1000, 1000), (10_000, 100), (10_000, 10_000)] {
+        g.throughput(Throughput::Elements(batch as u64));
+        let label = format!("{batch} rows over {devices} devices");
+        let ts = now_ms() as i64;
+
+        let dir = tempfile::tempdir().unwrap();
+        let pool = rt.block_on(raw_pool(dir.path()));
+        let mut next = 0i64;
+        g.bench_function(BenchmarkId::new("baseline: raw multi-row INSERT", &label), |b| {
+            b.iter_batched(
+                || {
+                    next += batch as i64;
+                    rows(batch, devices, next, ts)
+                },
+                |rs| rt.block_on(raw_insert(&pool, &rs)),
+                criterion::BatchSize::LargeInput,
+            )
+        });
+
+        let dir = tempfile::tempdir().unwrap();
+        let pool = rt.block_on(raw_pool_with(dir.path(), CLUSTERED_SCHEMA));
+        let mut next = 0i64;
+        g.bench_function(
+            BenchmarkId::new("variant: raw INSERT, WITHOUT ROWID clustered table", &label),
+            |b| {
+                b.iter_batched(
+                    || {
+                        next += batch as i64;
+                        rows(batch, devices, next, ts)
+                    },
+                    |rs| rt.block_on(raw_insert(&pool, &rs)),
+                    criterion::BatchSize::LargeInput,
+                )
+            },
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let s = rt.block_on(store(dir.path()));
+        let mut next = 0i64;
+        g.bench_function(BenchmarkId::new("store.write_batch", &label), |b| {
+            b.iter_batched(
+                || {
+                    next += batch as i64;
+                    rows(batch, devices, next, ts)
+                },
+                |rs| rt.block_on(s.write_batch(&rs, &[])).unwrap(),
+                criterion::BatchSize::LargeInput,
+            )
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, batch_write);
+criterion_main!(benches);
