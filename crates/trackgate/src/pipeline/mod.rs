@@ -15,3 +15,6 @@ mod writer;
 
 pub use queue::{Ack, Queue, QueueClosed, QueueFull, Source, Submission, WriteFailed};
 pub use writer::{Writer, WriterSettings};
+
+#[cfg(test)]
+mod tests;
