@@ -24,10 +24,6 @@ const CLUSTERED_SCHEMA: &str = "CREATE TABLE positions (device_id TEXT NOT NULL,
      kid TEXT NOT NULL, received_ms INTEGER NOT NULL, PRIMARY KEY (device_id, seq)) WITHOUT ROWID; \
      CREATE INDEX positions_device_ts ON positions (device_id, ts);";
 
-async fn raw_pool(dir: &std::path::Path) -> SqlitePool {
-    raw_pool_with(dir, SCHEMA).await
-}
-
 async fn raw_pool_with(dir: &std::path::Path, schema: &str) -> SqlitePool {
     let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", dir.join("raw.db").display()))
         .unwrap()
@@ -97,49 +93,36 @@ fn batch_write(c: &mut Criterion) {
         let label = format!("{batch} rows over {devices} devices");
         let ts = now_ms() as i64;
 
-        let dir = tempfile::tempdir().unwrap();
-        let pool = rt.block_on(raw_pool(dir.path()));
-        let mut next = 0i64;
-        g.bench_function(BenchmarkId::new("baseline: raw multi-row INSERT", &label), |b| {
-            b.iter_batched(
-                || {
-                    next += batch as i64;
-                    rows(batch, devices, next, ts)
-                },
-                |rs| rt.block_on(raw_insert(&pool, &rs)),
-                criterion::BatchSize::LargeInput,
-            )
-        });
-
-        let dir = tempfile::tempdir().unwrap();
-        let pool = rt.block_on(raw_pool_with(dir.path(), CLUSTERED_SCHEMA));
-        let mut next = 0i64;
-        g.bench_function(
-            BenchmarkId::new("variant: raw INSERT, WITHOUT ROWID clustered table", &label),
-            |b| {
+        // Each variant writes fresh (device, seq) keys into its own database.
+        let mut variant = |name: &str, write: &mut dyn FnMut(&[Row])| {
+            let mut next = 0i64;
+            g.bench_function(BenchmarkId::new(name, &label), |b| {
                 b.iter_batched(
                     || {
                         next += batch as i64;
                         rows(batch, devices, next, ts)
                     },
-                    |rs| rt.block_on(raw_insert(&pool, &rs)),
+                    |rs| write(&rs),
                     criterion::BatchSize::LargeInput,
                 )
-            },
+            });
+        };
+        let (d1, d2, d3) = (
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
         );
-
-        let dir = tempfile::tempdir().unwrap();
-        let s = rt.block_on(store(dir.path()));
-        let mut next = 0i64;
-        g.bench_function(BenchmarkId::new("store.write_batch", &label), |b| {
-            b.iter_batched(
-                || {
-                    next += batch as i64;
-                    rows(batch, devices, next, ts)
-                },
-                |rs| rt.block_on(s.write_batch(&rs, &[])).unwrap(),
-                criterion::BatchSize::LargeInput,
-            )
+        let raw = rt.block_on(raw_pool_with(d1.path(), SCHEMA));
+        variant("baseline: raw multi-row INSERT", &mut |rs| {
+            rt.block_on(raw_insert(&raw, rs))
+        });
+        let clustered = rt.block_on(raw_pool_with(d2.path(), CLUSTERED_SCHEMA));
+        variant("variant: raw INSERT, WITHOUT ROWID clustered table", &mut |rs| {
+            rt.block_on(raw_insert(&clustered, rs))
+        });
+        let s = rt.block_on(store(d3.path()));
+        variant("store.write_batch", &mut |rs| {
+            rt.block_on(s.write_batch(rs, &[])).unwrap();
         });
     }
     g.finish();

@@ -4,6 +4,7 @@
 use crate::model::{KeyInfo, Kind, Outcome, Principal, PrincipalInfo, RejectRow, Row, StoredPosition};
 use crate::{MasterKey, OpenOptions, StoreError};
 use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
+use sqlx::query_builder::Separated;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
@@ -169,18 +170,8 @@ impl Sqlite {
                 "INSERT INTO positions (device_id, seq, ts, lat, lon, alt, spd, hdg, acc, bat, tmp, ext, record, kid, received_ms) ",
             );
             q.push_values(chunk, |mut b, r| {
-                b.push_bind(r.device_id.as_str())
-                    .push_bind(r.seq)
-                    .push_bind(r.ts)
-                    .push_bind(r.lat)
-                    .push_bind(r.lon)
-                    .push_bind(r.alt)
-                    .push_bind(r.spd)
-                    .push_bind(r.hdg)
-                    .push_bind(r.acc)
-                    .push_bind(r.bat)
-                    .push_bind(r.tmp)
-                    .push_bind(r.ext.as_deref())
+                bind_measurement(&mut b, r);
+                b.push_bind(r.ext.as_deref())
                     .push_bind(r.record.as_str())
                     .push_bind(r.kid.as_str())
                     .push_bind(r.received_ms);
@@ -230,18 +221,8 @@ impl Sqlite {
                 "INSERT INTO latest_positions (device_id, seq, ts, lat, lon, alt, spd, hdg, acc, bat, tmp, received_ms) ",
             );
             q.push_values(chunk, |mut b, r| {
-                b.push_bind(r.device_id.as_str())
-                    .push_bind(r.seq)
-                    .push_bind(r.ts)
-                    .push_bind(r.lat)
-                    .push_bind(r.lon)
-                    .push_bind(r.alt)
-                    .push_bind(r.spd)
-                    .push_bind(r.hdg)
-                    .push_bind(r.acc)
-                    .push_bind(r.bat)
-                    .push_bind(r.tmp)
-                    .push_bind(r.received_ms);
+                bind_measurement(&mut b, r);
+                b.push_bind(r.received_ms);
             });
             q.push(
                 " ON CONFLICT (device_id) DO UPDATE SET seq = excluded.seq, ts = excluded.ts, lat = excluded.lat, \
@@ -558,6 +539,22 @@ impl Sqlite {
             .map(|r| Ok((r.try_get("device_id")?, r.try_get("reason")?, r.try_get("key_name")?)))
             .collect()
     }
+}
+
+/// The columns `positions` and `latest_positions` share, in their order:
+/// device_id, seq, ts, lat, lon, alt, spd, hdg, acc, bat, tmp.
+fn bind_measurement<'q>(b: &mut Separated<'_, 'q, sqlx::Sqlite, &'static str>, r: &'q Row) {
+    b.push_bind(r.device_id.as_str())
+        .push_bind(r.seq)
+        .push_bind(r.ts)
+        .push_bind(r.lat)
+        .push_bind(r.lon)
+        .push_bind(r.alt)
+        .push_bind(r.spd)
+        .push_bind(r.hdg)
+        .push_bind(r.acc)
+        .push_bind(r.bat)
+        .push_bind(r.tmp);
 }
 
 fn stored_position(r: &SqliteRow) -> Result<StoredPosition, StoreError> {
