@@ -3,6 +3,8 @@
 //! client), and the real SQLite file read back directly.
 #![forbid(unsafe_code)]
 
+pub mod mosquitto;
+
 use anyhow::{Context, bail};
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};
@@ -97,6 +99,7 @@ impl Server {
     /// Start in `dir` (kept across restarts) with extra settings appended to the test config, as
     /// dotted keys (`ingest.batch_max_rows = 10`).
     pub fn start_in(dir: &Path, extra_toml: &str) -> anyhow::Result<Server> {
+        std::fs::create_dir_all(dir)?;
         let config = dir.join("trackgate.toml");
         if !config.exists() {
             let mut f = std::fs::File::create(&config)?;

@@ -2,12 +2,13 @@
 //! down in order: stop accepting, let in-flight requests finish (they wait for their commit),
 //! drain the queue, close the database. All within the grace period.
 
-use crate::config::{Config, MasterKeySource, Mode};
+use crate::config::{Config, MasterKeySource, Mode, MqttConfig, MqttPassword};
 use crate::keys::KeyCache;
 use crate::metrics::Metrics;
 use crate::pipeline::{Queue, Writer, WriterSettings};
 use crate::ratelimit::RateLimiter;
 use crate::sources::http::{self, HttpState};
+use crate::sources::mqtt;
 use crate::verify::Verifier;
 use crate::{fsutil, listener, ops, tls};
 use anyhow::Context;
@@ -128,9 +129,24 @@ pub async fn serve_until(config: Config, shutdown: CancellationToken) -> anyhow:
             .follow_changes(config.ingest.key_refresh, background.clone()),
     );
 
+    let verifier = Arc::new(Verifier::new(keys.clone(), config.retention_ms()));
+    let mqtt_task = match &config.mqtt {
+        Some(m) => {
+            let settings = mqtt_settings(&config, m)?;
+            tracing::info!(host = %settings.host, port = settings.port, filter = %settings.filter, "MQTT ingest on");
+            Some(tokio::spawn(mqtt::run(
+                settings,
+                verifier.clone(),
+                queue.clone(),
+                metrics.clone(),
+                shutdown.clone(),
+            )))
+        }
+        None => None,
+    };
     let state = HttpState::new(http::Inner {
         keys: keys.clone(),
-        verifier: Verifier::new(keys.clone(), config.retention_ms()),
+        verifier,
         queue,
         limiter: RateLimiter::new(config.http.rate_limit_per_second, config.http.rate_limit_burst),
         metrics: metrics.clone(),
@@ -159,8 +175,12 @@ pub async fn serve_until(config: Config, shutdown: CancellationToken) -> anyhow:
 
     shutdown.cancelled().await;
     let drained = tokio::time::timeout(config.grace_period, async {
-        // In-flight requests finish first: each waits for its commit, which the writer still serves.
+        // In-flight requests and messages finish first: each waits for its commit, which the
+        // writer still serves.
         let _ = https_task.await;
+        if let Some(t) = mqtt_task {
+            let _ = t.await;
+        }
         drain.cancel();
         background.cancel();
         tasks.close();
@@ -182,6 +202,36 @@ pub async fn serve_until(config: Config, shutdown: CancellationToken) -> anyhow:
         }
     };
     Ok(exit)
+}
+
+/// Resolve the MQTT settings: TLS trust (the dev certificate in dev mode), the password.
+fn mqtt_settings(config: &Config, m: &MqttConfig) -> anyhow::Result<mqtt::MqttSettings> {
+    // Validation requires `mqtt.ca` in production; dev mode trusts its own dev certificate.
+    let ca = m.ca.clone().unwrap_or_else(|| tls::dev_paths(&config.data_dir).cert);
+    let password = match &m.password {
+        MqttPassword::None => None,
+        MqttPassword::Env(p) => Some(p.clone()),
+        MqttPassword::File(f) => Some(
+            std::fs::read_to_string(f)
+                .with_context(|| format!("reading `mqtt.password_file` {}", f.display()))?
+                .trim()
+                .to_owned(),
+        ),
+    };
+    Ok(mqtt::MqttSettings {
+        host: m.host.clone(),
+        port: m.port,
+        client_id: m.client_id.clone(),
+        username: m.username.clone(),
+        password,
+        tls: tls::client_config(&ca, m.client_cert.as_ref())?,
+        filter: m.filter.clone(),
+        publish_rejections: m.publish_rejections,
+        keep_alive: m.keep_alive,
+        max_in_flight: m.max_in_flight,
+        // 1000 envelopes of 8 KiB, with room for the array around them.
+        max_packet_bytes: trackgate_proto::MAX_MQTT_ENVELOPES * (trackgate_proto::MAX_ENVELOPE_BYTES + 1) + 1024,
+    })
 }
 
 async fn wait_for_signal() {

@@ -37,6 +37,31 @@ pub enum Command {
     /// Keys of a device or supplier: at most two active at a time, for rotation.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Helpers for an external MQTT broker.
+    #[command(subcommand)]
+    Mqtt(MqttCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MqttCommand {
+    /// Write every enabled device's broker credentials in Mosquitto's password-file format
+    /// (username = device id, password derived from its key). Mosquitto holds one password per
+    /// user, so a device with two active keys gets its oldest one (or --newest-key): regenerate
+    /// the file when a rotation moves devices to their new key.
+    PasswdFile {
+        /// Write here (mode 0600) instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Use each device's newest active key instead of its oldest.
+        #[arg(long)]
+        newest_key: bool,
+        /// Also add a line for trackgate's own broker account...
+        #[arg(long, requires = "service_password_file")]
+        service_user: Option<String>,
+        /// ...whose password is read from this file.
+        #[arg(long, requires = "service_user")]
+        service_password_file: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -159,6 +184,42 @@ async fn provision(store: &Store, command: Command) -> anyhow::Result<()> {
                 eprintln!("key {owner}/{kid} revoked");
             }
         },
+        Command::Mqtt(MqttCommand::PasswdFile {
+            out,
+            newest_key,
+            service_user,
+            service_password_file,
+        }) => {
+            let mut text = String::new();
+            if let (Some(user), Some(file)) = (service_user, service_password_file) {
+                let password = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+                let mut salt = [0u8; 12];
+                getrandom::fill(&mut salt).map_err(|e| anyhow::anyhow!("random source failed: {e}"))?;
+                text += &crate::mosquitto::line(&user, password.trim(), &salt);
+                text.push('\n');
+            }
+            let devices = store.list(Some(Kind::Device)).await?;
+            let ids: Vec<&str> = devices.iter().filter(|d| d.enabled).map(|d| d.id.as_str()).collect();
+            let principals = store.principals(&ids).await?;
+            let mut written = 0;
+            for id in ids {
+                let keys = principals.get(id).map(|p| p.keys.as_slice()).unwrap_or_default();
+                let key = if newest_key { keys.last() } else { keys.first() };
+                if let Some(k) = key {
+                    text += &crate::mosquitto::device_line(id, &k.secret)?;
+                    text.push('\n');
+                    written += 1;
+                }
+            }
+            match out {
+                Some(path) => {
+                    let _ = std::fs::remove_file(&path);
+                    crate::fsutil::write_private(&path, text.as_bytes())?;
+                    eprintln!("wrote credentials of {written} devices to {}", path.display());
+                }
+                None => print!("{text}"),
+            }
+        }
     }
     Ok(())
 }

@@ -21,6 +21,7 @@ pub mod env {
     pub const MASTER_KEY: &str = "TRACKGATE_MASTER_KEY";
     pub const MASTER_KEY_FILE: &str = "TRACKGATE_MASTER_KEY_FILE";
     pub const LOG_FORMAT: &str = "TRACKGATE_LOG_FORMAT";
+    pub const MQTT_PASSWORD: &str = "TRACKGATE_MQTT_PASSWORD";
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -36,6 +37,25 @@ pub struct RawConfig {
     pub security: RawSecurity,
     pub shutdown: RawShutdown,
     pub log: RawLog,
+    pub mqtt: RawMqtt,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawMqtt {
+    pub enabled: Option<bool>,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub client_id: Option<String>,
+    pub username: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub ca: Option<PathBuf>,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    pub filter: Option<String>,
+    pub publish_rejections: Option<bool>,
+    pub keep_alive_secs: Option<u64>,
+    pub max_in_flight: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -153,6 +173,43 @@ pub struct Config {
     pub grace_period: Duration,
     pub log_format: LogFormat,
     pub log_level: String,
+    /// `None` when MQTT ingest is off.
+    pub mqtt: Option<MqttConfig>,
+}
+
+/// The broker trackgate consumes from. Secrets are resolved at start, not kept here.
+#[derive(Debug, Clone)]
+pub struct MqttConfig {
+    pub host: String,
+    pub port: u16,
+    pub client_id: String,
+    pub username: Option<String>,
+    pub password: MqttPassword,
+    /// CA that signs the broker's certificate; `None` in dev mode means the dev certificate.
+    pub ca: Option<PathBuf>,
+    pub client_cert: Option<TlsFiles>,
+    pub filter: String,
+    pub publish_rejections: bool,
+    pub keep_alive: Duration,
+    pub max_in_flight: usize,
+}
+
+/// Where the MQTT password comes from; never the config file itself.
+#[derive(Clone)]
+pub enum MqttPassword {
+    None,
+    Env(String),
+    File(PathBuf),
+}
+
+impl std::fmt::Debug for MqttPassword {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MqttPassword::None => f.write_str("None"),
+            MqttPassword::Env(_) => f.write_str("Env(<redacted>)"),
+            MqttPassword::File(p) => write!(f, "File({})", p.display()),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -221,6 +278,15 @@ impl RawConfig {
 
     /// Check every value and fill in defaults. `master_key_env` is `TRACKGATE_MASTER_KEY`.
     pub fn validate(self, master_key_env: Option<String>) -> anyhow::Result<Config> {
+        self.validate_with(master_key_env, None)
+    }
+
+    /// As [`RawConfig::validate`], with `TRACKGATE_MQTT_PASSWORD` too.
+    pub fn validate_with(
+        self,
+        master_key_env: Option<String>,
+        mqtt_password_env: Option<String>,
+    ) -> anyhow::Result<Config> {
         let mode = match self.mode.as_deref().unwrap_or("production") {
             "dev" => Mode::Dev,
             "production" => Mode::Production,
@@ -343,7 +409,44 @@ impl RawConfig {
             "json" => LogFormat::Json,
             other => bail!("`log.format` must be \"text\" or \"json\", not {other:?}"),
         };
+        let m = self.mqtt;
+        let mqtt = if m.enabled.unwrap_or(false) {
+            let filter = m.filter.unwrap_or_else(|| "devices/+/telemetry".to_owned());
+            if !(filter.ends_with("devices/+/telemetry")) {
+                bail!(
+                    "`mqtt.filter` must be devices/+/telemetry or $share/<group>/devices/+/telemetry, not {filter:?}"
+                );
+            }
+            let client_cert = match (m.client_cert, m.client_key) {
+                (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+                (None, None) => None,
+                _ => bail!("`mqtt.client_cert` and `mqtt.client_key` must be given together"),
+            };
+            if m.ca.is_none() && mode == Mode::Production {
+                bail!("`mqtt.ca` is required in production mode: the CA that signs the broker's certificate");
+            }
+            Some(MqttConfig {
+                host: m.host.unwrap_or_else(|| "localhost".to_owned()),
+                port: range("mqtt.port", m.port.map(u64::from), 8883, 1, 65_535)? as u16,
+                client_id: m.client_id.unwrap_or_else(|| "trackgate".to_owned()),
+                username: m.username,
+                password: match (mqtt_password_env, m.password_file) {
+                    (Some(p), _) => MqttPassword::Env(p),
+                    (None, Some(f)) => MqttPassword::File(f),
+                    (None, None) => MqttPassword::None,
+                },
+                ca: m.ca,
+                client_cert,
+                filter,
+                publish_rejections: m.publish_rejections.unwrap_or(true),
+                keep_alive: Duration::from_secs(range("mqtt.keep_alive_secs", m.keep_alive_secs, 30, 5, 3600)? as u64),
+                max_in_flight: range("mqtt.max_in_flight", m.max_in_flight, 1000, 1, 65_535)?,
+            })
+        } else {
+            None
+        };
         Ok(Config {
+            mqtt,
             mode,
             data_dir,
             http,
@@ -387,7 +490,7 @@ impl Config {
         let get = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         let mut raw = RawConfig::load(path)?;
         raw.apply_env(get);
-        raw.validate(get(env::MASTER_KEY))
+        raw.validate_with(get(env::MASTER_KEY), get(env::MQTT_PASSWORD))
     }
 
     /// Retention in milliseconds, for `ts_out_of_range`.

@@ -23,10 +23,11 @@
 pub mod app;
 pub mod cli;
 pub mod config;
-mod fsutil;
+pub(crate) mod fsutil;
 pub mod keys;
 pub mod listener;
 pub mod metrics;
+pub mod mosquitto;
 pub mod ops;
 pub mod pipeline;
 pub mod ratelimit;

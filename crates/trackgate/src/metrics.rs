@@ -29,6 +29,15 @@ pub struct Metrics {
     pub database_errors: IntCounter,
     /// Principals held in the key cache.
     pub key_cache_entries: IntGauge,
+    /// 1 while connected to the MQTT broker.
+    pub mqtt_connected: IntGauge,
+    /// MQTT messages by outcome: received, acknowledged, redelivery_expected.
+    pub mqtt_messages: IntCounterVec,
+    pub mqtt_reconnects: IntCounter,
+    /// Messages received and not yet acknowledged or given up for redelivery.
+    pub mqtt_unacked: IntGauge,
+    /// Time from a message's receipt to its PUBACK.
+    pub mqtt_ack_seconds: Histogram,
     pub build_info: IntGaugeVec,
 }
 
@@ -123,11 +132,41 @@ impl Metrics {
                 "trackgate_key_cache_entries",
                 "Devices and suppliers held in the key cache.",
             ),
+            mqtt_connected: gauge(
+                "trackgate_mqtt_connected",
+                "1 while connected to the MQTT broker, else 0.",
+            ),
+            mqtt_unacked: gauge(
+                "trackgate_mqtt_unacked_messages",
+                "MQTT messages received and not yet acknowledged (bounded by the broker's in-flight window).",
+            ),
+            mqtt_messages: counter_vec(
+                "trackgate_mqtt_messages_total",
+                "MQTT messages by outcome: received, acknowledged, redelivery_expected (ack dropped after a reconnect).",
+                &["outcome"],
+            ),
+            mqtt_reconnects: {
+                let c = IntCounter::new(
+                    "trackgate_mqtt_reconnects_total",
+                    "Lost MQTT connections, each followed by a reconnect attempt.",
+                )
+                .expect("valid metric");
+                registry.register(Box::new(c.clone())).expect("unique metric");
+                c
+            },
+            mqtt_ack_seconds: histogram(
+                "trackgate_mqtt_ack_duration_seconds",
+                "Time from an MQTT message's receipt to its PUBACK.",
+                LATENCY_BUCKETS,
+            ),
             build_info,
             registry,
         };
         // Every bounded label value exists from the start, so a scrape shows zeros, not gaps.
-        for t in ["https"] {
+        for o in ["received", "acknowledged", "redelivery_expected"] {
+            m.mqtt_messages.with_label_values(&[o]);
+        }
+        for t in ["https", "mqtt"] {
             for o in ["accepted", "duplicate", "rejected"] {
                 m.records.with_label_values(&[t, o]);
             }

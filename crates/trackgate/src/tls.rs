@@ -58,6 +58,37 @@ pub fn server_config(files: &TlsFiles) -> anyhow::Result<(Arc<ServerConfig>, Str
     Ok((Arc::new(config), fingerprint))
 }
 
+/// A TLS client configuration for trackgate's own outgoing connections (the MQTT broker): TLS 1.2
+/// and 1.3, the server verified against `ca`, optionally a client certificate.
+pub fn client_config(ca: &Path, client: Option<&TlsFiles>) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).with_context(|| format!("reading CA certificate {}", ca.display()))? {
+        let cert = cert.with_context(|| format!("parsing CA certificate {}", ca.display()))?;
+        roots
+            .add(cert)
+            .with_context(|| format!("CA certificate {} is not usable", ca.display()))?;
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .context("TLS protocol versions")?
+        .with_root_certificates(roots);
+    let config = match client {
+        Some(files) => {
+            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
+                .with_context(|| format!("reading client certificate {}", files.cert.display()))?
+                .collect::<Result<_, _>>()
+                .with_context(|| format!("parsing client certificate {}", files.cert.display()))?;
+            let key = PrivateKeyDer::from_pem_file(&files.key)
+                .with_context(|| format!("reading client key {}", files.key.display()))?;
+            builder
+                .with_client_auth_cert(certs, key)
+                .context("client certificate does not match its key")?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    Ok(Arc::new(config))
+}
+
 /// `AB:CD:...` SHA-256 of the DER certificate, as `openssl x509 -fingerprint -sha256` prints it.
 pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
     Sha256::digest(cert.as_ref())

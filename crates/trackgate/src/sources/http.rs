@@ -35,7 +35,7 @@ pub struct HttpState(Arc<Inner>);
 
 pub struct Inner {
     pub keys: Arc<KeyCache>,
-    pub verifier: Verifier,
+    pub verifier: Arc<Verifier>,
     pub queue: Queue,
     pub limiter: RateLimiter,
     pub metrics: Metrics,

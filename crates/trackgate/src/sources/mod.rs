@@ -3,3 +3,4 @@
 
 mod error;
 pub mod http;
+pub mod mqtt;
