@@ -53,11 +53,16 @@ impl Mosquitto {
             ),
         )?;
         let port = free_port();
+        // Started as root, Mosquitto switches to its own user, which cannot write persistence
+        // or its log in this directory: the session would silently not survive a restart.
+        let me = String::from_utf8(Command::new("id").arg("-un").output()?.stdout)?
+            .trim()
+            .to_owned();
         let conf = format!(
-            "per_listener_settings false\nallow_anonymous false\npassword_file {d}/passwd\nacl_file {d}/acl\n\
+            "user {me}\nper_listener_settings false\nallow_anonymous false\npassword_file {d}/passwd\nacl_file {d}/acl\n\
              persistence true\npersistence_location {d}/\nautosave_interval 1\n\
              max_queued_messages 1000000\nmax_queued_bytes 0\nmax_inflight_messages 100\n\
-             log_dest file {d}/mosquitto.log\nlog_type error\nlog_type warning\nlog_type notice\n\
+             log_dest file {d}/mosquitto.log\nlog_type error\nlog_type warning\nlog_type notice\nlog_type information\n\
              listener {port} 127.0.0.1\ncertfile {d}/cert.pem\nkeyfile {d}/key.pem\ntls_version tlsv1.2\n",
             d = dir.display()
         );
@@ -156,7 +161,22 @@ impl Mosquitto {
             writeln!(stdin, "{l}").unwrap();
         }
         drop(stdin);
-        child.wait_with_output().unwrap()
+        // A publisher that hangs is a failure with the broker's side of the story, not a hang.
+        let pid = child.id();
+        let watchdog = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs(45));
+            let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+        });
+        let out = child.wait_with_output().unwrap();
+        drop(watchdog);
+        if !out.status.success() {
+            eprintln!(
+                "mosquitto_pub as {user} failed: {}\nbroker log:\n{}",
+                String::from_utf8_lossy(&out.stderr),
+                self.log()
+            );
+        }
+        out
     }
 
     /// `mosquitto_pub -m` of one message.

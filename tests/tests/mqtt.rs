@@ -255,6 +255,14 @@ async fn trackgate_reconnects_after_a_broker_restart_and_loses_nothing() {
     rig.wait_stored(2000).await;
     assert!(rig.server.metric("trackgate_mqtt_reconnects_total").await >= 1.0);
     rig.wait_metric("trackgate_mqtt_connected", 1.0).await;
+    // The persistent session (subscription and queue) survived the restart.
+    let log = rig.server.log_text();
+    let connects: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("connected to the MQTT broker"))
+        .collect();
+    assert!(connects.len() >= 2, "{log}");
+    assert!(connects.last().unwrap().contains(r#""session_present":true"#), "{log}");
 }
 
 fn rss_kib(pid: u32) -> u64 {
