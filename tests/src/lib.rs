@@ -113,6 +113,28 @@ impl Server {
         Self::spawn(dir, &config)
     }
 
+    /// Start exactly as the Quick start does (`trackgate serve`, embedded defaults, data in
+    /// `dir/data`), with only the listen addresses moved off their fixed ports and JSON logs.
+    pub fn start_defaults(dir: &Path, broker_port: u16) -> anyhow::Result<Server> {
+        std::fs::create_dir_all(dir)?;
+        let log = dir.join(format!("trackgate-{}.log", now_ms()));
+        let child = Command::new(binary())
+            .arg("serve")
+            .current_dir(dir)
+            .env_remove("TRACKGATE_MASTER_KEY")
+            .env_remove("TRACKGATE_CONFIG")
+            .env("TRACKGATE_HTTP_LISTEN", "127.0.0.1:0")
+            .env("TRACKGATE_OPS_LISTEN", "127.0.0.1:0")
+            .env("TRACKGATE_BROKER_LISTEN", format!("127.0.0.1:{broker_port}"))
+            .env("TRACKGATE_LOG_FORMAT", "json")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()
+            .context("spawning trackgate")?;
+        Self::attach(dir, dir.join("no-config"), child, log)
+    }
+
     fn spawn(dir: &Path, config: &Path) -> anyhow::Result<Server> {
         let log = dir.join(format!("trackgate-{}.log", now_ms()));
         let stderr = std::fs::File::create(&log)?;
@@ -127,9 +149,13 @@ impl Server {
             .stderr(stderr)
             .spawn()
             .context("spawning trackgate")?;
+        Self::attach(dir, config.into(), child, log)
+    }
+
+    fn attach(dir: &Path, config: PathBuf, child: Child, log: PathBuf) -> anyhow::Result<Server> {
         let mut server = Server {
             dir: dir.into(),
-            config: config.into(),
+            config,
             https: "0.0.0.0:0".parse()?,
             ops: "0.0.0.0:0".parse()?,
             child: Some(child),

@@ -130,9 +130,13 @@ pub async fn serve_until(config: Config, shutdown: CancellationToken) -> anyhow:
     );
 
     let verifier = Arc::new(Verifier::new(keys.clone(), config.retention_ms()));
-    let mqtt_task = match &config.mqtt {
-        Some(m) => {
-            let settings = mqtt_settings(&config, m)?;
+    let mqtt = match (&config.mqtt, config.embedded_broker) {
+        (Some(m), _) => Some(mqtt_settings(&config, m)?),
+        (None, Some(listen)) => Some(embedded_broker(listen, &tls_files, keys.clone())?),
+        (None, None) => None,
+    };
+    let mqtt_task = match mqtt {
+        Some(settings) => {
             tracing::info!(host = %settings.host, port = settings.port, filter = %settings.filter, "MQTT ingest on");
             Some(tokio::spawn(mqtt::run(
                 settings,
@@ -204,6 +208,39 @@ pub async fn serve_until(config: Config, shutdown: CancellationToken) -> anyhow:
     Ok(exit)
 }
 
+/// Start the embedded broker and the settings to consume from it.
+#[cfg(feature = "embedded-broker")]
+fn embedded_broker(
+    listen: std::net::SocketAddr,
+    tls_files: &crate::config::TlsFiles,
+    keys: Arc<KeyCache>,
+) -> anyhow::Result<mqtt::MqttSettings> {
+    let b = crate::broker::start(listen, tls_files, keys, tokio::runtime::Handle::current())?;
+    tracing::info!(listener = "mqtts", addr = %b.listen, "listening (embedded MQTT broker)");
+    Ok(mqtt::MqttSettings {
+        host: "localhost".to_owned(),
+        port: b.listen.port(),
+        client_id: "trackgate-embedded".to_owned(),
+        username: Some(crate::broker::SERVICE_USER.to_owned()),
+        password: Some(b.service_password),
+        tls: tls::client_config(&tls_files.cert, None)?,
+        filter: "devices/+/telemetry".to_owned(),
+        publish_rejections: true,
+        keep_alive: std::time::Duration::from_secs(30),
+        max_in_flight: 1000,
+        max_packet_bytes: mqtt::MAX_PACKET_BYTES,
+    })
+}
+
+#[cfg(not(feature = "embedded-broker"))]
+fn embedded_broker(
+    _: std::net::SocketAddr,
+    _: &crate::config::TlsFiles,
+    _: Arc<KeyCache>,
+) -> anyhow::Result<mqtt::MqttSettings> {
+    anyhow::bail!("built without the `embedded-broker` feature")
+}
+
 /// Resolve the MQTT settings: TLS trust (the dev certificate in dev mode), the password.
 fn mqtt_settings(config: &Config, m: &MqttConfig) -> anyhow::Result<mqtt::MqttSettings> {
     // Validation requires `mqtt.ca` in production; dev mode trusts its own dev certificate.
@@ -229,8 +266,7 @@ fn mqtt_settings(config: &Config, m: &MqttConfig) -> anyhow::Result<mqtt::MqttSe
         publish_rejections: m.publish_rejections,
         keep_alive: m.keep_alive,
         max_in_flight: m.max_in_flight,
-        // 1000 envelopes of 8 KiB, with room for the array around them.
-        max_packet_bytes: trackgate_proto::MAX_MQTT_ENVELOPES * (trackgate_proto::MAX_ENVELOPE_BYTES + 1) + 1024,
+        max_packet_bytes: mqtt::MAX_PACKET_BYTES,
     })
 }
 

@@ -22,6 +22,7 @@ pub mod env {
     pub const MASTER_KEY_FILE: &str = "TRACKGATE_MASTER_KEY_FILE";
     pub const LOG_FORMAT: &str = "TRACKGATE_LOG_FORMAT";
     pub const MQTT_PASSWORD: &str = "TRACKGATE_MQTT_PASSWORD";
+    pub const BROKER_LISTEN: &str = "TRACKGATE_BROKER_LISTEN";
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -38,6 +39,14 @@ pub struct RawConfig {
     pub shutdown: RawShutdown,
     pub log: RawLog,
     pub mqtt: RawMqtt,
+    pub broker: RawBroker,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawBroker {
+    pub embedded: Option<bool>,
+    pub listen: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -175,6 +184,8 @@ pub struct Config {
     pub log_level: String,
     /// `None` when MQTT ingest is off.
     pub mqtt: Option<MqttConfig>,
+    /// Where the embedded broker listens; `None` when it is off.
+    pub embedded_broker: Option<SocketAddr>,
 }
 
 /// The broker trackgate consumes from. Secrets are resolved at start, not kept here.
@@ -273,6 +284,9 @@ impl RawConfig {
         }
         if let Some(v) = get(env::LOG_FORMAT) {
             self.log.format = Some(v);
+        }
+        if let Some(v) = get(env::BROKER_LISTEN) {
+            self.broker.listen = Some(v);
         }
     }
 
@@ -409,6 +423,19 @@ impl RawConfig {
             "json" => LogFormat::Json,
             other => bail!("`log.format` must be \"text\" or \"json\", not {other:?}"),
         };
+        let embedded_broker = if self.broker.embedded.unwrap_or(false) {
+            if self.mqtt.enabled.unwrap_or(false) {
+                bail!(
+                    "`broker.embedded` and `mqtt.enabled` exclude each other: trackgate consumes from its embedded broker by itself"
+                );
+            }
+            if !cfg!(feature = "embedded-broker") {
+                bail!("`broker.embedded` is on, but this trackgate was built without the `embedded-broker` feature");
+            }
+            Some(addr("broker.listen", self.broker.listen, "127.0.0.1:8883")?)
+        } else {
+            None
+        };
         let m = self.mqtt;
         let mqtt = if m.enabled.unwrap_or(false) {
             let filter = m.filter.unwrap_or_else(|| "devices/+/telemetry".to_owned());
@@ -446,6 +473,7 @@ impl RawConfig {
             None
         };
         Ok(Config {
+            embedded_broker,
             mqtt,
             mode,
             data_dir,

@@ -21,6 +21,8 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+#[cfg(feature = "embedded-broker")]
+pub mod broker;
 pub mod cli;
 pub mod config;
 pub(crate) mod fsutil;

@@ -36,6 +36,9 @@ use trackgate_store::{Outcome, RejectRow};
 
 const TRANSPORT: &str = "mqtt";
 
+/// The largest MQTT packet accepted: 1000 envelopes of 8 KiB, with room for the array around them.
+pub const MAX_PACKET_BYTES: usize = MAX_MQTT_ENVELOPES * (trackgate_proto::MAX_ENVELOPE_BYTES + 1) + 1024;
+
 /// How trackgate connects to its broker.
 #[derive(Clone)]
 pub struct MqttSettings {
