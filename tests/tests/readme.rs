@@ -46,6 +46,58 @@ async fn the_openssl_curl_example_gets_a_200_and_the_record_is_stored() {
     assert_eq!((dev.as_str(), seq, lat), ("TRK-0001", 1, 60.1699));
 }
 
+#[tokio::test]
+async fn on_the_embedded_defaults_both_examples_run_as_written_and_store_their_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let server = Server::start_defaults(dir.path(), port).unwrap();
+    for (name, env) in [
+        (
+            "openssl-curl",
+            vec![("URL", format!("https://localhost:{}", server.https.port()))],
+        ),
+        ("mosquitto-embedded", vec![("PORT", port.to_string())]),
+    ] {
+        let out = Command::new("bash")
+            .arg("-c")
+            .arg(example(name))
+            .current_dir(dir.path())
+            .env("TG", binary())
+            .env_remove("TRACKGATE_CONFIG")
+            .envs(env)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{name} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let db = server.db().await;
+    let mut seqs: Vec<i64> = Vec::new();
+    for _ in 0..200 {
+        seqs = sqlx::query_scalar("SELECT seq FROM positions ORDER BY seq")
+            .fetch_all(&db)
+            .await
+            .unwrap();
+        if seqs.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(seqs, [1, 2], "seq 1 came over HTTPS, seq 2 over MQTT");
+    assert_eq!(
+        server
+            .metric(r#"trackgate_records_total{outcome="accepted",transport="mqtt"}"#)
+            .await,
+        1.0
+    );
+}
+
 #[test]
 fn the_quick_start_has_exactly_two_commands() {
     let start = README.find("## Quick start").expect("Quick start section");
