@@ -213,8 +213,15 @@ async fn every_record_the_broker_accepted_is_stored_once_across_kill_9() {
             })
         })
         .collect();
-    // Kill trackgate twice while it consumes, at moments chosen by how much it has stored.
-    for threshold in [2_000, 9_000] {
+    // Kill trackgate twice while it consumes, at random moments: after a random number of stored
+    // records in the first and second halves of the run.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as i64;
+    let kills = [500 + nanos % 7_000, 10_000 + (nanos / 7_000) % 8_000];
+    eprintln!("kill -9 after {kills:?} stored records");
+    for threshold in kills {
         rig.wait_stored(threshold).await;
         rig.server.restart().unwrap();
     }
@@ -228,7 +235,11 @@ async fn every_record_the_broker_accepted_is_stored_once_across_kill_9() {
             .fetch_one(&db)
             .await
             .unwrap();
-    assert_eq!((rows, distinct), (20_000, 20_000));
+    assert_eq!(
+        (rows, distinct),
+        (20_000, 20_000),
+        "kills after {kills:?} stored records"
+    );
     let per_device: Vec<(String, i64, i64, i64)> = sqlx::query_as(
         "SELECT device_id, COUNT(*), MIN(seq), MAX(seq) FROM positions GROUP BY device_id ORDER BY device_id",
     )

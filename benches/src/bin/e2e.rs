@@ -1,0 +1,240 @@
+//! End-to-end harness: the release `trackgate` binary with SQLite, real brokers, real TLS, on
+//! loopback. Measures committed records/s for each case beside its baseline in the same run.
+//!
+//! ```sh
+//! cargo build --release -p trackgate -p trackgate-benches && target/release/e2e
+//! ```
+//!
+//! Cases (MQTT, one record per message and arrays of 100):
+//! - baseline: Mosquitto pass-through to a bare QoS 1 subscriber (the broker's limit);
+//! - trackgate consuming from Mosquitto;
+//! - trackgate's embedded broker.
+#![forbid(unsafe_code)]
+
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
+use rustls::pki_types::pem::PemObject;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use trackgate_e2e::mosquitto::{Mosquitto, SERVICE_PASSWORD, SERVICE_USER};
+use trackgate_e2e::{Key, Server, record, stored};
+use trackgate_proto::sign::mqtt_password;
+
+const DEVICES: usize = 4;
+const RECORDS_PER_DEVICE: u64 = 25_000;
+
+fn tls(ca: &Path) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    Arc::new(
+        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
+fn options(id: &str, port: u16, ca: &Path, user: &str, pass: &str) -> MqttOptions {
+    let mut o = MqttOptions::new(id, "localhost", port);
+    o.set_transport(Transport::Tls(TlsConfiguration::Rustls(tls(ca))))
+        .set_credentials(user, pass)
+        .set_keep_alive(Duration::from_secs(30))
+        .set_inflight(100)
+        .set_max_packet_size(16 << 20, 16 << 20);
+    o
+}
+
+/// Each device's signed messages, `per_message` envelopes each, built before any clock starts.
+fn messages(devices: &[Key], per_message: usize) -> Vec<(Key, Vec<String>)> {
+    devices
+        .iter()
+        .map(|key| {
+            let envelopes: Vec<String> = (0..RECORDS_PER_DEVICE)
+                .map(|s| key.envelope(&record(&key.owner, s)))
+                .collect();
+            let messages = envelopes
+                .chunks(per_message)
+                .map(|c| {
+                    if per_message == 1 {
+                        c[0].clone()
+                    } else {
+                        format!("[{}]", c.join(","))
+                    }
+                })
+                .collect();
+            (key.clone(), messages)
+        })
+        .collect()
+}
+
+/// Each device publishes its messages at QoS 1 over its own connection and waits for every PUBACK.
+async fn publish(fleet: Vec<(Key, Vec<String>)>, port: u16, ca: &Path) {
+    let mut tasks = Vec::new();
+    for (key, messages) in fleet {
+        let ca = ca.to_owned();
+        tasks.push(tokio::spawn(async move {
+            let pass = mqtt_password(&key.secret, &key.owner);
+            let (client, mut events) = AsyncClient::new(
+                options(&format!("pub-{}", key.owner), port, &ca, &key.owner, &pass),
+                1000,
+            );
+            let total = messages.len();
+            let topic = format!("devices/{}/telemetry", key.owner);
+            let sender = tokio::spawn(async move {
+                for m in messages {
+                    client.publish(&topic, QoS::AtLeastOnce, false, m).await.unwrap();
+                }
+                client
+            });
+            let mut acked = 0;
+            while acked < total {
+                match events.poll().await {
+                    Ok(Event::Incoming(Packet::PubAck(_))) => acked += 1,
+                    Ok(_) => {}
+                    Err(e) => panic!("publisher {}: {e}", key.owner),
+                }
+            }
+            let _client = sender.await.unwrap();
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+/// A bare QoS 1 subscriber as trackgate's account; returns once it has received `messages`.
+async fn subscribe(port: u16, ca: std::path::PathBuf, messages: usize, ready: tokio::sync::oneshot::Sender<()>) {
+    let (client, mut events) = AsyncClient::new(
+        options("bare-subscriber", port, &ca, SERVICE_USER, SERVICE_PASSWORD),
+        1000,
+    );
+    client.subscribe("devices/+/telemetry", QoS::AtLeastOnce).await.unwrap();
+    let mut ready = Some(ready);
+    let mut got = 0;
+    while got < messages {
+        match events.poll().await.unwrap() {
+            Event::Incoming(Packet::SubAck(_)) => {
+                if let Some(r) = ready.take() {
+                    let _ = r.send(());
+                }
+            }
+            Event::Incoming(Packet::Publish(_)) => got += 1,
+            _ => {}
+        }
+    }
+}
+
+async fn wait_stored(server: &Server, n: i64) {
+    let db = server.db().await;
+    while stored(&db, None).await < n {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn rate(records: u64, t: Duration) -> String {
+    format!(
+        "{:>7.0} records/s ({records} in {:.2} s)",
+        records as f64 / t.as_secs_f64(),
+        t.as_secs_f64()
+    )
+}
+
+/// Write the devices' broker credentials (derived by trackgate's own command) into the broker.
+fn load_credentials(server: &Server, broker: &Mosquitto) {
+    let pw = broker.dir.join("service-password");
+    std::fs::write(&pw, SERVICE_PASSWORD).unwrap();
+    let args = [
+        "mqtt",
+        "passwd-file",
+        "--service-user",
+        SERVICE_USER,
+        "--service-password-file",
+        pw.to_str().unwrap(),
+    ];
+    broker.set_passwd(&server.ok(&args, None));
+}
+
+#[tokio::main]
+async fn main() {
+    let total = DEVICES as u64 * RECORDS_PER_DEVICE;
+    let devices: Vec<Key> = (0..DEVICES)
+        .map(|i| Key::derived(&format!("BENCH-{i:03}"), "k1"))
+        .collect();
+    println!(
+        "end-to-end MQTT: {DEVICES} devices x {RECORDS_PER_DEVICE} records, QoS 1, TLS, loopback, SQLite synchronous=FULL"
+    );
+    for per_message in [1usize, 100] {
+        let n_messages = (total as usize).div_ceil(per_message);
+        println!("\n{per_message} record(s) per message ({n_messages} messages)");
+
+        // Baseline: the broker alone, to a bare subscriber. trackgate only derives credentials.
+        let dir = tempfile::tempdir().unwrap();
+        let broker = Mosquitto::start(&dir.path().join("broker")).unwrap();
+        let server = Server::start_in(&dir.path().join("tg"), "").unwrap();
+        for d in &devices {
+            server.add_device(d, None);
+        }
+        load_credentials(&server, &broker);
+        drop(server);
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let sub = tokio::spawn(subscribe(broker.port, broker.ca.clone(), n_messages, ready_tx));
+        ready_rx.await.unwrap();
+        let fleet = messages(&devices, per_message);
+        let t = Instant::now();
+        publish(fleet, broker.port, &broker.ca).await;
+        sub.await.unwrap();
+        let baseline = t.elapsed();
+        println!("  baseline: Mosquitto pass-through  {}", rate(total, baseline));
+        drop(broker);
+
+        // trackgate consuming from Mosquitto.
+        let dir = tempfile::tempdir().unwrap();
+        let broker = Mosquitto::start(&dir.path().join("broker")).unwrap();
+        let server = Server::start_in(&dir.path().join("tg"), &broker.trackgate_settings()).unwrap();
+        for d in &devices {
+            server.add_device(d, None);
+        }
+        load_credentials(&server, &broker);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let fleet = messages(&devices, per_message);
+        let t = Instant::now();
+        publish(fleet, broker.port, &broker.ca).await;
+        wait_stored(&server, total as i64).await;
+        let via = t.elapsed();
+        println!(
+            "  trackgate via Mosquitto           {}  ratio {:.2}",
+            rate(total, via),
+            baseline.as_secs_f64() / via.as_secs_f64()
+        );
+        drop(server);
+        drop(broker);
+
+        // trackgate's embedded broker.
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let embedded_cfg = format!("broker.embedded = true\nbroker.listen = \"127.0.0.1:{port}\"");
+        let server = Server::start_in(&dir.path().join("tg"), &embedded_cfg).unwrap();
+        for d in &devices {
+            server.add_device(d, None);
+        }
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let ca = server.dir.join("data/tls/dev-cert.pem");
+        let fleet = messages(&devices, per_message);
+        let t = Instant::now();
+        publish(fleet, port, &ca).await;
+        wait_stored(&server, total as i64).await;
+        let embedded = t.elapsed();
+        println!(
+            "  trackgate, embedded broker        {}  ratio {:.2}",
+            rate(total, embedded),
+            baseline.as_secs_f64() / embedded.as_secs_f64()
+        );
+    }
+}
