@@ -38,6 +38,15 @@ pub fn binary() -> PathBuf {
         .clone()
 }
 
+/// A port free on loopback right now (for listeners whose port must be known in advance).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
 }

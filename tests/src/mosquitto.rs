@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::{Server, free_port};
+
 /// trackgate's own account on the broker.
 pub const SERVICE_USER: &str = "trackgate";
 pub const SERVICE_PASSWORD: &str = "service-password-for-tests";
@@ -19,14 +21,6 @@ pub struct Mosquitto {
     /// The CA clients trust: the broker's self-signed certificate.
     pub ca: PathBuf,
     child: Option<Child>,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl Mosquitto {
@@ -99,6 +93,22 @@ impl Mosquitto {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("mosquitto.log")).unwrap_or_default()
+    }
+
+    /// Give the broker every device's credentials, derived by trackgate's own
+    /// `mqtt passwd-file` from `server`'s database, plus the service account; reload it.
+    pub fn load_credentials(&self, server: &Server) {
+        let pw = self.dir.join("service-password");
+        std::fs::write(&pw, SERVICE_PASSWORD).unwrap();
+        let args = [
+            "mqtt",
+            "passwd-file",
+            "--service-user",
+            SERVICE_USER,
+            "--service-password-file",
+            pw.to_str().unwrap(),
+        ];
+        self.set_passwd(&server.ok(&args, None));
     }
 
     /// Replace the password file and make the broker reload it.

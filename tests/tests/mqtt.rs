@@ -1,7 +1,7 @@
 //! MQTT ingest against a real Mosquitto over TLS, published to by the real `mosquitto_pub`.
 
 use std::time::Duration;
-use trackgate_e2e::mosquitto::{Mosquitto, SERVICE_USER};
+use trackgate_e2e::mosquitto::Mosquitto;
 use trackgate_e2e::*;
 use trackgate_proto::sign::mqtt_password;
 
@@ -30,21 +30,8 @@ fn rig(devices: &[Key], extra: &str) -> Rig {
 }
 
 impl Rig {
-    /// Write the device credentials into the broker (trackgate's own command) and reload it.
     fn load_credentials(&self) {
-        let pw = self.broker.dir.join("service-password");
-        let text = self.server.ok(
-            &[
-                "mqtt",
-                "passwd-file",
-                "--service-user",
-                SERVICE_USER,
-                "--service-password-file",
-                pw.to_str().unwrap(),
-            ],
-            None,
-        );
-        self.broker.set_passwd(&text);
+        self.broker.load_credentials(&self.server);
     }
 
     fn publish(&self, dev: &Key, topic_dev: &str, message: &str) {

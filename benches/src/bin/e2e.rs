@@ -142,21 +142,6 @@ fn rate(records: u64, t: Duration) -> String {
     )
 }
 
-/// Write the devices' broker credentials (derived by trackgate's own command) into the broker.
-fn load_credentials(server: &Server, broker: &Mosquitto) {
-    let pw = broker.dir.join("service-password");
-    std::fs::write(&pw, SERVICE_PASSWORD).unwrap();
-    let args = [
-        "mqtt",
-        "passwd-file",
-        "--service-user",
-        SERVICE_USER,
-        "--service-password-file",
-        pw.to_str().unwrap(),
-    ];
-    broker.set_passwd(&server.ok(&args, None));
-}
-
 #[tokio::main]
 async fn main() {
     let total = DEVICES as u64 * RECORDS_PER_DEVICE;
@@ -177,7 +162,7 @@ async fn main() {
         for d in &devices {
             server.add_device(d, None);
         }
-        load_credentials(&server, &broker);
+        broker.load_credentials(&server);
         drop(server);
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         let sub = tokio::spawn(subscribe(broker.port, broker.ca.clone(), n_messages, ready_tx));
@@ -197,7 +182,7 @@ async fn main() {
         for d in &devices {
             server.add_device(d, None);
         }
-        load_credentials(&server, &broker);
+        broker.load_credentials(&server);
         tokio::time::sleep(Duration::from_millis(500)).await;
         let fleet = messages(&devices, per_message);
         let t = Instant::now();
