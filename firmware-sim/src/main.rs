@@ -6,6 +6,7 @@
 //! `seq` is kept in a state file, so a restarted simulator never reuses one.
 #![forbid(unsafe_code)]
 
+mod mqtt;
 mod roster;
 mod send;
 

@@ -29,9 +29,15 @@ pub struct SendArgs {
     /// Records per device.
     #[arg(long, default_value_t = 10)]
     pub records: u64,
-    /// `device`: each device posts its own records; `supplier`: the supplier relays batches.
+    /// `device`: each device posts its own records over HTTPS; `supplier`: the supplier relays
+    /// batches over HTTPS; `mqtt`: each device publishes to the broker over its own connection.
     #[arg(long, value_enum, default_value = "supplier")]
     pub mode: Mode,
+    /// The MQTT broker (TLS), for `--mode mqtt`; trusted with `--ca`.
+    #[arg(long, default_value = "localhost")]
+    pub mqtt_host: String,
+    #[arg(long, default_value_t = 8883)]
+    pub mqtt_port: u16,
     /// Envelopes per supplier request.
     #[arg(long, default_value_t = 1000)]
     pub batch: usize,
@@ -47,6 +53,7 @@ pub struct SendArgs {
 pub enum Mode {
     Device,
     Supplier,
+    Mqtt,
 }
 
 /// What the run saw, as the devices saw it.
@@ -90,7 +97,7 @@ fn next_rand(state: &mut u64) -> f64 {
 }
 
 /// The `n`-th record of a device: a random walk from a point near Helsinki, battery draining.
-fn record(dev: &str, index: u64, seq: u64, ts: u64) -> String {
+pub(crate) fn record(dev: &str, index: u64, seq: u64, ts: u64) -> String {
     let mut rng = dev
         .bytes()
         .fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3));
@@ -125,6 +132,7 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
     // Every request body, signed by whom, planned up front so the seqs are claimed before sending.
     let mut requests: Vec<(Member, String, u64)> = Vec::new();
     let mut pending: Vec<String> = Vec::new();
+    let mut by_device: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for index in 0..args.records {
         for d in &roster.devices {
             let seq = seqs.0.entry(d.id.clone()).or_insert(0);
@@ -134,6 +142,7 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
             match args.mode {
                 Mode::Device => requests.push((d.clone(), format!("[{env}]"), 1)),
                 Mode::Supplier => pending.push(env),
+                Mode::Mqtt => by_device.entry(d.id.clone()).or_default().push(env),
             }
             if pending.len() >= args.batch {
                 let n = pending.len() as u64;
@@ -147,6 +156,15 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
         requests.push((roster.supplier.clone(), format!("[{}]", pending.join(",")), n));
     }
     save_state(&state_path, &seqs)?;
+    if args.mode == Mode::Mqtt {
+        let fleet = roster
+            .devices
+            .iter()
+            .map(|d| (d.clone(), by_device.remove(&d.id).unwrap_or_default()))
+            .collect();
+        let summary = crate::mqtt::publish_all(&args, &ca, fleet).await?;
+        return report(&args, summary);
+    }
 
     let summary = Arc::new(Mutex::new(Summary::default()));
     let latencies = Arc::new(Mutex::new(Vec::with_capacity(requests.len())));
@@ -197,19 +215,30 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
         .unwrap();
     summary.seconds = started.elapsed().as_secs_f64();
     summary.records_per_second = summary.accepted as f64 / summary.seconds.max(1e-9);
-    let mut l = latencies.lock().unwrap().clone();
-    l.sort_by(f64::total_cmp);
-    let pct = |p: f64| {
-        l.get(((l.len() as f64 * p).ceil() as usize).saturating_sub(1))
-            .copied()
-            .unwrap_or(0.0)
-    };
-    summary.latency_ms = Latency {
-        p50: pct(0.5),
-        p90: pct(0.9),
-        p99: pct(0.99),
-        max: l.last().copied().unwrap_or(0.0),
-    };
+    summary.latency_ms = Latency::of(latencies.lock().unwrap().clone());
+    report(&args, summary)
+}
+
+impl Latency {
+    /// Percentiles of latencies in milliseconds.
+    pub fn of(mut l: Vec<f64>) -> Latency {
+        l.sort_by(f64::total_cmp);
+        let pct = |p: f64| {
+            l.get(((l.len() as f64 * p).ceil() as usize).saturating_sub(1))
+                .copied()
+                .unwrap_or(0.0)
+        };
+        Latency {
+            p50: pct(0.5),
+            p90: pct(0.9),
+            p99: pct(0.99),
+            max: l.last().copied().unwrap_or(0.0),
+        }
+    }
+}
+
+/// Print the summary: text on stderr, or JSON on stdout.
+pub fn report(args: &SendArgs, summary: Summary) -> anyhow::Result<()> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {

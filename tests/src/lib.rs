@@ -20,13 +20,15 @@ pub fn binary() -> PathBuf {
     if let Ok(p) = std::env::var("TRACKGATE_BIN") {
         return p.into();
     }
+    built("trackgate")
+}
+
+/// A workspace binary cargo built beside the running executable. A test runs from
+/// target/<profile>/deps/, the benchmark harness from target/<profile>/.
+pub fn built(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    // A test runs from target/<profile>/deps/, the benchmark harness from target/<profile>/.
     let dir = exe.parent().expect("executable dir");
-    let candidates = [
-        dir.join("trackgate"),
-        dir.parent().expect("target dir").join("trackgate"),
-    ];
+    let candidates = [dir.join(name), dir.parent().expect("target dir").join(name)];
     let found = candidates.iter().find(|p| p.exists());
     found
         .unwrap_or_else(|| {
