@@ -318,3 +318,37 @@ async fn a_stalled_database_holds_pubacks_back_and_everything_lands_after() {
     rig.wait_stored(6000).await;
     rig.wait_metric(acked, 6000.0).await;
 }
+
+#[tokio::test]
+async fn a_payload_of_more_than_1000_envelopes_is_rejected_whole_as_too_large() {
+    let dev = vector_device();
+    let rig = rig(std::slice::from_ref(&dev), "");
+    let envs: Vec<String> = (0..1001).map(|s| dev.envelope(&record("TRK-0001", s))).collect();
+    // Sent through stdin as one line: a single 200 KB argument would exceed the kernel's limit.
+    let pw = mqtt_password(&dev.secret, "TRK-0001");
+    let out = rig.broker.publish_lines(
+        "TRK-0001",
+        &pw,
+        "devices/TRK-0001/telemetry",
+        &[format!("[{}]", envs.join(","))],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    rig.wait_metric(r#"trackgate_mqtt_messages_total{outcome="acknowledged"}"#, 1.0)
+        .await;
+    assert_eq!(
+        rig.server
+            .metric(r#"trackgate_rejections_total{reason="too_large",transport="mqtt"}"#)
+            .await,
+        1001.0
+    );
+    assert_eq!(stored(&rig.server.db().await, None).await, 0);
+    // 1000 is fine.
+    let out = rig.broker.publish_lines(
+        "TRK-0001",
+        &pw,
+        "devices/TRK-0001/telemetry",
+        &[format!("[{}]", envs[..1000].join(","))],
+    );
+    assert!(out.status.success());
+    rig.wait_stored(1000).await;
+}
