@@ -444,6 +444,19 @@ pub async fn stored(db: &sqlx::SqlitePool, device: Option<&str>) -> i64 {
     .unwrap()
 }
 
+/// Wait (polling every 10 ms, at most 30 s) until at least `n` positions are stored; the count.
+/// Assertions on what was stored come after, so a timeout shows up as their failure.
+pub async fn wait_for_stored(db: &sqlx::SqlitePool, n: i64) -> i64 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = stored(db, None).await;
+        if got >= n || std::time::Instant::now() >= deadline {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// The well-known test device of PROTOCOL.md §5.
 pub fn vector_device() -> Key {
     Key::new(

@@ -2,7 +2,6 @@
 //! `mosquitto_pub` over TLS with the credentials of PROTOCOL.md §3, and nothing else.
 
 use std::process::Command;
-use std::time::Duration;
 use trackgate_e2e::*;
 use trackgate_proto::sign::mqtt_password;
 
@@ -86,12 +85,7 @@ async fn the_quick_start_command_alone_accepts_mosquitto_pub_over_tls() {
     assert!(!out.status.success());
 
     let db = server.db().await;
-    for _ in 0..200 {
-        if stored(&db, None).await >= 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_stored(&db, 1).await;
     let seqs: Vec<i64> = sqlx::query_scalar("SELECT seq FROM positions")
         .fetch_all(&db)
         .await

@@ -2,7 +2,6 @@
 //! sending over MQTT (embedded broker) as devices and over HTTPS as the supplier relay.
 
 use std::process::Command;
-use std::time::Duration;
 use trackgate_e2e::*;
 
 #[tokio::test]
@@ -61,12 +60,7 @@ async fn the_simulator_provisions_a_fleet_and_its_records_arrive_over_both_trans
     // 60 over MQTT then 30 over HTTPS, per device seqs 0..=29 in order: the seq state survived
     // between the two runs of the simulator.
     let db = server.db().await;
-    for _ in 0..200 {
-        if stored(&db, None).await >= 90 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_stored(&db, 90).await;
     let per_device: Vec<(String, i64, i64, i64)> = sqlx::query_as(
         "SELECT device_id, COUNT(*), MIN(seq), MAX(seq) FROM positions GROUP BY device_id ORDER BY device_id",
     )

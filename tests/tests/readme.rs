@@ -78,17 +78,11 @@ async fn on_the_embedded_defaults_both_examples_run_as_written_and_store_their_r
         );
     }
     let db = server.db().await;
-    let mut seqs: Vec<i64> = Vec::new();
-    for _ in 0..200 {
-        seqs = sqlx::query_scalar("SELECT seq FROM positions ORDER BY seq")
-            .fetch_all(&db)
-            .await
-            .unwrap();
-        if seqs.len() >= 2 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    wait_for_stored(&db, 2).await;
+    let seqs: Vec<i64> = sqlx::query_scalar("SELECT seq FROM positions ORDER BY seq")
+        .fetch_all(&db)
+        .await
+        .unwrap();
     assert_eq!(seqs, [1, 2], "seq 1 came over HTTPS, seq 2 over MQTT");
     assert_eq!(
         server

@@ -17,7 +17,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use trackgate_e2e::mosquitto::{Mosquitto, SERVICE_PASSWORD, SERVICE_USER};
-use trackgate_e2e::{Key, Server, record, stored};
+use trackgate_e2e::{Key, Server, record, wait_for_stored};
 use trackgate_proto::sign::mqtt_password;
 
 const DEVICES: usize = 4;
@@ -128,10 +128,8 @@ async fn subscribe(port: u16, ca: std::path::PathBuf, messages: usize, ready: to
 }
 
 async fn wait_stored(server: &Server, n: i64) {
-    let db = server.db().await;
-    while stored(&db, None).await < n {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let got = wait_for_stored(&server.db().await, n).await;
+    assert_eq!(got, n, "not everything was committed");
 }
 
 fn rate(records: u64, t: Duration) -> String {
