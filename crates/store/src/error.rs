@@ -5,6 +5,10 @@
 pub enum StoreError {
     #[error("id {0:?} is already used by a device or supplier")]
     IdTaken(String),
+    #[error("{kind} {id:?} already exists")]
+    Exists { kind: &'static str, id: String },
+    #[error("invalid {what}: must be 1 to {max} characters, not blank, without control characters")]
+    InvalidText { what: &'static str, max: usize },
     #[error("no {kind} with id {id:?}")]
     NotFound { kind: &'static str, id: String },
     #[error("{owner:?} already has a key {kid:?}")]

@@ -5,6 +5,8 @@
 //!
 //! - [`model`]: what crosses the boundary: [`Row`] in, [`Outcome`] out, principals and keys.
 //! - [`crypto`]: key secrets sealed with AES-256-GCM under the [`MasterKey`].
+//! - [`access`]: operators: organizations, order groups, user groups and their membership rules,
+//!   what a caller may see ([`Visibility`], applied in SQL), location reads, the audit log.
 //! - `sqlite`: the embedded backend: WAL, one writer, multi-row inserts, embedded migrations.
 //!
 //! The write path is [`Store::write_batch`]: one transaction inserts the rows
@@ -13,11 +15,16 @@
 //! and keeps the batch's rejected records.
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod crypto;
 mod error;
 pub mod model;
 mod sqlite;
 
+pub use access::{
+    Assignment, AuditEntry, AuditRecord, BBox, DeviceView, Fix, MemberKeys, Membership, OrderGroup, Organization, Role,
+    Rule, RuleKind, Scope, TrackCursor, TrackPage, UserGroup, Visibility,
+};
 pub use crypto::MasterKey;
 pub use error::StoreError;
 pub use model::{Kind, Outcome, Principal, PrincipalInfo, RejectRow, Row, StoredPosition};
@@ -161,6 +168,118 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<(Option<String>, String, Option<String>)>, StoreError> {
         dispatch!(self, db => db.recent_rejects(limit).await)
+    }
+}
+
+impl Store {
+    #[cfg(test)]
+    pub(crate) fn sqlite_for_tests(&self) -> &sqlite::Sqlite {
+        match &self.backend {
+            Backend::Sqlite(db) => db,
+        }
+    }
+
+    // Operators. Every administrative change is written with its audit row in one transaction.
+
+    pub async fn add_organization(&self, id: &str, name: &str, audit: &AuditEntry) -> Result<(), StoreError> {
+        dispatch!(self, db => db.add_organization(id, name, audit).await)
+    }
+
+    /// All organizations, or only those in `only`.
+    pub async fn organizations(&self, only: Option<&[String]>) -> Result<Vec<Organization>, StoreError> {
+        dispatch!(self, db => db.organizations(only).await)
+    }
+
+    pub async fn add_order_group(&self, org: &str, id: &str, name: &str, audit: &AuditEntry) -> Result<(), StoreError> {
+        dispatch!(self, db => db.add_order_group(org, id, name, audit).await)
+    }
+
+    pub async fn order_groups(&self, org: &str) -> Result<Vec<OrderGroup>, StoreError> {
+        dispatch!(self, db => db.order_groups(org).await)
+    }
+
+    /// Give a device to an organization, or move it; its order group and shipment are cleared.
+    pub async fn assign_device(&self, device: &str, org: &str, audit: &AuditEntry) -> Result<(), StoreError> {
+        dispatch!(self, db => db.assign_device(device, org, audit).await)
+    }
+
+    /// Set the order group and shipment of a device of `a.org_id`.
+    pub async fn set_shipment(&self, device: &str, a: &Assignment, audit: &AuditEntry) -> Result<(), StoreError> {
+        dispatch!(self, db => db.set_shipment(device, a, audit).await)
+    }
+
+    /// Create a user group with its scope and initial rules.
+    pub async fn add_user_group(&self, group: &UserGroup, audit: &AuditEntry) -> Result<(), StoreError> {
+        dispatch!(self, db => db.add_user_group(group, audit).await)
+    }
+
+    pub async fn remove_user_group(&self, org: &str, id: &str, audit: &AuditEntry) -> Result<(), StoreError> {
+        dispatch!(self, db => db.remove_user_group(org, id, audit).await)
+    }
+
+    pub async fn user_groups(&self, org: &str) -> Result<Vec<UserGroup>, StoreError> {
+        dispatch!(self, db => db.user_groups(org).await)
+    }
+
+    pub async fn add_rule(&self, org: &str, group: &str, rule: &Rule, audit: &AuditEntry) -> Result<(), StoreError> {
+        dispatch!(self, db => db.add_rule(org, group, rule, audit).await)
+    }
+
+    pub async fn remove_rule(&self, org: &str, group: &str, rule: &Rule, audit: &AuditEntry) -> Result<(), StoreError> {
+        dispatch!(self, db => db.remove_rule(org, group, rule, audit).await)
+    }
+
+    /// The user groups a signed-in user belongs to, by any of the four rules.
+    pub async fn memberships(&self, keys: &MemberKeys) -> Result<Vec<Membership>, StoreError> {
+        dispatch!(self, db => db.memberships(keys).await)
+    }
+
+    // Location reads, filtered by what the caller may see.
+
+    /// Visible devices with their latest fix; one device when `id` is given.
+    pub async fn devices(&self, vis: &Visibility, id: Option<&str>) -> Result<Vec<DeviceView>, StoreError> {
+        dispatch!(self, db => db.devices(vis, id).await)
+    }
+
+    pub async fn visible_device_ids(&self, vis: &Visibility) -> Result<Vec<String>, StoreError> {
+        dispatch!(self, db => db.visible_device_ids(vis).await)
+    }
+
+    /// Latest fixes of visible devices, inside `bbox` when given.
+    pub async fn latest(
+        &self,
+        vis: &Visibility,
+        bbox: Option<BBox>,
+    ) -> Result<Vec<(String, Assignment, Fix)>, StoreError> {
+        dispatch!(self, db => db.latest(vis, bbox).await)
+    }
+
+    /// One page of a device's positioned records with `from_ms <= ts < to_ms`, oldest first.
+    /// The caller checks visibility first.
+    pub async fn track(
+        &self,
+        device: &str,
+        from_ms: i64,
+        to_ms: i64,
+        after: Option<TrackCursor>,
+        limit: u32,
+    ) -> Result<TrackPage, StoreError> {
+        dispatch!(self, db => db.track(device, from_ms, to_ms, after, limit).await)
+    }
+
+    /// Append one audit entry on its own.
+    pub async fn audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        dispatch!(self, db => db.audit(entry).await)
+    }
+
+    /// The audit log, newest first, for one organization or all.
+    pub async fn audit_log(
+        &self,
+        org: Option<&str>,
+        before_id: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        dispatch!(self, db => db.audit_log(org, before_id, limit).await)
     }
 }
 

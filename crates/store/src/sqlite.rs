@@ -18,6 +18,8 @@ use std::time::Duration;
 use trackgate_proto::envelope::ActiveKey;
 use trackgate_proto::{Secret, ids};
 
+pub(crate) mod access;
+
 /// SQLite allows this many bound parameters in one statement.
 const MAX_BIND_PARAMS: usize = 32_766;
 const POSITION_COLUMNS: usize = 15;
@@ -50,7 +52,10 @@ impl Default for SqliteOptions {
 #[derive(Debug)]
 struct Embedded;
 
-const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "init", include_str!("../migrations/sqlite/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "init", include_str!("../migrations/sqlite/0001_init.sql")),
+    (2, "operators", include_str!("../migrations/sqlite/0002_operators.sql")),
+];
 
 impl MigrationSource<'static> for Embedded {
     fn resolve(
@@ -69,7 +74,7 @@ impl MigrationSource<'static> for Embedded {
 
 #[derive(Debug, Clone)]
 pub(crate) struct Sqlite {
-    pool: SqlitePool,
+    pub(crate) pool: SqlitePool,
     master: MasterKey,
 }
 

@@ -1,0 +1,744 @@
+//! Operators on SQLite: administration (each change written with its audit row in one
+//! transaction), membership resolution, and location reads filtered by [`Visibility`] in SQL.
+
+use super::{Sqlite, check_id, is_unique_violation};
+use crate::StoreError;
+use crate::access::{
+    Assignment, AuditEntry, AuditRecord, BBox, DeviceView, Fix, MemberKeys, Membership, OrderGroup, Organization, Role,
+    Rule, RuleKind, Scope, TrackCursor, TrackPage, UserGroup, Visibility,
+};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{QueryBuilder, Row as _, SqliteConnection};
+
+/// Longest name, label or rule value accepted.
+const MAX_TEXT: usize = 200;
+
+fn check_text(what: &'static str, value: &str) -> Result<(), StoreError> {
+    if value.trim().is_empty() || value.len() > MAX_TEXT || value.chars().any(char::is_control) {
+        return Err(StoreError::InvalidText { what, max: MAX_TEXT });
+    }
+    Ok(())
+}
+
+fn unique_or(e: sqlx::Error, kind: &'static str, id: &str) -> StoreError {
+    if is_unique_violation(&e) {
+        StoreError::Exists {
+            kind,
+            id: id.to_owned(),
+        }
+    } else {
+        e.into()
+    }
+}
+
+/// Append one audit row inside the caller's transaction.
+pub(super) async fn append_audit(conn: &mut SqliteConnection, e: &AuditEntry) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO audit_log (at_ms, actor, actor_email, org_id, action, target, detail, remote_addr, override) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(crate::now_ms())
+    .bind(&e.actor)
+    .bind(&e.actor_email)
+    .bind(&e.org_id)
+    .bind(&e.action)
+    .bind(&e.target)
+    .bind(&e.detail)
+    .bind(&e.remote_addr)
+    .bind(e.over_ride)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// `AND (<the devices `da` the caller may see>)`; nothing to append for everything.
+pub(super) fn push_visible(b: &mut QueryBuilder<'_, sqlx::Sqlite>, vis: &Visibility) {
+    if vis.everything {
+        return;
+    }
+    b.push(" AND (0");
+    if !vis.orgs.is_empty() {
+        b.push(" OR da.org_id IN (");
+        let mut list = b.separated(", ");
+        for org in &vis.orgs {
+            list.push_bind(org.clone());
+        }
+        b.push(")");
+    }
+    if !vis.order_groups.is_empty() {
+        b.push(" OR (da.org_id, da.order_group_id) IN (VALUES ");
+        let mut list = b.separated(", ");
+        for (org, group) in &vis.order_groups {
+            list.push("(")
+                .push_bind_unseparated(org.clone())
+                .push_unseparated(", ")
+                .push_bind_unseparated(group.clone())
+                .push_unseparated(")");
+        }
+        b.push(")");
+    }
+    b.push(")");
+}
+
+const DEVICE_COLUMNS: &str = "SELECT da.device_id, da.org_id, da.order_group_id, da.shipment_label, da.shipment_ref, \
+     l.seq AS l_seq, l.ts AS l_ts, l.lat AS l_lat, l.lon AS l_lon, l.alt AS l_alt, l.spd AS l_spd, l.hdg AS l_hdg, \
+     l.acc AS l_acc, l.bat AS l_bat, l.tmp AS l_tmp, r.ts AS r_ts, r.bat AS r_bat, r.tmp AS r_tmp \
+     FROM device_assignments da \
+     LEFT JOIN latest_positions l ON l.device_id = da.device_id \
+     LEFT JOIN positions r ON r.rowid = \
+       (SELECT p.rowid FROM positions p WHERE p.device_id = da.device_id ORDER BY p.ts DESC LIMIT 1) \
+     WHERE 1";
+
+/// The visible devices (one when `id` is given) with their latest fix and newest record.
+pub(super) fn devices_query<'a>(
+    prefix: &str,
+    vis: &'a Visibility,
+    id: Option<&'a str>,
+) -> QueryBuilder<'a, sqlx::Sqlite> {
+    let mut b = QueryBuilder::new(prefix);
+    b.push(DEVICE_COLUMNS);
+    push_visible(&mut b, vis);
+    match id {
+        Some(id) => b.push(" AND da.device_id = ").push_bind(id),
+        None => b.push(" ORDER BY da.device_id"),
+    };
+    b
+}
+
+/// Latest fixes of visible devices inside `bbox`.
+pub(super) fn latest_query<'a>(
+    prefix: &str,
+    vis: &'a Visibility,
+    bbox: Option<BBox>,
+) -> QueryBuilder<'a, sqlx::Sqlite> {
+    let mut b = QueryBuilder::new(prefix);
+    b.push(
+        "SELECT da.device_id, da.org_id, da.order_group_id, da.shipment_label, da.shipment_ref, \
+         l.seq AS l_seq, l.ts AS l_ts, l.lat AS l_lat, l.lon AS l_lon, l.alt AS l_alt, l.spd AS l_spd, \
+         l.hdg AS l_hdg, l.acc AS l_acc, l.bat AS l_bat, l.tmp AS l_tmp \
+         FROM device_assignments da JOIN latest_positions l ON l.device_id = da.device_id WHERE 1",
+    );
+    if let Some(bb) = bbox {
+        b.push(" AND l.lat >= ").push_bind(bb.south);
+        b.push(" AND l.lat <= ").push_bind(bb.north);
+        if bb.west <= bb.east {
+            b.push(" AND l.lon >= ").push_bind(bb.west);
+            b.push(" AND l.lon <= ").push_bind(bb.east);
+        } else {
+            b.push(" AND (l.lon >= ").push_bind(bb.west);
+            b.push(" OR l.lon <= ").push_bind(bb.east).push(")");
+        }
+    }
+    push_visible(&mut b, vis);
+    b.push(" ORDER BY da.device_id");
+    b
+}
+
+/// One page of a device's positioned records with `from <= ts < to`, in `(ts, row)` order.
+pub(super) const TRACK_SQL: &str = "SELECT rowid AS rid, seq, ts, lat, lon, alt, spd, hdg, acc, bat, tmp \
+     FROM positions \
+     WHERE device_id = ?1 AND ts >= ?2 AND ts < ?3 AND (ts > ?2 OR rowid > ?4) AND lat IS NOT NULL \
+     ORDER BY ts, rowid LIMIT ?5";
+
+fn fix(r: &SqliteRow, p: &str) -> Result<Option<Fix>, StoreError> {
+    let col = |c: &str| format!("{p}{c}");
+    let ts: Option<i64> = r.try_get(col("ts").as_str())?;
+    let Some(ts) = ts else { return Ok(None) };
+    Ok(Some(Fix {
+        seq: r.try_get(col("seq").as_str())?,
+        ts,
+        lat: r.try_get(col("lat").as_str())?,
+        lon: r.try_get(col("lon").as_str())?,
+        alt: r.try_get(col("alt").as_str())?,
+        spd: r.try_get(col("spd").as_str())?,
+        hdg: r.try_get(col("hdg").as_str())?,
+        acc: r.try_get(col("acc").as_str())?,
+        bat: r.try_get(col("bat").as_str())?,
+        tmp: r.try_get(col("tmp").as_str())?,
+    }))
+}
+
+fn assignment(r: &SqliteRow) -> Result<Assignment, StoreError> {
+    Ok(Assignment {
+        org_id: r.try_get("org_id")?,
+        order_group_id: r.try_get("order_group_id")?,
+        shipment_label: r.try_get("shipment_label")?,
+        shipment_ref: r.try_get("shipment_ref")?,
+    })
+}
+
+fn device_view(r: &SqliteRow) -> Result<DeviceView, StoreError> {
+    Ok(DeviceView {
+        id: r.try_get("device_id")?,
+        assignment: assignment(r)?,
+        position: fix(r, "l_")?,
+        bat: r.try_get("r_bat")?,
+        tmp: r.try_get("r_tmp")?,
+        last_seen_ms: r.try_get("r_ts")?,
+    })
+}
+
+impl Sqlite {
+    async fn exists(conn: &mut SqliteConnection, sql: &str, binds: &[&str]) -> Result<bool, StoreError> {
+        let mut q = sqlx::query_scalar::<_, i64>(sql);
+        for b in binds {
+            q = q.bind(*b);
+        }
+        Ok(q.fetch_optional(conn).await?.is_some())
+    }
+
+    async fn require_org(conn: &mut SqliteConnection, org: &str) -> Result<(), StoreError> {
+        if Self::exists(conn, "SELECT 1 FROM organizations WHERE id = ?", &[org]).await? {
+            Ok(())
+        } else {
+            Err(StoreError::NotFound {
+                kind: "organization",
+                id: org.to_owned(),
+            })
+        }
+    }
+
+    async fn require_order_group(conn: &mut SqliteConnection, org: &str, group: &str) -> Result<(), StoreError> {
+        if Self::exists(
+            conn,
+            "SELECT 1 FROM order_groups WHERE org_id = ? AND id = ?",
+            &[org, group],
+        )
+        .await?
+        {
+            Ok(())
+        } else {
+            Err(StoreError::NotFound {
+                kind: "order group",
+                id: format!("{org}/{group}"),
+            })
+        }
+    }
+
+    async fn require_user_group(conn: &mut SqliteConnection, org: &str, group: &str) -> Result<(), StoreError> {
+        if Self::exists(
+            conn,
+            "SELECT 1 FROM user_groups WHERE org_id = ? AND id = ?",
+            &[org, group],
+        )
+        .await?
+        {
+            Ok(())
+        } else {
+            Err(StoreError::NotFound {
+                kind: "user group",
+                id: format!("{org}/{group}"),
+            })
+        }
+    }
+
+    pub(crate) async fn add_organization(&self, id: &str, name: &str, audit: &AuditEntry) -> Result<(), StoreError> {
+        check_id("organization id", id)?;
+        check_text("organization name", name)?;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("INSERT INTO organizations (id, name, created_ms) VALUES (?, ?, ?)")
+            .bind(id)
+            .bind(name)
+            .bind(crate::now_ms())
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| unique_or(e, "organization", id))?;
+        append_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(crate) async fn organizations(&self, only: Option<&[String]>) -> Result<Vec<Organization>, StoreError> {
+        let mut b = QueryBuilder::new("SELECT id, name, created_ms FROM organizations WHERE 1");
+        if let Some(ids) = only {
+            if ids.is_empty() {
+                return Ok(Vec::new());
+            }
+            b.push(" AND id IN (");
+            let mut list = b.separated(", ");
+            for id in ids {
+                list.push_bind(id.clone());
+            }
+            b.push(")");
+        }
+        b.push(" ORDER BY id");
+        let rows = b.build().fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Organization {
+                    id: r.try_get("id")?,
+                    name: r.try_get("name")?,
+                    created_ms: r.try_get("created_ms")?,
+                })
+            })
+            .collect()
+    }
+
+    pub(crate) async fn add_order_group(
+        &self,
+        org: &str,
+        id: &str,
+        name: &str,
+        audit: &AuditEntry,
+    ) -> Result<(), StoreError> {
+        check_id("order group id", id)?;
+        check_text("order group name", name)?;
+        let mut tx = self.pool.begin().await?;
+        Self::require_org(&mut tx, org).await?;
+        sqlx::query("INSERT INTO order_groups (org_id, id, name, created_ms) VALUES (?, ?, ?, ?)")
+            .bind(org)
+            .bind(id)
+            .bind(name)
+            .bind(crate::now_ms())
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| unique_or(e, "order group", &format!("{org}/{id}")))?;
+        append_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(crate) async fn order_groups(&self, org: &str) -> Result<Vec<OrderGroup>, StoreError> {
+        let rows = sqlx::query("SELECT org_id, id, name, created_ms FROM order_groups WHERE org_id = ? ORDER BY id")
+            .bind(org)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(OrderGroup {
+                    org_id: r.try_get("org_id")?,
+                    id: r.try_get("id")?,
+                    name: r.try_get("name")?,
+                    created_ms: r.try_get("created_ms")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Give a device to an organization (or move it), clearing its order group and shipment.
+    pub(crate) async fn assign_device(&self, device: &str, org: &str, audit: &AuditEntry) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        Self::require_org(&mut tx, org).await?;
+        if !Self::exists(
+            &mut tx,
+            "SELECT 1 FROM principals WHERE id = ? AND kind = 'device'",
+            &[device],
+        )
+        .await?
+        {
+            return Err(StoreError::NotFound {
+                kind: "device",
+                id: device.to_owned(),
+            });
+        }
+        sqlx::query(
+            "INSERT INTO device_assignments (device_id, org_id, assigned_ms) VALUES (?, ?, ?) \
+             ON CONFLICT (device_id) DO UPDATE SET org_id = excluded.org_id, order_group_id = NULL, \
+             shipment_label = NULL, shipment_ref = NULL, assigned_ms = excluded.assigned_ms",
+        )
+        .bind(device)
+        .bind(org)
+        .bind(crate::now_ms())
+        .execute(&mut *tx)
+        .await?;
+        append_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Set a device's order group and shipment within its organization.
+    pub(crate) async fn set_shipment(
+        &self,
+        device: &str,
+        a: &Assignment,
+        audit: &AuditEntry,
+    ) -> Result<(), StoreError> {
+        if let Some(label) = &a.shipment_label {
+            check_text("shipment label", label)?;
+        }
+        if let Some(r) = &a.shipment_ref {
+            check_text("shipment reference", r)?;
+        }
+        let mut tx = self.pool.begin().await?;
+        if let Some(group) = &a.order_group_id {
+            Self::require_order_group(&mut tx, &a.org_id, group).await?;
+        }
+        let done = sqlx::query(
+            "UPDATE device_assignments SET order_group_id = ?, shipment_label = ?, shipment_ref = ? \
+             WHERE device_id = ? AND org_id = ?",
+        )
+        .bind(&a.order_group_id)
+        .bind(&a.shipment_label)
+        .bind(&a.shipment_ref)
+        .bind(device)
+        .bind(&a.org_id)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound {
+                kind: "device",
+                id: format!("{}/{device}", a.org_id),
+            });
+        }
+        append_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(crate) async fn add_user_group(&self, g: &UserGroup, audit: &AuditEntry) -> Result<(), StoreError> {
+        check_id("user group id", &g.id)?;
+        check_text("user group name", &g.name)?;
+        let mut tx = self.pool.begin().await?;
+        Self::require_org(&mut tx, &g.org_id).await?;
+        sqlx::query(
+            "INSERT INTO user_groups (org_id, id, name, role, all_order_groups, created_ms) VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&g.org_id)
+        .bind(&g.id)
+        .bind(&g.name)
+        .bind(g.role.as_str())
+        .bind(matches!(g.scope, Scope::AllOrderGroups))
+        .bind(crate::now_ms())
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| unique_or(e, "user group", &format!("{}/{}", g.org_id, g.id)))?;
+        if let Scope::OrderGroups(groups) = &g.scope {
+            for og in groups {
+                Self::require_order_group(&mut tx, &g.org_id, og).await?;
+                sqlx::query(
+                    "INSERT OR IGNORE INTO user_group_scopes (org_id, user_group_id, order_group_id) VALUES (?, ?, ?)",
+                )
+                .bind(&g.org_id)
+                .bind(&g.id)
+                .bind(og)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        for rule in &g.rules {
+            Self::insert_rule(&mut tx, &g.org_id, &g.id, rule).await?;
+        }
+        append_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(crate) async fn remove_user_group(&self, org: &str, id: &str, audit: &AuditEntry) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        Self::require_user_group(&mut tx, org, id).await?;
+        // Children first: the cascade is declared, but do not depend on the connection's pragma.
+        for sql in [
+            "DELETE FROM membership_rules WHERE org_id = ? AND user_group_id = ?",
+            "DELETE FROM user_group_scopes WHERE org_id = ? AND user_group_id = ?",
+            "DELETE FROM user_groups WHERE org_id = ? AND id = ?",
+        ] {
+            sqlx::query(sql).bind(org).bind(id).execute(&mut *tx).await?;
+        }
+        append_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn insert_rule(conn: &mut SqliteConnection, org: &str, group: &str, rule: &Rule) -> Result<(), StoreError> {
+        let value = rule.kind.normalize(&rule.value);
+        check_text("rule value", &value)?;
+        if rule.kind == RuleKind::Email && !value.contains('@') {
+            return Err(StoreError::InvalidText {
+                what: "email rule (needs an @)",
+                max: MAX_TEXT,
+            });
+        }
+        if rule.kind == RuleKind::Domain && value.contains('@') {
+            return Err(StoreError::InvalidText {
+                what: "domain rule (a domain, without @)",
+                max: MAX_TEXT,
+            });
+        }
+        sqlx::query(
+            "INSERT INTO membership_rules (kind, value, org_id, user_group_id, created_ms) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(rule.kind.as_str())
+        .bind(&value)
+        .bind(org)
+        .bind(group)
+        .bind(crate::now_ms())
+        .execute(conn)
+        .await
+        .map_err(|e| unique_or(e, "membership rule", &format!("{} {value}", rule.kind.as_str())))?;
+        Ok(())
+    }
+
+    pub(crate) async fn add_rule(
+        &self,
+        org: &str,
+        group: &str,
+        rule: &Rule,
+        audit: &AuditEntry,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        Self::require_user_group(&mut tx, org, group).await?;
+        Self::insert_rule(&mut tx, org, group, rule).await?;
+        append_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(crate) async fn remove_rule(
+        &self,
+        org: &str,
+        group: &str,
+        rule: &Rule,
+        audit: &AuditEntry,
+    ) -> Result<(), StoreError> {
+        let value = rule.kind.normalize(&rule.value);
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "DELETE FROM membership_rules WHERE kind = ? AND value = ? AND org_id = ? AND user_group_id = ?",
+        )
+        .bind(rule.kind.as_str())
+        .bind(&value)
+        .bind(org)
+        .bind(group)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound {
+                kind: "membership rule",
+                id: format!("{org}/{group} {} {value}", rule.kind.as_str()),
+            });
+        }
+        append_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(crate) async fn user_groups(&self, org: &str) -> Result<Vec<UserGroup>, StoreError> {
+        let rows = sqlx::query("SELECT id, name, role, all_order_groups FROM user_groups WHERE org_id = ? ORDER BY id")
+            .bind(org)
+            .fetch_all(&self.pool)
+            .await?;
+        let scopes = sqlx::query("SELECT user_group_id, order_group_id FROM user_group_scopes WHERE org_id = ?")
+            .bind(org)
+            .fetch_all(&self.pool)
+            .await?;
+        let rules = sqlx::query(
+            "SELECT user_group_id, kind, value FROM membership_rules WHERE org_id = ? ORDER BY kind, value",
+        )
+        .bind(org)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::new();
+        for r in &rows {
+            let id: String = r.try_get("id")?;
+            let all: bool = r.try_get("all_order_groups")?;
+            let scope = if all {
+                Scope::AllOrderGroups
+            } else {
+                let mut groups = Vec::new();
+                for s in &scopes {
+                    if s.try_get::<String, _>("user_group_id")? == id {
+                        groups.push(s.try_get("order_group_id")?);
+                    }
+                }
+                groups.sort();
+                Scope::OrderGroups(groups)
+            };
+            let mut group_rules = Vec::new();
+            for x in &rules {
+                if x.try_get::<String, _>("user_group_id")? == id {
+                    let kind: String = x.try_get("kind")?;
+                    group_rules.push(Rule {
+                        kind: RuleKind::parse(&kind).unwrap_or(RuleKind::Email),
+                        value: x.try_get("value")?,
+                    });
+                }
+            }
+            let role: String = r.try_get("role")?;
+            out.push(UserGroup {
+                org_id: org.to_owned(),
+                id,
+                name: r.try_get("name")?,
+                role: Role::parse(&role).unwrap_or(Role::Viewer),
+                scope,
+                rules: group_rules,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The user groups whose rules match `keys`, with their scopes.
+    pub(crate) async fn memberships(&self, keys: &MemberKeys) -> Result<Vec<Membership>, StoreError> {
+        let lookups = keys.lookups();
+        if lookups.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut b = QueryBuilder::new(
+            "SELECT DISTINCT g.org_id, g.id, g.role, g.all_order_groups FROM membership_rules r \
+             JOIN user_groups g ON g.org_id = r.org_id AND g.id = r.user_group_id WHERE (r.kind, r.value) IN (VALUES ",
+        );
+        let mut list = b.separated(", ");
+        for (kind, value) in &lookups {
+            list.push("(")
+                .push_bind_unseparated(kind.as_str())
+                .push_unseparated(", ")
+                .push_bind_unseparated(value.clone())
+                .push_unseparated(")");
+        }
+        b.push(") ORDER BY g.org_id, g.id");
+        let rows = b.build().fetch_all(&self.pool).await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let org_id: String = r.try_get("org_id")?;
+            let user_group_id: String = r.try_get("id")?;
+            let role: String = r.try_get("role")?;
+            let all: bool = r.try_get("all_order_groups")?;
+            let scope = if all {
+                Scope::AllOrderGroups
+            } else {
+                Scope::OrderGroups(
+                    sqlx::query_scalar(
+                        "SELECT order_group_id FROM user_group_scopes WHERE org_id = ? AND user_group_id = ? \
+                         ORDER BY order_group_id",
+                    )
+                    .bind(&org_id)
+                    .bind(&user_group_id)
+                    .fetch_all(&self.pool)
+                    .await?,
+                )
+            };
+            out.push(Membership {
+                org_id,
+                user_group_id,
+                role: Role::parse(&role).unwrap_or(Role::Viewer),
+                scope,
+            });
+        }
+        Ok(out)
+    }
+
+    pub(crate) async fn devices(&self, vis: &Visibility, id: Option<&str>) -> Result<Vec<DeviceView>, StoreError> {
+        if vis.is_nothing() {
+            return Ok(Vec::new());
+        }
+        let rows = devices_query("", vis, id).build().fetch_all(&self.pool).await?;
+        rows.iter().map(device_view).collect()
+    }
+
+    pub(crate) async fn visible_device_ids(&self, vis: &Visibility) -> Result<Vec<String>, StoreError> {
+        if vis.is_nothing() {
+            return Ok(Vec::new());
+        }
+        let mut b = QueryBuilder::new("SELECT da.device_id FROM device_assignments da WHERE 1");
+        push_visible(&mut b, vis);
+        b.push(" ORDER BY da.device_id");
+        Ok(b.build_query_scalar().fetch_all(&self.pool).await?)
+    }
+
+    pub(crate) async fn latest(
+        &self,
+        vis: &Visibility,
+        bbox: Option<BBox>,
+    ) -> Result<Vec<(String, Assignment, Fix)>, StoreError> {
+        if vis.is_nothing() {
+            return Ok(Vec::new());
+        }
+        let rows = latest_query("", vis, bbox).build().fetch_all(&self.pool).await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            if let Some(f) = fix(r, "l_")? {
+                out.push((r.try_get("device_id")?, assignment(r)?, f));
+            }
+        }
+        Ok(out)
+    }
+
+    pub(crate) async fn track(
+        &self,
+        device: &str,
+        from_ms: i64,
+        to_ms: i64,
+        after: Option<TrackCursor>,
+        limit: u32,
+    ) -> Result<TrackPage, StoreError> {
+        // Resume after the cursor: a higher start bound, and past the cursor's row at that ts.
+        let (start, row) = match after {
+            Some(c) if c.ts >= from_ms => (c.ts, c.row),
+            _ => (from_ms, i64::MIN),
+        };
+        let rows = sqlx::query(TRACK_SQL)
+            .bind(device)
+            .bind(start)
+            .bind(to_ms)
+            .bind(row)
+            .bind(i64::from(limit) + 1)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut points = Vec::with_capacity(rows.len());
+        let mut last = None;
+        for r in rows.iter().take(limit as usize) {
+            let ts: i64 = r.try_get("ts")?;
+            last = Some(TrackCursor {
+                ts,
+                row: r.try_get("rid")?,
+            });
+            points.push(Fix {
+                seq: r.try_get("seq")?,
+                ts,
+                lat: r.try_get("lat")?,
+                lon: r.try_get("lon")?,
+                alt: r.try_get("alt")?,
+                spd: r.try_get("spd")?,
+                hdg: r.try_get("hdg")?,
+                acc: r.try_get("acc")?,
+                bat: r.try_get("bat")?,
+                tmp: r.try_get("tmp")?,
+            });
+        }
+        let next = if rows.len() > limit as usize { last } else { None };
+        Ok(TrackPage { points, next })
+    }
+
+    pub(crate) async fn audit(&self, e: &AuditEntry) -> Result<(), StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        append_audit(&mut conn, e).await
+    }
+
+    pub(crate) async fn audit_log(
+        &self,
+        org: Option<&str>,
+        before_id: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        let mut b = QueryBuilder::new(
+            "SELECT id, at_ms, actor, actor_email, org_id, action, target, detail, remote_addr, override \
+             FROM audit_log WHERE 1",
+        );
+        if let Some(org) = org {
+            b.push(" AND org_id = ").push_bind(org);
+        }
+        if let Some(before) = before_id {
+            b.push(" AND id < ").push_bind(before);
+        }
+        b.push(" ORDER BY id DESC LIMIT ").push_bind(i64::from(limit));
+        let rows = b.build().fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AuditRecord {
+                    id: r.try_get("id")?,
+                    at_ms: r.try_get("at_ms")?,
+                    actor: r.try_get("actor")?,
+                    actor_email: r.try_get("actor_email")?,
+                    org_id: r.try_get("org_id")?,
+                    action: r.try_get("action")?,
+                    target: r.try_get("target")?,
+                    detail: r.try_get("detail")?,
+                    remote_addr: r.try_get("remote_addr")?,
+                    over_ride: r.try_get("override")?,
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,434 @@
+//! Operators' store against a real SQLite file: membership by each rule, visibility in every read,
+//! the audit log's append-only guard, and the query plans on a million positions.
+
+use crate::access::*;
+use crate::{MasterKey, OpenOptions, Row, SqliteOptions, Store};
+use sqlx::Row as _;
+
+async fn open(dir: &std::path::Path) -> Store {
+    let opts = OpenOptions {
+        url: format!("sqlite://{}", dir.join("t.db").display()),
+        max_connections: 4,
+        sqlite: SqliteOptions {
+            synchronous_full: false,
+            ..Default::default()
+        },
+    };
+    Store::open(&opts, MasterKey::from_hex(&"42".repeat(32)).unwrap())
+        .await
+        .unwrap()
+}
+
+fn audit(action: &str) -> AuditEntry {
+    AuditEntry {
+        actor: "cli:test".into(),
+        action: action.into(),
+        ..Default::default()
+    }
+}
+
+fn row(dev: &str, seq: i64, ts: i64, lat: f64, lon: f64) -> Row {
+    Row {
+        device_id: dev.into(),
+        seq,
+        ts,
+        lat: Some(lat),
+        lon: Some(lon),
+        alt: None,
+        spd: None,
+        hdg: None,
+        acc: None,
+        bat: Some(50.0 + seq as f64),
+        tmp: Some(4.0),
+        ext: None,
+        record: format!("{dev}/{seq}"),
+        kid: "k1".into(),
+        received_ms: ts,
+    }
+}
+
+fn group(org: &str, id: &str, role: Role, scope: Scope, rules: &[(RuleKind, &str)]) -> UserGroup {
+    UserGroup {
+        org_id: org.into(),
+        id: id.into(),
+        name: id.into(),
+        role,
+        scope,
+        rules: rules
+            .iter()
+            .map(|(kind, value)| Rule {
+                kind: *kind,
+                value: (*value).into(),
+            })
+            .collect(),
+    }
+}
+
+/// Two organizations; acme has order groups `north` and `south` with one device each and a third
+/// device in no order group; globex has one device.
+async fn seeded(dir: &std::path::Path) -> Store {
+    let s = open(dir).await;
+    let a = audit("seed");
+    for org in ["acme", "globex"] {
+        s.add_organization(org, &org.to_uppercase(), &a).await.unwrap();
+    }
+    s.add_order_group("acme", "north", "North", &a).await.unwrap();
+    s.add_order_group("acme", "south", "South", &a).await.unwrap();
+    for (dev, org, og) in [
+        ("a-n", "acme", Some("north")),
+        ("a-s", "acme", Some("south")),
+        ("a-x", "acme", None),
+        ("g-1", "globex", None),
+    ] {
+        s.add_device(dev, None).await.unwrap();
+        s.assign_device(dev, org, &a).await.unwrap();
+        s.set_shipment(
+            dev,
+            &Assignment {
+                org_id: org.into(),
+                order_group_id: og.map(Into::into),
+                shipment_label: Some(format!("crate {dev}")),
+                shipment_ref: None,
+            },
+            &a,
+        )
+        .await
+        .unwrap();
+    }
+    let groups = [
+        group(
+            "acme",
+            "admins",
+            Role::Admin,
+            Scope::OrderGroups(vec![]),
+            &[(RuleKind::Email, "Boss@Acme.example")],
+        ),
+        group(
+            "acme",
+            "everyone",
+            Role::Viewer,
+            Scope::AllOrderGroups,
+            &[(RuleKind::Domain, "acme.example")],
+        ),
+        group(
+            "acme",
+            "north-desk",
+            Role::Viewer,
+            Scope::OrderGroups(vec!["north".into()]),
+            &[(RuleKind::IdpGroup, "grp-north")],
+        ),
+        group(
+            "acme",
+            "south-partner",
+            Role::Viewer,
+            Scope::OrderGroups(vec!["south".into()]),
+            &[(RuleKind::Tenant, "tenant-south")],
+        ),
+        group(
+            "globex",
+            "all",
+            Role::Admin,
+            Scope::AllOrderGroups,
+            &[(RuleKind::Domain, "globex.example")],
+        ),
+    ];
+    for g in &groups {
+        s.add_user_group(g, &a).await.unwrap();
+    }
+    let rows = [
+        row("a-n", 1, 1_000, 60.1, 24.9),
+        row("a-n", 2, 2_000, 60.2, 24.8),
+        row("a-s", 1, 1_000, 40.0, -3.7),
+        row("a-x", 1, 1_000, 51.5, -0.1),
+        row("g-1", 1, 1_000, -33.9, 151.2),
+    ];
+    s.write_batch(&rows, &[]).await.unwrap();
+    s
+}
+
+async fn visible(s: &Store, keys: MemberKeys) -> Vec<String> {
+    let vis = Visibility::of(&s.memberships(&keys).await.unwrap());
+    let ids: Vec<String> = s.devices(&vis, None).await.unwrap().into_iter().map(|d| d.id).collect();
+    let latest: Vec<String> = s
+        .latest(&vis, None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(id, _, _)| id)
+        .collect();
+    assert_eq!(ids, latest, "devices and latest positions disagree");
+    assert_eq!(ids, s.visible_device_ids(&vis).await.unwrap());
+    ids
+}
+
+fn email(e: &str) -> MemberKeys {
+    MemberKeys {
+        email: Some(e.into()),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn each_membership_rule_grants_exactly_its_scope() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = seeded(dir.path()).await;
+    // Direct invitation, compared case-insensitively; admin sees the whole organization.
+    assert_eq!(visible(&s, email("boss@ACME.example")).await, ["a-n", "a-s", "a-x"]);
+    // Email domain: viewer of all order groups.
+    assert_eq!(visible(&s, email("clerk@acme.example")).await, ["a-n", "a-s", "a-x"]);
+    // Identity-provider group: one order group.
+    let north = MemberKeys {
+        email: Some("temp@staffing.example".into()),
+        groups: vec!["grp-other".into(), "grp-north".into()],
+        tenant: None,
+    };
+    assert_eq!(visible(&s, north).await, ["a-n"]);
+    // Tenant: the other order group.
+    let south = MemberKeys {
+        email: None,
+        groups: vec![],
+        tenant: Some("tenant-south".into()),
+    };
+    assert_eq!(visible(&s, south).await, ["a-s"]);
+    // Another organization, and nobody at all.
+    assert_eq!(visible(&s, email("ops@globex.example")).await, ["g-1"]);
+    assert!(visible(&s, email("stranger@elsewhere.example")).await.is_empty());
+    assert!(visible(&s, MemberKeys::default()).await.is_empty());
+    // A domain rule does not match a sub-string of another domain.
+    assert!(visible(&s, email("x@notacme.example")).await.is_empty());
+}
+
+#[tokio::test]
+async fn device_views_carry_assignment_latest_fix_and_last_seen() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = seeded(dir.path()).await;
+    // A later battery-only record: last seen moves, the fix stays.
+    let mut battery_only = row("a-n", 3, 3_000, 0.0, 0.0);
+    battery_only.lat = None;
+    battery_only.lon = None;
+    battery_only.bat = Some(12.0);
+    s.write_batch(&[battery_only], &[]).await.unwrap();
+    let d = s
+        .devices(&Visibility::everything(), Some("a-n"))
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(d.assignment.org_id, "acme");
+    assert_eq!(d.assignment.order_group_id.as_deref(), Some("north"));
+    assert_eq!(d.assignment.shipment_label.as_deref(), Some("crate a-n"));
+    let fix = d.position.unwrap();
+    assert_eq!((fix.seq, fix.ts, fix.lat, fix.lon), (2, 2_000, 60.2, 24.8));
+    assert_eq!(d.last_seen_ms, Some(3_000));
+    assert_eq!(d.bat, Some(12.0));
+    // Not visible: empty, not an error.
+    let north_only = Visibility {
+        order_groups: vec![("acme".into(), "south".into())],
+        ..Default::default()
+    };
+    assert!(s.devices(&north_only, Some("a-n")).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn bounding_boxes_filter_and_may_cross_the_antimeridian() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = seeded(dir.path()).await;
+    let all = Visibility::everything();
+    let ids = |v: Vec<(String, Assignment, Fix)>| v.into_iter().map(|(id, _, _)| id).collect::<Vec<_>>();
+    let europe = BBox {
+        west: -10.0,
+        south: 35.0,
+        east: 30.0,
+        north: 70.0,
+    };
+    assert_eq!(ids(s.latest(&all, Some(europe)).await.unwrap()), ["a-n", "a-s", "a-x"]);
+    // From 150°E across 180° to 10°W: Sydney and London, not Helsinki or Madrid.
+    let across = BBox {
+        west: 150.0,
+        south: -40.0,
+        east: -0.05,
+        north: 55.0,
+    };
+    assert_eq!(ids(s.latest(&all, Some(across)).await.unwrap()), ["a-s", "a-x", "g-1"]);
+}
+
+#[tokio::test]
+async fn track_pages_in_time_order_and_resume_after_the_cursor() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path()).await;
+    s.add_device("t", None).await.unwrap();
+    // Two records share a ts; arrival order is not ts order.
+    let rows: Vec<Row> = [(1, 500), (2, 100), (3, 300), (4, 300), (5, 900), (6, 200)]
+        .iter()
+        .map(|&(seq, ts)| row("t", seq, ts, 1.0, 2.0))
+        .collect();
+    s.write_batch(&rows, &[]).await.unwrap();
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = s.track("t", 100, 900, after, 2).await.unwrap();
+        assert!(page.points.len() <= 2);
+        seen.extend(page.points.iter().map(|p| (p.seq, p.ts)));
+        match page.next {
+            Some(c) => after = Some(TrackCursor::decode(&c.encode()).unwrap()),
+            None => break,
+        }
+    }
+    // ts 900 is outside [100, 900).
+    assert_eq!(seen, [(2, 100), (6, 200), (3, 300), (4, 300), (1, 500)]);
+}
+
+#[tokio::test]
+async fn admin_changes_are_audited_and_the_audit_log_is_append_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = seeded(dir.path()).await;
+    let e = AuditEntry {
+        actor: "oidc:https://idp.example#u1".into(),
+        actor_email: Some("boss@acme.example".into()),
+        org_id: Some("acme".into()),
+        action: "rule.add".into(),
+        target: Some("everyone".into()),
+        detail: Some("domain acme.test".into()),
+        remote_addr: Some("192.0.2.7:5555".into()),
+        over_ride: false,
+    };
+    let rule = Rule {
+        kind: RuleKind::Domain,
+        value: "acme.test".into(),
+    };
+    s.add_rule("acme", "everyone", &rule, &e).await.unwrap();
+    let log = s.audit_log(Some("acme"), None, 1).await.unwrap();
+    assert_eq!(log[0].action, "rule.add");
+    assert_eq!(log[0].remote_addr.as_deref(), Some("192.0.2.7:5555"));
+    // A failed change writes no audit row.
+    let before = s.audit_log(None, None, 1000).await.unwrap().len();
+    assert!(matches!(
+        s.add_rule("acme", "everyone", &rule, &e).await,
+        Err(crate::StoreError::Exists { .. })
+    ));
+    assert!(s.add_rule("acme", "nobody", &rule, &e).await.is_err());
+    assert_eq!(s.audit_log(None, None, 1000).await.unwrap().len(), before);
+
+    let db = s.sqlite_for_tests();
+    for sql in ["UPDATE audit_log SET actor = 'x'", "DELETE FROM audit_log"] {
+        let err = sqlx::query(sql).execute(&db.pool).await.unwrap_err();
+        assert!(err.to_string().contains("append-only"), "{sql}: {err}");
+    }
+}
+
+#[tokio::test]
+async fn invalid_input_names_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = seeded(dir.path()).await;
+    let a = audit("x");
+    let err = s.add_organization("bad id", "x", &a).await.unwrap_err().to_string();
+    assert!(err.contains("organization id"), "{err}");
+    let err = s.add_order_group("acme", "ok", " ", &a).await.unwrap_err().to_string();
+    assert!(err.contains("order group name"), "{err}");
+    let err = s.add_order_group("nope", "ok", "x", &a).await.unwrap_err().to_string();
+    assert!(err.contains("organization") && err.contains("nope"), "{err}");
+    let bad_email = Rule {
+        kind: RuleKind::Email,
+        value: "not-an-email".into(),
+    };
+    let err = s
+        .add_rule("acme", "everyone", &bad_email, &a)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("email rule"), "{err}");
+    // A device of another organization cannot be given a shipment by this one.
+    let err = s
+        .set_shipment(
+            "g-1",
+            &Assignment {
+                org_id: "acme".into(),
+                ..Default::default()
+            },
+            &a,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, crate::StoreError::NotFound { .. }), "{err}");
+}
+
+/// The plans the location reads use on a database of a million positions: index searches only,
+/// never a scan of `positions` and never a sort of its rows.
+#[tokio::test]
+async fn location_reads_use_the_indexes_on_a_million_positions() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = seeded(dir.path()).await;
+    let db = s.sqlite_for_tests();
+    // 1,000 devices of 1,000 positions each, written in SQL to keep the test quick.
+    sqlx::query(
+        "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 999999) \
+         INSERT INTO positions (device_id, seq, ts, lat, lon, bat, record, kid, received_ms) \
+         SELECT 'bulk-' || (i % 1000), i / 1000, 1700000000000 + i, 50.0 + (i % 7), 10.0 + (i % 11), 80.0, \
+                'r' || i, 'k1', 0 FROM n",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO latest_positions (device_id, seq, ts, lat, lon, received_ms) \
+         SELECT device_id, MAX(seq), MAX(ts), 50.0, 10.0, 0 FROM positions GROUP BY device_id \
+         ON CONFLICT (device_id) DO NOTHING",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    sqlx::query("ANALYZE").execute(&db.pool).await.unwrap();
+    assert!(s.count_positions().await.unwrap() >= 1_000_000);
+
+    async fn plan(pool: &sqlx::SqlitePool, mut b: sqlx::QueryBuilder<'_, sqlx::Sqlite>) -> String {
+        let rows = b.build().fetch_all(pool).await.unwrap();
+        rows.iter()
+            .map(|r| r.get::<String, _>("detail"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+    let scoped = Visibility {
+        everything: false,
+        orgs: vec!["globex".into()],
+        order_groups: vec![("acme".into(), "north".into())],
+    };
+    let explain = "EXPLAIN QUERY PLAN ";
+    for vis in [&scoped, &Visibility::everything()] {
+        let devices = plan(&db.pool, super::devices_query(explain, vis, None)).await;
+        let one = plan(&db.pool, super::devices_query(explain, vis, Some("bulk-7"))).await;
+        let latest = plan(&db.pool, super::latest_query(explain, vis, None)).await;
+        for (name, p) in [("devices", &devices), ("device", &one), ("latest", &latest)] {
+            for scan in ["SCAN p", "SCAN r", "SCAN positions", "SCAN l", "SCAN latest_positions"] {
+                assert!(!p.lines().any(|l| l.starts_with(scan)), "{name} plan scans:\n{p}");
+            }
+        }
+        assert!(
+            devices.contains("USING COVERING INDEX positions_device_ts"),
+            "{devices}"
+        );
+    }
+    let p = {
+        let q = format!("{explain}{}", super::TRACK_SQL);
+        let rows = sqlx::query(&q)
+            .bind("bulk-7")
+            .bind(0_i64)
+            .bind(i64::MAX)
+            .bind(0_i64)
+            .bind(100_i64)
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+        rows.iter()
+            .map(|r| r.get::<String, _>("detail"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert!(
+        p.contains("SEARCH positions USING INDEX positions_device_ts (device_id=? AND ts>? AND ts<?)"),
+        "track plan:\n{p}"
+    );
+    assert!(!p.contains("TEMP B-TREE"), "track plan sorts:\n{p}");
+    // And the query answers from it.
+    let page = s.track("bulk-7", 0, i64::MAX, None, 100).await.unwrap();
+    assert_eq!(page.points.len(), 100);
+    assert!(page.points.windows(2).all(|w| w[0].ts <= w[1].ts));
+}
