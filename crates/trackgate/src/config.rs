@@ -40,6 +40,7 @@ pub struct RawConfig {
     pub log: RawLog,
     pub mqtt: RawMqtt,
     pub broker: RawBroker,
+    pub auth: crate::auth::config::RawAuth,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -186,6 +187,8 @@ pub struct Config {
     pub mqtt: Option<MqttConfig>,
     /// Where the embedded broker listens; `None` when it is off.
     pub embedded_broker: Option<SocketAddr>,
+    /// Operator sign-in.
+    pub auth: crate::auth::config::AuthConfig,
 }
 
 /// The broker trackgate consumes from. Secrets are resolved at start, not kept here.
@@ -472,7 +475,9 @@ impl RawConfig {
         } else {
             None
         };
+        let auth = self.auth.validate(mode == Mode::Production)?;
         Ok(Config {
+            auth,
             embedded_broker,
             mqtt,
             mode,

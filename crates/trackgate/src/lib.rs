@@ -21,6 +21,7 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod auth;
 #[cfg(feature = "embedded-broker")]
 pub mod broker;
 pub mod cli;

@@ -62,8 +62,7 @@ pub fn server_config(files: &TlsFiles) -> anyhow::Result<(Arc<ServerConfig>, Str
 /// and 1.3, the server verified against `ca`, optionally a client certificate.
 pub fn client_config(ca: &Path, client: Option<&TlsFiles>) -> anyhow::Result<Arc<rustls::ClientConfig>> {
     let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(ca).with_context(|| format!("reading CA certificate {}", ca.display()))? {
-        let cert = cert.with_context(|| format!("parsing CA certificate {}", ca.display()))?;
+    for cert in read_certs(ca)? {
         roots
             .add(cert)
             .with_context(|| format!("CA certificate {} is not usable", ca.display()))?;
@@ -87,6 +86,16 @@ pub fn client_config(ca: &Path, client: Option<&TlsFiles>) -> anyhow::Result<Arc
         None => builder.with_no_client_auth(),
     };
     Ok(Arc::new(config))
+}
+
+/// The PEM certificates in `path`.
+pub fn read_certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    let certs: Vec<_> = CertificateDer::pem_file_iter(path)
+        .with_context(|| format!("reading CA certificate {}", path.display()))?
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("parsing CA certificate {}", path.display()))?;
+    anyhow::ensure!(!certs.is_empty(), "no certificate in {}", path.display());
+    Ok(certs)
 }
 
 /// `AB:CD:...` SHA-256 of the DER certificate, as `openssl x509 -fingerprint -sha256` prints it.
