@@ -2,7 +2,10 @@
 //! down in order: stop accepting, let in-flight requests finish (they wait for their commit),
 //! drain the queue, close the database. All within the grace period.
 
+use crate::api::{self, ApiInner, ApiState};
+use crate::auth::{Auth, Authenticator, dev::DevKey};
 use crate::config::{Config, MasterKeySource, Mode, MqttConfig, MqttPassword};
+use crate::feed::Feed;
 use crate::keys::KeyCache;
 use crate::metrics::Metrics;
 use crate::pipeline::{Queue, Writer, WriterSettings};
@@ -95,6 +98,7 @@ pub async fn serve_until(config: Config, shutdown: CancellationToken) -> anyhow:
         metrics.clone(),
     ));
     let (queue, rx, permits) = Queue::new(config.ingest.queue_capacity, metrics.clone());
+    let feed = Feed::new(FEED_BATCHES);
     let writer = Writer::new(
         store.clone(),
         rx,
@@ -106,7 +110,9 @@ pub async fn serve_until(config: Config, shutdown: CancellationToken) -> anyhow:
             write_retry: config.ingest.write_retry,
             rejects_keep: config.ingest.rejects_keep,
         },
-    );
+    )
+    .with_feed(feed.clone());
+    let auth = operator_auth(&config)?;
 
     let https = TcpListener::bind(config.http.listen)
         .await
@@ -158,10 +164,17 @@ pub async fn serve_until(config: Config, shutdown: CancellationToken) -> anyhow:
         max_records: config.http.max_records,
         stopping: shutdown.clone(),
     });
+    let api_state = ApiState::new(ApiInner {
+        store: store.clone(),
+        auth,
+        feed,
+        grants_refresh: config.auth.grants_refresh,
+        stopping: shutdown.clone(),
+    });
     let https_task = tokio::spawn(listener::serve_tls(
         https,
         tls_config,
-        http::router(state),
+        http::router(state).merge(api::router(api_state)),
         config.http.handshake_timeout,
         shutdown.clone(),
     ));
@@ -206,6 +219,30 @@ pub async fn serve_until(config: Config, shutdown: CancellationToken) -> anyhow:
         }
     };
     Ok(exit)
+}
+
+/// Committed batches a live stream may fall behind by before it is closed.
+const FEED_BATCHES: usize = 1024;
+
+/// The operators' sign-in: configured issuers, and the dev key where dev tokens are trusted.
+fn operator_auth(config: &Config) -> anyhow::Result<Auth> {
+    let dev = if config.auth.dev_tokens {
+        let key = DevKey::ensure(&config.data_dir)?;
+        tracing::warn!(
+            key = %crate::auth::dev::key_path(&config.data_dir).display(),
+            "dev mode: operator tokens minted by `trackgate dev-token` are trusted"
+        );
+        Some(key)
+    } else {
+        None
+    };
+    let auth = Arc::new(Authenticator::new(&config.auth, dev.as_ref())?);
+    for i in &config.auth.issuers {
+        tracing::info!(issuer = %i.issuer, audience = %i.audience, "trusting OpenID provider");
+    }
+    let warm = auth.clone();
+    tokio::spawn(async move { warm.warm().await });
+    Ok(auth)
 }
 
 /// Start the embedded broker and the settings to consume from it.

@@ -20,12 +20,14 @@
 //! shutdown) and [`cli`] (serve and provisioning).
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod app;
 pub mod auth;
 #[cfg(feature = "embedded-broker")]
 pub mod broker;
 pub mod cli;
 pub mod config;
+pub mod feed;
 pub(crate) mod fsutil;
 pub mod keys;
 pub mod listener;

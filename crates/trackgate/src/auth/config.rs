@@ -108,7 +108,11 @@ impl RawAuth {
                     .unwrap_or_else(|| vec!["email".into(), "preferred_username".into(), "upn".into()]),
                 groups_claim: raw.groups_claim.unwrap_or_else(|| "groups".into()),
                 tenant_claim: raw.tenant_claim.unwrap_or_else(|| "tid".into()),
-                platform_admins: raw.platform_admins.iter().map(|e| e.trim().to_ascii_lowercase()).collect(),
+                platform_admins: raw
+                    .platform_admins
+                    .iter()
+                    .map(|e| e.trim().to_ascii_lowercase())
+                    .collect(),
             });
         }
         Ok(AuthConfig {

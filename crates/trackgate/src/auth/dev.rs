@@ -59,8 +59,8 @@ impl DevKey {
         let path = key_path(data_dir);
         if !path.exists() {
             std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
-            let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
-                .context("generating the dev token key")?;
+            let pair =
+                rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).context("generating the dev token key")?;
             crate::fsutil::write_private(&path, pair.serialize_pem().as_bytes())?;
         }
         let pem = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
@@ -72,9 +72,15 @@ impl DevKey {
             path.display()
         );
         let point = pair.public_key_raw();
-        anyhow::ensure!(point.len() == 65 && point[0] == 4, "unexpected P-256 public key encoding");
-        let decoding = DecodingKey::from_ec_components(&URL_SAFE_NO_PAD.encode(&point[1..33]), &URL_SAFE_NO_PAD.encode(&point[33..]))
-            .context("the dev token public key")?;
+        anyhow::ensure!(
+            point.len() == 65 && point[0] == 4,
+            "unexpected P-256 public key encoding"
+        );
+        let decoding = DecodingKey::from_ec_components(
+            &URL_SAFE_NO_PAD.encode(&point[1..33]),
+            &URL_SAFE_NO_PAD.encode(&point[33..]),
+        )
+        .context("the dev token public key")?;
         Ok(DevKey {
             encoding: EncodingKey::from_ec_der(&pair.serialize_der()),
             verify: VerifyKey {

@@ -41,7 +41,10 @@ fn usable(jwk: &Jwk) -> Option<(Algorithm, DecodingKey)> {
             return None;
         }
     }
-    if matches!(jwk.common.public_key_use, Some(jsonwebtoken::jwk::PublicKeyUse::Encryption)) {
+    if matches!(
+        jwk.common.public_key_use,
+        Some(jsonwebtoken::jwk::PublicKeyUse::Encryption)
+    ) {
         return None;
     }
     Some((alg, DecodingKey::from_jwk(jwk).ok()?))
@@ -56,11 +59,19 @@ pub fn parse_jwks(body: &[u8]) -> anyhow::Result<HashMap<String, VerifyKey>> {
     let doc: Doc = serde_json::from_slice(body).context("the JWKS is not a JSON object with `keys`")?;
     let mut out = HashMap::new();
     for (i, v) in doc.keys.into_iter().enumerate() {
-        let Ok(jwk) = serde_json::from_value::<Jwk>(v) else { continue };
+        let Ok(jwk) = serde_json::from_value::<Jwk>(v) else {
+            continue;
+        };
         if let Some((alg, key)) = usable(&jwk) {
             // A key without a kid is addressed by its position.
             let kid = jwk.common.key_id.clone().unwrap_or_else(|| format!("#{i}"));
-            out.insert(kid, VerifyKey { alg, key: Arc::new(key) });
+            out.insert(
+                kid,
+                VerifyKey {
+                    alg,
+                    key: Arc::new(key),
+                },
+            );
         }
     }
     Ok(out)
@@ -142,7 +153,9 @@ impl IssuerKeys {
                 tracing::info!(issuer = %self.config.issuer, keys = keys.len(), "fetched the issuer's signing keys");
                 *self.keys.write().expect("jwks lock") = keys;
             }
-            Err(e) => tracing::warn!(issuer = %self.config.issuer, error = format!("{e:#}"), "fetching the issuer's signing keys failed"),
+            Err(e) => {
+                tracing::warn!(issuer = %self.config.issuer, error = format!("{e:#}"), "fetching the issuer's signing keys failed")
+            }
         }
         self.cached(kid)
     }

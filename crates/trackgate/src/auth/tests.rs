@@ -54,16 +54,33 @@ async fn a_minted_dev_token_names_its_holder() {
 #[tokio::test]
 async fn each_bad_token_is_refused_with_its_reason() {
     let (_d, key, auth) = setup();
-    assert_eq!(auth.verify(&sign(&key, good(json!({})))).await.unwrap().email.as_deref(), Some("ann@acme.example"));
+    assert_eq!(
+        auth.verify(&sign(&key, good(json!({}))))
+            .await
+            .unwrap()
+            .email
+            .as_deref(),
+        Some("ann@acme.example")
+    );
     let cases = [
         (good(json!({"aud": "someone-else"})), AuthError::Audience),
         (good(json!({"exp": now() - 3600})), AuthError::Expired),
         (good(json!({"nbf": now() + 3600})), AuthError::NotYetValid),
-        (good(json!({"iss": "https://elsewhere.example"})), AuthError::UntrustedIssuer),
-        (good(json!({"sub": ""})), AuthError::Claims("`sub` must be a non-empty string")),
+        (
+            good(json!({"iss": "https://elsewhere.example"})),
+            AuthError::UntrustedIssuer,
+        ),
+        (
+            good(json!({"sub": ""})),
+            AuthError::Claims("`sub` must be a non-empty string"),
+        ),
     ];
     for (claims, want) in cases {
-        assert_eq!(auth.verify(&sign(&key, claims.clone())).await.unwrap_err(), want, "{claims}");
+        assert_eq!(
+            auth.verify(&sign(&key, claims.clone())).await.unwrap_err(),
+            want,
+            "{claims}"
+        );
     }
     // Within the leeway is fine.
     assert!(auth.verify(&sign(&key, good(json!({"exp": now() - 30})))).await.is_ok());
@@ -71,7 +88,10 @@ async fn each_bad_token_is_refused_with_its_reason() {
     // Signed by another key.
     let other_dir = tempfile::tempdir().unwrap();
     let other = DevKey::ensure(other_dir.path()).unwrap();
-    assert_eq!(auth.verify(&sign(&other, good(json!({})))).await.unwrap_err(), AuthError::Signature);
+    assert_eq!(
+        auth.verify(&sign(&other, good(json!({})))).await.unwrap_err(),
+        AuthError::Signature
+    );
 
     // A payload altered after signing.
     let t = sign(&key, good(json!({})));
@@ -85,7 +105,10 @@ async fn each_bad_token_is_refused_with_its_reason() {
         let h = URL_SAFE_NO_PAD.encode(json!({"alg": alg, "typ": "JWT"}).to_string());
         let p = URL_SAFE_NO_PAD.encode(good(json!({})).to_string());
         let err = auth.verify(&format!("{h}.{p}.")).await.unwrap_err();
-        assert!(matches!(err, AuthError::Malformed | AuthError::Algorithm), "{alg}: {err:?}");
+        assert!(
+            matches!(err, AuthError::Malformed | AuthError::Algorithm),
+            "{alg}: {err:?}"
+        );
     }
     assert_eq!(auth.verify("not a token").await.unwrap_err(), AuthError::Malformed);
 }

@@ -3,6 +3,7 @@
 //! and only then answers each submission and gives its room in the queue back.
 
 use super::queue::{Submission, WriteFailed};
+use crate::feed::Feed;
 use crate::metrics::Metrics;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,6 +28,7 @@ pub struct Writer {
     metrics: Metrics,
     settings: WriterSettings,
     batches_since_prune: u32,
+    feed: Option<Feed>,
 }
 
 /// Prune the rejects table once per this many batches.
@@ -47,7 +49,14 @@ impl Writer {
             metrics,
             settings,
             batches_since_prune: 0,
+            feed: None,
         }
+    }
+
+    /// Publish committed positions to `feed` (the location API's live streams).
+    pub fn with_feed(mut self, feed: Feed) -> Self {
+        self.feed = Some(feed);
+        self
     }
 
     /// Run until `drain` is cancelled and everything queued by then is written, or until every
@@ -122,6 +131,9 @@ impl Writer {
         let mut conflicts = Vec::new();
         match result {
             Ok(outcomes) => {
+                if let Some(feed) = &self.feed {
+                    feed.publish(&rows, &outcomes);
+                }
                 let mut at = 0;
                 for (n, done, row_index, source) in answers {
                     let mine = outcomes[at..at + n].to_vec();

@@ -1,6 +1,8 @@
 //! The command line: `trackgate serve` and the provisioning commands, which work on the database
 //! directly (a running server picks their changes up within `ingest.key_refresh_ms`).
 
+mod operators;
+
 use crate::app;
 use crate::config::Config;
 use anyhow::Context;
@@ -40,6 +42,46 @@ pub enum Command {
     /// Helpers for an external MQTT broker.
     #[command(subcommand)]
     Mqtt(MqttCommand),
+    /// Organizations: the customers whose operators see their devices.
+    #[command(subcommand)]
+    Org(operators::OrgCommand),
+    /// Order groups of an organization: what viewer groups are scoped to.
+    #[command(subcommand)]
+    OrderGroup(operators::OrderGroupCommand),
+    /// User groups of an organization: a role, a scope, and who is a member.
+    #[command(subcommand)]
+    UserGroup(operators::UserGroupCommand),
+    /// Membership rules of a user group.
+    #[command(subcommand)]
+    Rule(operators::RuleCommand),
+    /// Print the audit log, newest first, as JSON lines.
+    Audit {
+        #[arg(long)]
+        org: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Dev mode only: print an ID token signed with the local dev key, for the operators' API.
+    DevToken(DevTokenArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DevTokenArgs {
+    /// The user's email (also the token's subject).
+    #[arg(long)]
+    pub email: String,
+    /// Identity-provider group ids (the `groups` claim); repeat or separate by commas.
+    #[arg(long = "groups", value_delimiter = ',')]
+    pub groups: Vec<String>,
+    /// Identity-provider tenant id (the `tid` claim).
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// Make the holder a platform administrator.
+    #[arg(long)]
+    pub platform_admin: bool,
+    /// Lifetime in seconds.
+    #[arg(long, default_value_t = 8 * 3600)]
+    pub ttl_secs: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -99,6 +141,26 @@ pub enum DeviceCommand {
     Enable {
         id: String,
     },
+    /// Give the device to an organization (clears its order group and shipment).
+    Assign {
+        id: String,
+        #[arg(long)]
+        org: String,
+    },
+    /// Attach the device to a shipment and an order group within its organization.
+    Shipment {
+        id: String,
+        #[arg(long)]
+        org: String,
+        #[arg(long)]
+        order_group: Option<String>,
+        /// The shipment's label, as operators know it.
+        #[arg(long)]
+        label: Option<String>,
+        /// An optional reference (order number, container id).
+        #[arg(long)]
+        reference: Option<String>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -126,6 +188,9 @@ pub enum KeyCommand {
 
 /// Run a provisioning command.
 pub async fn run(config: &Config, command: Command) -> anyhow::Result<()> {
+    if let Command::DevToken(args) = command {
+        return dev_token(config, args);
+    }
     let store = app::open_store(config).await?;
     let result = provision(&store, command).await;
     store.close().await;
@@ -152,7 +217,29 @@ async fn provision(store: &Store, command: Command) -> anyhow::Result<()> {
             DeviceCommand::List(a) => print_list(&store.list(Some(Kind::Device)).await?, a.json)?,
             DeviceCommand::Disable { id } => set_enabled(store, &id, false).await?,
             DeviceCommand::Enable { id } => set_enabled(store, &id, true).await?,
+            DeviceCommand::Assign { id, org } => operators::assign(store, &id, &org).await?,
+            DeviceCommand::Shipment {
+                id,
+                org,
+                order_group,
+                label,
+                reference,
+            } => {
+                let a = trackgate_store::Assignment {
+                    org_id: org,
+                    order_group_id: order_group,
+                    shipment_label: label,
+                    shipment_ref: reference,
+                };
+                operators::shipment(store, &id, a).await?
+            }
         },
+        Command::Org(c) => operators::org(store, c).await?,
+        Command::OrderGroup(c) => operators::order_group(store, c).await?,
+        Command::UserGroup(c) => operators::user_group(store, c).await?,
+        Command::Rule(c) => operators::rule(store, c).await?,
+        Command::Audit { org, limit } => operators::audit(store, org.as_deref(), limit).await?,
+        Command::DevToken(_) => unreachable!("dev-token needs no database"),
         Command::Key(c) => match c {
             KeyCommand::Generate { owner, kid } => {
                 let mut bytes = [0u8; 32];
@@ -221,6 +308,29 @@ async fn provision(store: &Store, command: Command) -> anyhow::Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+/// Mint a dev token: only where the configuration trusts dev tokens.
+fn dev_token(config: &Config, a: DevTokenArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        config.auth.dev_tokens,
+        "dev tokens are off in this configuration (`auth.dev_tokens`; never in production mode)"
+    );
+    anyhow::ensure!(
+        a.email.contains('@'),
+        "--email must be an email address, not {:?}",
+        a.email
+    );
+    let key = crate::auth::dev::DevKey::ensure(&config.data_dir)?;
+    let token = key.mint(&crate::auth::dev::DevClaims {
+        email: a.email,
+        groups: a.groups,
+        tenant: a.tenant,
+        platform_admin: a.platform_admin,
+        ttl_secs: a.ttl_secs,
+    })?;
+    println!("{token}");
     Ok(())
 }
 
