@@ -47,6 +47,30 @@ async fn the_openssl_curl_example_gets_a_200_and_the_record_is_stored() {
 }
 
 #[tokio::test]
+async fn the_dev_sign_in_example_lists_the_device_it_assigned() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_in(dir.path(), "").unwrap();
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(example("dev-sign-in"))
+        .current_dir(dir.path())
+        .env("TG", binary())
+        .env("TRACKGATE_CONFIG", &server.config)
+        .env("URL", format!("https://localhost:{}", server.https.port()))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the example failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answer: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(answer["devices"][0]["id"], "TRK-0100");
+    assert_eq!(answer["devices"][0]["org_id"], "acme");
+}
+
+#[tokio::test]
 async fn on_the_embedded_defaults_both_examples_run_as_written_and_store_their_records() {
     let dir = tempfile::tempdir().unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
