@@ -36,10 +36,10 @@ fn usable(jwk: &Jwk) -> Option<(Algorithm, DecodingKey)> {
         _ => return None,
     };
     // A key marked for another algorithm or for encryption is not for this.
-    if let Some(declared) = jwk.common.key_algorithm {
-        if format!("{declared:?}") != format!("{alg:?}") {
-            return None;
-        }
+    if let Some(declared) = jwk.common.key_algorithm
+        && format!("{declared:?}") != format!("{alg:?}")
+    {
+        return None;
     }
     if matches!(
         jwk.common.public_key_use,
