@@ -15,6 +15,28 @@ fn claims(iss: &str, extra: Value) -> Value {
     c
 }
 
+/// Organization `acme` with device `d-1`, seen by viewer group `g` whose members carry the
+/// identity-provider group `idp_group`.
+fn seed(s: &Server, idp_group: &str) {
+    s.ok(&["org", "add", "acme", "--name", "Acme"], None);
+    s.ok(&["device", "add", "d-1"], None);
+    s.ok(&["device", "assign", "d-1", "--org", "acme"], None);
+    let args = [
+        "user-group",
+        "add",
+        "--org",
+        "acme",
+        "g",
+        "--name",
+        "G",
+        "--role",
+        "viewer",
+    ];
+    let mut args = args.to_vec();
+    args.extend(["--idp-group", idp_group]);
+    s.ok(&args, None);
+}
+
 #[tokio::test]
 async fn id_tokens_from_a_provider_are_verified_against_its_keys() {
     let dir = tempfile::tempdir().unwrap();
@@ -26,25 +48,7 @@ async fn id_tokens_from_a_provider_are_verified_against_its_keys() {
         idp.issuer, idp.ca
     );
     let s = Server::start_in(&dir.path().join("tg"), &extra).unwrap();
-    s.ok(&["org", "add", "acme", "--name", "Acme"], None);
-    s.ok(&["device", "add", "d-1"], None);
-    s.ok(&["device", "assign", "d-1", "--org", "acme"], None);
-    s.ok(
-        &[
-            "user-group",
-            "add",
-            "--org",
-            "acme",
-            "g",
-            "--name",
-            "G",
-            "--role",
-            "viewer",
-            "--idp-group",
-            "g-1",
-        ],
-        None,
-    );
+    seed(&s, "g-1");
     let c = s.client();
     let call = |token: String| {
         let req = c.get(s.url("/v1/devices")).bearer_auth(token);
@@ -236,25 +240,7 @@ async fn an_id_token_from_a_real_openid_provider_is_accepted() {
 
     let extra = format!("[[auth.issuers]]\nissuer = {issuer:?}\naudience = \"trackgate\"\nca = {cert_path:?}\n");
     let s = Server::start_in(&dir.path().join("tg"), &extra).unwrap();
-    s.ok(&["org", "add", "acme", "--name", "Acme"], None);
-    s.ok(&["device", "add", "d-1"], None);
-    s.ok(&["device", "assign", "d-1", "--org", "acme"], None);
-    s.ok(
-        &[
-            "user-group",
-            "add",
-            "--org",
-            "acme",
-            "g",
-            "--name",
-            "G",
-            "--role",
-            "viewer",
-            "--idp-group",
-            "op-group",
-        ],
-        None,
-    );
+    seed(&s, "op-group");
     let c = s.client();
     let me: Value = c
         .get(s.url("/v1/me"))

@@ -187,49 +187,35 @@ impl Sqlite {
         Ok(q.fetch_optional(conn).await?.is_some())
     }
 
-    async fn require_org(conn: &mut SqliteConnection, org: &str) -> Result<(), StoreError> {
-        if Self::exists(conn, "SELECT 1 FROM organizations WHERE id = ?", &[org]).await? {
+    /// `Ok` when `sql` (a `SELECT 1 ...`) finds a row, else `NotFound` naming `kind` and `id`.
+    async fn require(
+        conn: &mut SqliteConnection,
+        sql: &str,
+        binds: &[&str],
+        kind: &'static str,
+    ) -> Result<(), StoreError> {
+        if Self::exists(conn, sql, binds).await? {
             Ok(())
         } else {
             Err(StoreError::NotFound {
-                kind: "organization",
-                id: org.to_owned(),
+                kind,
+                id: binds.join("/"),
             })
         }
+    }
+
+    async fn require_org(conn: &mut SqliteConnection, org: &str) -> Result<(), StoreError> {
+        Self::require(conn, "SELECT 1 FROM organizations WHERE id = ?", &[org], "organization").await
     }
 
     async fn require_order_group(conn: &mut SqliteConnection, org: &str, group: &str) -> Result<(), StoreError> {
-        if Self::exists(
-            conn,
-            "SELECT 1 FROM order_groups WHERE org_id = ? AND id = ?",
-            &[org, group],
-        )
-        .await?
-        {
-            Ok(())
-        } else {
-            Err(StoreError::NotFound {
-                kind: "order group",
-                id: format!("{org}/{group}"),
-            })
-        }
+        let sql = "SELECT 1 FROM order_groups WHERE org_id = ? AND id = ?";
+        Self::require(conn, sql, &[org, group], "order group").await
     }
 
     async fn require_user_group(conn: &mut SqliteConnection, org: &str, group: &str) -> Result<(), StoreError> {
-        if Self::exists(
-            conn,
-            "SELECT 1 FROM user_groups WHERE org_id = ? AND id = ?",
-            &[org, group],
-        )
-        .await?
-        {
-            Ok(())
-        } else {
-            Err(StoreError::NotFound {
-                kind: "user group",
-                id: format!("{org}/{group}"),
-            })
-        }
+        let sql = "SELECT 1 FROM user_groups WHERE org_id = ? AND id = ?";
+        Self::require(conn, sql, &[org, group], "user group").await
     }
 
     pub(crate) async fn add_organization(&self, id: &str, name: &str, audit: &AuditEntry) -> Result<(), StoreError> {
