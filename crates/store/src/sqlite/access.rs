@@ -51,6 +51,13 @@ pub(super) async fn append_audit(conn: &mut SqliteConnection, e: &AuditEntry) ->
     Ok(())
 }
 
+/// Append the change's audit row and commit both together.
+async fn commit_audited(mut tx: sqlx::Transaction<'_, sqlx::Sqlite>, audit: &AuditEntry) -> Result<(), StoreError> {
+    append_audit(&mut tx, audit).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
 /// `AND (<the devices `da` the caller may see>)`; nothing to append for everything.
 pub(super) fn push_visible(b: &mut QueryBuilder<'_, sqlx::Sqlite>, vis: &Visibility) {
     if vis.everything {
@@ -229,9 +236,7 @@ impl Sqlite {
             .execute(&mut *tx)
             .await
             .map_err(|e| unique_or(e, "organization", id))?;
-        append_audit(&mut tx, audit).await?;
-        tx.commit().await?;
-        Ok(())
+        commit_audited(tx, audit).await
     }
 
     pub(crate) async fn organizations(&self, only: Option<&[String]>) -> Result<Vec<Organization>, StoreError> {
@@ -279,9 +284,7 @@ impl Sqlite {
             .execute(&mut *tx)
             .await
             .map_err(|e| unique_or(e, "order group", &format!("{org}/{id}")))?;
-        append_audit(&mut tx, audit).await?;
-        tx.commit().await?;
-        Ok(())
+        commit_audited(tx, audit).await
     }
 
     pub(crate) async fn order_groups(&self, org: &str) -> Result<Vec<OrderGroup>, StoreError> {
@@ -327,9 +330,7 @@ impl Sqlite {
         .bind(crate::now_ms())
         .execute(&mut *tx)
         .await?;
-        append_audit(&mut tx, audit).await?;
-        tx.commit().await?;
-        Ok(())
+        commit_audited(tx, audit).await
     }
 
     /// Set a device's order group and shipment within its organization.
@@ -366,9 +367,7 @@ impl Sqlite {
                 id: format!("{}/{device}", a.org_id),
             });
         }
-        append_audit(&mut tx, audit).await?;
-        tx.commit().await?;
-        Ok(())
+        commit_audited(tx, audit).await
     }
 
     pub(crate) async fn add_user_group(&self, g: &UserGroup, audit: &AuditEntry) -> Result<(), StoreError> {
@@ -404,9 +403,7 @@ impl Sqlite {
         for rule in &g.rules {
             Self::insert_rule(&mut tx, &g.org_id, &g.id, rule).await?;
         }
-        append_audit(&mut tx, audit).await?;
-        tx.commit().await?;
-        Ok(())
+        commit_audited(tx, audit).await
     }
 
     pub(crate) async fn remove_user_group(&self, org: &str, id: &str, audit: &AuditEntry) -> Result<(), StoreError> {
@@ -420,9 +417,7 @@ impl Sqlite {
         ] {
             sqlx::query(sql).bind(org).bind(id).execute(&mut *tx).await?;
         }
-        append_audit(&mut tx, audit).await?;
-        tx.commit().await?;
-        Ok(())
+        commit_audited(tx, audit).await
     }
 
     async fn insert_rule(conn: &mut SqliteConnection, org: &str, group: &str, rule: &Rule) -> Result<(), StoreError> {
@@ -464,9 +459,7 @@ impl Sqlite {
         let mut tx = self.pool.begin().await?;
         Self::require_user_group(&mut tx, org, group).await?;
         Self::insert_rule(&mut tx, org, group, rule).await?;
-        append_audit(&mut tx, audit).await?;
-        tx.commit().await?;
-        Ok(())
+        commit_audited(tx, audit).await
     }
 
     pub(crate) async fn remove_rule(
@@ -493,9 +486,7 @@ impl Sqlite {
                 id: format!("{org}/{group} {} {value}", rule.kind.as_str()),
             });
         }
-        append_audit(&mut tx, audit).await?;
-        tx.commit().await?;
-        Ok(())
+        commit_audited(tx, audit).await
     }
 
     pub(crate) async fn user_groups(&self, org: &str) -> Result<Vec<UserGroup>, StoreError> {
