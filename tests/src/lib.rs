@@ -3,6 +3,7 @@
 //! client), and the real SQLite file read back directly.
 #![forbid(unsafe_code)]
 
+pub mod browser;
 pub mod idp;
 pub mod mosquitto;
 

@@ -13,7 +13,7 @@ use crate::ratelimit::RateLimiter;
 use crate::sources::http::{self, HttpState};
 use crate::sources::mqtt;
 use crate::verify::Verifier;
-use crate::{fsutil, listener, ops, tls};
+use crate::{fsutil, listener, ops, tls, web};
 use anyhow::Context;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -171,10 +171,15 @@ pub async fn serve_until(config: Config, shutdown: CancellationToken) -> anyhow:
         grants_refresh: config.auth.grants_refresh,
         stopping: shutdown.clone(),
     });
+    let mut routes = http::router(state).merge(api::router(api_state));
+    if config.ui.enabled {
+        let web = web::WebState::new(&config.ui, &config.auth, config.mode == Mode::Production)?;
+        routes = routes.merge(web::router(web));
+    }
     let https_task = tokio::spawn(listener::serve_tls(
         https,
         tls_config,
-        http::router(state).merge(api::router(api_state)),
+        routes,
         config.http.handshake_timeout,
         shutdown.clone(),
     ));

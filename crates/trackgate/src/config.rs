@@ -41,6 +41,7 @@ pub struct RawConfig {
     pub mqtt: RawMqtt,
     pub broker: RawBroker,
     pub auth: crate::auth::config::RawAuth,
+    pub ui: crate::web::config::RawUi,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -189,6 +190,8 @@ pub struct Config {
     pub embedded_broker: Option<SocketAddr>,
     /// Operator sign-in.
     pub auth: crate::auth::config::AuthConfig,
+    /// The map page.
+    pub ui: crate::web::config::UiConfig,
 }
 
 /// The broker trackgate consumes from. Secrets are resolved at start, not kept here.
@@ -478,6 +481,7 @@ impl RawConfig {
         let auth = self.auth.validate(mode == Mode::Production)?;
         Ok(Config {
             auth,
+            ui: self.ui.validate()?,
             embedded_broker,
             mqtt,
             mode,

@@ -16,6 +16,9 @@
 //! - the store (crate `trackgate-store`): SQL.
 //! - [`ops`] and [`metrics`]: `/metrics`, `/healthz`, `/readyz` on their own listener.
 //!
+//! Beside them, for operators: [`auth`] (OpenID Connect sign-in), [`api`] (the location and admin
+//! API, fed live by [`feed`]) and [`web`] (the map page at `/`).
+//!
 //! Around them: [`config`] (TOML + environment, validated), [`app`] (wiring and graceful
 //! shutdown) and [`cli`] (serve and provisioning).
 #![forbid(unsafe_code)]
@@ -39,3 +42,4 @@ pub mod ratelimit;
 pub mod sources;
 pub mod tls;
 pub mod verify;
+pub mod web;

@@ -14,7 +14,8 @@ pub use error::ApiFailure;
 use crate::auth::{Auth, Identity, bearer};
 use crate::feed::Feed;
 use axum::extract::{ConnectInfo, FromRequestParts, State};
-use axum::http::header::AUTHORIZATION;
+use axum::http::HeaderValue;
+use axum::http::header::{self, AUTHORIZATION};
 use axum::http::request::Parts;
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
@@ -80,6 +81,15 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/v1/admin/orgs/{org}/audit", get(admin::audit))
         .with_state(state)
+        .layer(axum::middleware::map_response(no_store))
+}
+
+/// Location data is not for caches, and JSON is not to be sniffed as anything else.
+async fn no_store(mut r: axum::response::Response) -> axum::response::Response {
+    let h = r.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    r
 }
 
 /// A signed-in caller, with the user groups its token makes it a member of.

@@ -26,6 +26,8 @@ pub struct RawIssuer {
     pub groups_claim: Option<String>,
     pub tenant_claim: Option<String>,
     pub platform_admins: Vec<String>,
+    pub name: Option<String>,
+    pub scopes: Option<Vec<String>>,
 }
 
 /// Validated `[auth]`.
@@ -59,6 +61,10 @@ pub struct IssuerConfig {
     pub tenant_claim: String,
     /// Emails (as this issuer asserts them) of platform administrators.
     pub platform_admins: Vec<String>,
+    /// What the map page's sign-in button says.
+    pub name: String,
+    /// Scopes the map page asks for; its client id is `audience`.
+    pub scopes: Vec<String>,
 }
 
 fn https(key: &str, url: &str) -> anyhow::Result<()> {
@@ -95,6 +101,18 @@ impl RawAuth {
             if let Some(j) = &raw.jwks_url {
                 https(&at("jwks_url"), j)?;
             }
+            let scopes = raw
+                .scopes
+                .unwrap_or_else(|| vec!["openid".into(), "email".into(), "profile".into()]);
+            if !scopes.iter().any(|s| s == "openid") {
+                bail!("`{}` must include \"openid\"", at("scopes"));
+            }
+            let name = raw.name.unwrap_or_else(|| {
+                reqwest::Url::parse(&issuer)
+                    .ok()
+                    .and_then(|u| u.host_str().map(str::to_owned))
+                    .unwrap_or_else(|| issuer.clone())
+            });
             if issuers.iter().any(|x| x.issuer == issuer) {
                 bail!("`{}`: {issuer:?} is listed twice", at("issuer"));
             }
@@ -113,6 +131,8 @@ impl RawAuth {
                     .iter()
                     .map(|e| e.trim().to_ascii_lowercase())
                     .collect(),
+                name,
+                scopes,
             });
         }
         Ok(AuthConfig {

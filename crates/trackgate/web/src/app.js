@@ -1,0 +1,278 @@
+// The map page: sign in, then the visible devices on a map and in a searchable list, kept live by
+// the stream; a device's details and track on demand. Everything shown comes from the location
+// API with the signed-in user's token, so it is exactly what that user's groups allow.
+
+import { Api } from './api.js';
+import { Devices, ago, battery, label, temperature } from './devices.js';
+import { follow } from './live.js';
+import { DeviceMap } from './map.js';
+import { Session, claims } from './session.js';
+
+const $ = (id) => document.getElementById(id);
+
+function el(tag, className, text) {
+  const e = document.createElement(tag);
+  if (className) e.className = className;
+  if (text !== undefined) e.textContent = text;
+  return e;
+}
+
+async function main() {
+  const config = await (await fetch('/ui/config.json', { cache: 'no-store' })).json();
+  const session = new Session(config);
+  let restored = false;
+  try {
+    restored = await session.restore();
+  } catch (e) {
+    $('signin-error').textContent = `Sign-in failed: ${e.message}`;
+  }
+  if (restored) start(config, session);
+  else showSignIn(config, session);
+}
+
+function showSignIn(config, session) {
+  $('app').hidden = true;
+  $('signin').hidden = false;
+  $('sign-out').hidden = true;
+  const issuers = $('issuers');
+  issuers.replaceChildren();
+  for (const issuer of config.issuers) {
+    const b = el('button', null, `Sign in with ${issuer.name}`);
+    b.type = 'button';
+    b.addEventListener('click', () => session.signInWith(issuer).catch((e) => {
+      $('signin-error').textContent = `Could not reach ${issuer.name}: ${e.message}`;
+    }));
+    issuers.append(b);
+  }
+  $('dev-form').hidden = !config.dev_tokens;
+  $('no-signin').hidden = config.dev_tokens || config.issuers.length > 0;
+  $('dev-form').onsubmit = (ev) => {
+    ev.preventDefault();
+    try {
+      session.useDevToken($('dev-token').value);
+      $('dev-token').value = '';
+      $('signin-error').textContent = '';
+      start(config, session);
+    } catch (e) {
+      $('signin-error').textContent = e.message;
+    }
+  };
+}
+
+async function start(config, session) {
+  const stop = new AbortController();
+  const signOut = async (reason) => {
+    stop.abort();
+    await session.signOut();
+    // A fresh page: no map, markers or data of the previous user survive.
+    if (reason) sessionStorage.setItem('trackgate.signed-out', reason);
+    window.location.replace('/');
+  };
+  const api = new Api(session.token, (detail) => signOut(`Signed out: ${detail}`));
+  let me;
+  try {
+    me = await api.me();
+  } catch (e) {
+    $('signin-error').textContent = e.message;
+    return;
+  }
+  $('signin').hidden = true;
+  $('app').hidden = false;
+  $('sign-out').hidden = false;
+  $('sign-out').onclick = () => signOut(null);
+  $('who').textContent = me.email || me.subject;
+  $('who').title = `${me.email || me.subject} (${me.issuer})`;
+
+  const exp = claims(session.token)?.exp;
+  if (exp) setTimeout(() => signOut('Signed out: the sign-in expired'), Math.max(0, exp * 1000 - Date.now()));
+
+  const devices = new Devices(config.stale_after_secs);
+  const view = new View(devices, api, config);
+  const gone = devices.load(await api.devices());
+  view.sync(gone);
+  view.map.fit();
+
+  setInterval(() => view.sync([]), 30000);
+  follow(api, {
+    signal: stop.signal,
+    onState: (state) => {
+      $('live').dataset.state = state;
+      $('live').textContent = state === 'live' ? 'live' : 'reconnecting…';
+    },
+    onPosition: async (feature) => {
+      const id = feature.properties.device_id;
+      if (!devices.has(id)) {
+        // Newly visible (assigned or granted since the page loaded).
+        try { devices.add(await api.device(id)); } catch { return; }
+      }
+      if (devices.apply(feature)) view.update(id);
+    },
+    onResync: async () => view.sync(devices.load(await api.devices())),
+  });
+}
+
+class View {
+  constructor(devices, api, config) {
+    this.devices = devices;
+    this.api = api;
+    this.selected = null;
+    this.map = new DeviceMap($('map'), config.tiles, (id) => this.select(id));
+    this.items = new Map();
+    $('search').addEventListener('input', () => this.filter());
+    $('d-close').addEventListener('click', () => this.select(null));
+    $('track-form').addEventListener('submit', (ev) => {
+      ev.preventDefault();
+      this.showTrack();
+    });
+  }
+
+  flags(d) {
+    const f = this.devices.flags(d);
+    if (d.id === this.selected) f.push('selected');
+    return f;
+  }
+
+  /** Redraw everything: after a (re)load, and every 30 s so "last seen" and stale stay true. */
+  sync(gone) {
+    for (const id of gone) {
+      this.map.remove(id);
+      this.items.get(id)?.remove();
+      this.items.delete(id);
+      if (id === this.selected) this.select(null);
+    }
+    const list = $('devices');
+    const ordered = this.devices.all().map((d) => this.item(d));
+    list.replaceChildren(...ordered);
+    for (const d of this.devices.all()) this.map.show(d, this.flags(d));
+    this.filter();
+    if (this.selected) this.details(this.devices.get(this.selected));
+  }
+
+  /** One device changed (a live position). */
+  update(id) {
+    const d = this.devices.get(id);
+    const existing = this.items.get(id);
+    const item = this.item(d);
+    if (existing) existing.replaceWith(item);
+    else this.sync([]);
+    this.map.show(d, this.flags(d));
+    if (id === this.selected) this.details(d);
+    this.filter();
+  }
+
+  item(d) {
+    const li = el('li');
+    li.dataset.device = d.id;
+    const b = el('button', this.flags(d).join(' '));
+    b.type = 'button';
+    b.dataset.device = d.id;
+    const name = el('span', 'label', label(d));
+    const flags = this.devices.flags(d);
+    if (flags.includes('stale')) name.append(el('span', 'badge stale', 'stale'));
+    if (flags.includes('low')) name.append(el('span', 'badge low', 'low battery'));
+    const meta = [d.shipment_label ? d.id : null, ago(d.last_seen_ms), battery(d), temperature(d)]
+      .filter(Boolean)
+      .join(' · ');
+    b.append(name, el('span', 'meta', meta));
+    b.addEventListener('click', () => this.select(d.id));
+    li.append(b);
+    this.items.set(d.id, li);
+    return li;
+  }
+
+  filter() {
+    const q = $('search').value.trim();
+    let shown = 0;
+    for (const [id, li] of this.items) {
+      const match = this.devices.matches(this.devices.get(id), q);
+      li.hidden = !match;
+      if (match) shown += 1;
+    }
+    const total = this.items.size;
+    $('count').textContent = q ? `${shown} of ${total} devices` : `${total} devices`;
+  }
+
+  select(id) {
+    const previous = this.selected;
+    this.selected = id;
+    for (const other of [previous, id]) {
+      if (other && this.devices.has(other)) this.update(other);
+    }
+    this.map.clearTrack();
+    $('t-status').textContent = '';
+    delete $('t-status').dataset.points;
+    if (!id) {
+      $('details').hidden = true;
+      return;
+    }
+    const d = this.devices.get(id);
+    const to = new Date(Date.now() + 60000);
+    const from = new Date(to.getTime() - 24 * 3600 * 1000);
+    $('t-from').value = local(from);
+    $('t-to').value = local(to);
+    this.details(d);
+    $('details').hidden = false;
+    this.map.focus(id);
+  }
+
+  details(d) {
+    $('d-title').textContent = label(d);
+    const rows = [
+      ['Device', d.id],
+      ['Shipment', [d.shipment_label, d.shipment_ref].filter(Boolean).join(' / ') || null],
+      ['Organization', d.org_id],
+      ['Order group', d.order_group_id],
+      ['Last seen', d.last_seen_ms == null ? 'never' : `${new Date(d.last_seen_ms).toLocaleString()} (${ago(d.last_seen_ms)})`],
+      ['Position', d.position ? `${d.position.lat.toFixed(5)}, ${d.position.lon.toFixed(5)}` : 'none yet'],
+      ['Battery', battery(d)],
+      ['Temperature', temperature(d)],
+      ['Status', this.devices.stale(d) ? 'stale: no recent data' : 'reporting'],
+    ];
+    const dl = $('d-fields');
+    dl.replaceChildren();
+    for (const [k, v] of rows) {
+      if (v == null) continue;
+      dl.append(el('dt', null, k), el('dd', null, String(v)));
+    }
+  }
+
+  async showTrack() {
+    const id = this.selected;
+    const from = new Date($('t-from').value).getTime();
+    const to = new Date($('t-to').value).getTime();
+    const status = $('t-status');
+    if (!(from < to)) {
+      status.textContent = '"From" must be before "To".';
+      return;
+    }
+    status.textContent = 'Loading track…';
+    delete status.dataset.points;
+    try {
+      const { points, truncated } = await this.api.track(id, from, to);
+      if (this.selected !== id) return;
+      this.map.showTrack(points);
+      status.dataset.points = String(points.length);
+      status.textContent = points.length === 0
+        ? 'No positions in this range.'
+        : `${points.length} positions${truncated ? ' (the first 100,000 only)' : ''}.`;
+    } catch (e) {
+      status.textContent = `Could not load the track: ${e.message}`;
+    }
+  }
+}
+
+/** A Date as the value of a datetime-local input (local time, to the second). */
+function local(date) {
+  const p = (n) => String(n).padStart(2, '0');
+  return `${date.getFullYear()}-${p(date.getMonth() + 1)}-${p(date.getDate())}T${p(date.getHours())}:${p(date.getMinutes())}:${p(date.getSeconds())}`;
+}
+
+const notice = sessionStorage.getItem('trackgate.signed-out');
+if (notice) {
+  sessionStorage.removeItem('trackgate.signed-out');
+  $('signin-error').textContent = notice;
+}
+main().catch((e) => {
+  $('signin').hidden = false;
+  $('signin-error').textContent = `The page failed to start: ${e.message}`;
+});

@@ -1,0 +1,118 @@
+// The map: one marker per device with a position, clustered when many are close; the selected
+// device's track as a polyline. Tiles are optional: without them (none configured, or none
+// reachable) markers and tracks are drawn on a plain background.
+
+function el(tag, className, text) {
+  const e = document.createElement(tag);
+  if (className) e.className = className;
+  if (text !== undefined) e.textContent = text;
+  return e;
+}
+
+function escapeHtml(s) {
+  return s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+}
+
+export class DeviceMap {
+  constructor(container, tiles, onSelect) {
+    this.onSelect = onSelect;
+    // The cluster layer needs the map's maximum zoom, with or without tiles.
+    const maxZoom = tiles ? tiles.max_zoom : 19;
+    this.map = L.map(container, { worldCopyJump: true, maxZoom }).setView([30, 0], 2);
+    if (tiles) this.addTiles(container, tiles);
+    this.markers = new Map();
+    this.cluster = L.markerClusterGroup({ showCoverageOnHover: false, maxClusterRadius: 40 });
+    this.map.addLayer(this.cluster);
+    this.trackLayer = L.layerGroup().addTo(this.map);
+    const FitAll = L.Control.extend({
+      onAdd: () => {
+        const b = el('button', 'tg-fit-all leaflet-bar', 'All devices');
+        b.type = 'button';
+        b.title = 'Zoom to show every device';
+        L.DomEvent.disableClickPropagation(b);
+        b.addEventListener('click', () => this.fit());
+        return b;
+      },
+    });
+    new FitAll({ position: 'topright' }).addTo(this.map);
+  }
+
+  addTiles(container, tiles) {
+    const layer = L.tileLayer(tiles.url, { attribution: tiles.attribution, maxZoom: tiles.max_zoom });
+    const Note = L.Control.extend({
+      onAdd: () => el('div', 'tiles-note', 'Map tiles unavailable: positions on a plain background'),
+    });
+    const note = new Note({ position: 'bottomleft' });
+    let shown = false;
+    layer.on('tileerror', () => {
+      if (!shown) { note.addTo(this.map); shown = true; container.dataset.tiles = 'unavailable'; }
+    });
+    layer.on('tileload', () => {
+      if (shown) { note.remove(); shown = false; }
+      container.dataset.tiles = 'loaded';
+    });
+    layer.addTo(this.map);
+  }
+
+  icon(device, flags) {
+    // A string, not an element: Leaflet may create a marker's icon more than once (clusters).
+    return L.divIcon({
+      className: ['tg-marker', ...flags].join(' '),
+      html: `<span class="tg-dot" data-device="${escapeHtml(device.id)}"></span>`,
+      iconSize: [18, 18],
+      iconAnchor: [9, 9],
+    });
+  }
+
+  /** Add or move a device's marker; `flags` are CSS classes (stale, low, selected). */
+  show(device, flags) {
+    const p = device.position;
+    if (!p) return;
+    let m = this.markers.get(device.id);
+    const label = device.shipment_label || device.id;
+    if (!m) {
+      m = L.marker([p.lat, p.lon], { icon: this.icon(device, flags), title: label, keyboard: true });
+      m.on('click', () => this.onSelect(device.id));
+      this.markers.set(device.id, m);
+      this.cluster.addLayer(m);
+    } else {
+      const at = m.getLatLng();
+      if (at.lat !== p.lat || at.lng !== p.lon) m.setLatLng([p.lat, p.lon]);
+      m.setIcon(this.icon(device, flags));
+    }
+  }
+
+  remove(id) {
+    const m = this.markers.get(id);
+    if (m) { this.cluster.removeLayer(m); this.markers.delete(id); }
+  }
+
+  /** Fit the view to every marker (once, after the first load). */
+  fit() {
+    const points = [...this.markers.values()].map((m) => m.getLatLng());
+    if (points.length === 1) this.map.setView(points[0], 10);
+    else if (points.length > 1) this.map.fitBounds(L.latLngBounds(points), { padding: [30, 30], maxZoom: 12 });
+  }
+
+  focus(id) {
+    const m = this.markers.get(id);
+    if (m) this.cluster.zoomToShowLayer(m, () => {});
+  }
+
+  /** Draw a track (GeoJSON Point features, oldest first) and fit it into view. */
+  showTrack(points) {
+    this.trackLayer.clearLayers();
+    if (points.length === 0) return;
+    const latlngs = points.map((f) => [f.geometry.coordinates[1], f.geometry.coordinates[0]]);
+    const line = L.polyline(latlngs, { className: 'tg-track', weight: 3, opacity: 0.85 });
+    this.trackLayer.addLayer(line);
+    this.trackLayer.addLayer(L.circleMarker(latlngs[0], { radius: 5, className: 'tg-track-start' }));
+    this.trackLayer.addLayer(L.circleMarker(latlngs[latlngs.length - 1], { radius: 5, className: 'tg-track-end' }));
+    if (latlngs.length > 1) this.map.fitBounds(line.getBounds(), { padding: [30, 30], maxZoom: 15 });
+    else this.map.setView(latlngs[0], 13);
+  }
+
+  clearTrack() {
+    this.trackLayer.clearLayers();
+  }
+}

@@ -1,0 +1,384 @@
+//! The map page in a real browser (Debian's Chromium, driven by playwright-core) against the
+//! real binary: dev-token sign-in, exactly the user's devices on the map and in the list, stale
+//! and low-battery marks, search, a record ingested over HTTPS moving its marker without a
+//! reload, a device's track, reconnecting after the server restarts, another organization's user
+//! seeing none of it, a phone-sized screen, and the page working with the tile servers blocked.
+//! Screenshots are written under `target/test-artefacts/map/`.
+
+use serde_json::{Value, json};
+use std::io::Write;
+use trackgate_e2e::browser::{Browser, artefacts};
+use trackgate_e2e::{Key, Server, free_port, now_ms, vector_supplier};
+
+/// (device, organization, latitude, longitude): cities far enough apart never to cluster.
+const DEVICES: [(&str, &str, f64, f64); 6] = [
+    ("a-ham", "acme", 53.55, 9.99),
+    ("a-mun", "acme", 48.14, 11.58),
+    ("a-par", "acme", 48.86, 2.35),
+    ("a-old", "acme", 48.21, 16.37),
+    ("g-mad", "globex", 40.42, -3.70),
+    ("g-rom", "globex", 41.90, 12.50),
+];
+const ACME: [&str; 4] = ["a-ham", "a-mun", "a-old", "a-par"];
+const GLOBEX: [&str; 2] = ["g-mad", "g-rom"];
+/// Positions per device in the seeded track.
+const TRACK: u64 = 5;
+
+fn key(id: &str) -> Key {
+    Key::derived(id, "k1")
+}
+
+/// A server on a fixed port (so the page can reconnect to the same origin after a restart).
+fn server(dir: &std::path::Path) -> Server {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut f = std::fs::File::create(dir.join("trackgate.toml")).unwrap();
+    writeln!(
+        f,
+        "mode = \"dev\"\ndata_dir = {:?}\nhttp.listen = \"127.0.0.1:{}\"\nops.listen = \"127.0.0.1:0\"\n\
+         log.format = \"json\"\nlog.level = \"info\"\nauth.grants_refresh_secs = 1",
+        dir.join("data"),
+        free_port()
+    )
+    .unwrap();
+    Server::start_in(dir, "").unwrap()
+}
+
+fn seed(s: &Server) {
+    s.add_supplier(&vector_supplier());
+    for (org, name) in [("acme", "Acme Packaging"), ("globex", "Globex")] {
+        s.ok(&["org", "add", org, "--name", name], None);
+        s.ok(
+            &[
+                "user-group",
+                "add",
+                "--org",
+                org,
+                "staff",
+                "--name",
+                "staff",
+                "--role",
+                "viewer",
+                "--domain",
+                &format!("{org}.example"),
+            ],
+            None,
+        );
+    }
+    for (dev, org, _, _) in DEVICES {
+        s.add_device(&key(dev), Some("ACME"));
+        s.ok(&["device", "assign", dev, "--org", org], None);
+        let label = format!("crate {dev}");
+        s.ok(&["device", "shipment", dev, "--org", org, "--label", &label], None);
+    }
+}
+
+fn envelope(dev: &str, seq: u64, ts: u64, lat: f64, lon: f64, bat: f64) -> String {
+    key(dev).envelope(&format!(
+        r#"{{"dev":"{dev}","seq":{seq},"ts":{ts},"lat":{lat},"lon":{lon},"bat":{bat},"tmp":4.5}}"#
+    ))
+}
+
+async fn post(s: &Server, envelopes: &[String]) {
+    let body = format!("[{}]", envelopes.join(","));
+    let reply = s.post(&s.client(), &vector_supplier(), "application/json", &body).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.counts().0, envelopes.len() as u64, "{}", reply.body);
+}
+
+/// Five positions per device over the last 50 minutes, zigzagging north (a-old's three hours ago: stale);
+/// a-par's battery is low.
+async fn seed_tracks(s: &Server) {
+    let now = now_ms();
+    let mut all = Vec::new();
+    for (dev, _, lat, lon) in DEVICES {
+        let end = if dev == "a-old" {
+            now - 3 * 3600 * 1000
+        } else {
+            now - 60_000
+        };
+        let bat = if dev == "a-par" { 12.0 } else { 80.0 };
+        for seq in 1..=TRACK {
+            let ts = end - (TRACK - seq) * 600_000;
+            // A zigzag, so no point of the drawn line is redundant.
+            let (north, east) = (seq as f64 * 0.01, (seq % 2) as f64 * 0.01);
+            all.push(envelope(dev, seq, ts, lat + north, lon + east, bat));
+        }
+    }
+    post(s, &all).await;
+}
+
+fn token(s: &Server, email: &str) -> String {
+    s.ok(&["dev-token", "--email", email], None).trim().to_owned()
+}
+
+fn ids(v: &Value) -> Vec<String> {
+    let mut out: Vec<String> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_owned())
+        .collect();
+    out.sort();
+    out
+}
+
+fn marker<'a>(markers: &'a Value, id: &str) -> &'a Value {
+    markers
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == id)
+        .unwrap_or_else(|| panic!("no marker for {id} in {markers}"))
+}
+
+fn classes(v: &Value) -> Vec<&str> {
+    v["classes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect()
+}
+
+/// Open the page in a fresh browser context and sign in with a dev token.
+fn sign_in(b: &mut Browser, s: &Server, email: &str, viewport: (u32, u32), tiles: &str) -> Value {
+    b.call(
+        "launch",
+        json!({"viewport": {"width": viewport.0, "height": viewport.1}, "tiles": tiles, "dir": artefacts("map")}),
+    );
+    let page = b.call("goto", json!({"url": s.url("/")}));
+    assert_eq!(page["status"], 200);
+    let who = b.call("dev_sign_in", json!({"token": token(s, email)}));
+    assert_eq!(who, email);
+    page
+}
+
+#[tokio::test]
+async fn operator_sees_own_devices_live_with_tracks_and_reconnects() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = server(dir.path());
+    seed(&s);
+    seed_tracks(&s).await;
+    let mut b = Browser::start();
+
+    // The page's security headers.
+    let page = sign_in(&mut b, &s, "clerk@acme.example", (1280, 800), "serve");
+    let h = &page["headers"];
+    let csp = h["content-security-policy"].as_str().unwrap();
+    assert!(
+        csp.contains("script-src 'self';") && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
+    assert!(
+        csp.contains("img-src 'self' data: https://tile.openstreetmap.org;"),
+        "{csp}"
+    );
+    assert_eq!(h["x-content-type-options"], "nosniff");
+    assert_eq!(h["referrer-policy"], "strict-origin");
+
+    // Exactly acme's devices, on the map and in the list; stale and low battery marked.
+    let markers = b.call("wait_markers", json!({"ids": ACME}));
+    assert!(classes(marker(&markers, "a-old")).contains(&"stale"), "{markers}");
+    assert!(classes(marker(&markers, "a-par")).contains(&"low"), "{markers}");
+    assert!(!classes(marker(&markers, "a-ham")).contains(&"stale"), "{markers}");
+    let list = b.call("list", Value::Null);
+    assert_eq!(ids(&list), ACME);
+    let par = list.as_array().unwrap().iter().find(|x| x["id"] == "a-par").unwrap();
+    assert!(par["text"].as_str().unwrap().contains("12 %"), "{par}");
+    assert!(par["text"].as_str().unwrap().contains("low battery"), "{par}");
+    let old = list.as_array().unwrap().iter().find(|x| x["id"] == "a-old").unwrap();
+    assert!(old["text"].as_str().unwrap().contains("stale"), "{old}");
+    let tiles = b.errors()["tiles"]["served"].as_u64().unwrap();
+    assert!(tiles > 0, "the map asked for no tiles");
+    b.call("wait_live", json!({"state": "live"}));
+    b.call("screenshot", json!({"name": "desktop-signed-in"}));
+
+    // Search by device id or shipment label.
+    assert_eq!(b.call("search", json!({"text": "MUN"})), json!(["a-mun"]));
+    assert_eq!(
+        b.call("search", json!({"text": "crate a-"})).as_array().unwrap().len(),
+        4
+    );
+    assert_eq!(b.call("search", json!({"text": "g-mad"})), json!([]));
+    b.call("search", json!({"text": ""}));
+
+    // A record ingested over HTTPS moves its marker, without a reload; another organization's
+    // record in the same batch shows nowhere.
+    let before = marker(&b.call("markers", Value::Null), "a-ham").clone();
+    b.call("eval", json!({"expr": "window.__samePage = 42"}));
+    let now = now_ms();
+    post(
+        &s,
+        &[
+            envelope("g-mad", TRACK + 1, now, 40.0, -3.0, 50.0),
+            envelope("a-ham", TRACK + 1, now, 54.2, 10.6, 77.0),
+        ],
+    )
+    .await;
+    let moved = b.call("wait_moved", json!({"id": "a-ham", "x": before["x"], "y": before["y"]}));
+    assert!(
+        moved["x"].as_f64().unwrap() > before["x"].as_f64().unwrap(),
+        "moved east: {moved}"
+    );
+    assert!(
+        moved["y"].as_f64().unwrap() < before["y"].as_f64().unwrap(),
+        "moved north: {moved}"
+    );
+    assert_eq!(
+        b.call("eval", json!({"expr": "window.__samePage"})),
+        42,
+        "the page reloaded"
+    );
+    assert_eq!(ids(&b.call("markers", Value::Null)), ACME);
+    b.call(
+        "wait_text",
+        json!({"selector": "#devices li[data-device=a-ham]", "contains": "77 %"}),
+    );
+
+    // A late record from a device's backlog (older than what the map shows) moves nothing.
+    let ham = marker(&b.call("markers", Value::Null), "a-ham").clone();
+    let mun = marker(&b.call("markers", Value::Null), "a-mun").clone();
+    post(
+        &s,
+        &[
+            envelope("a-ham", TRACK + 2, now - 30 * 60_000, 50.0, 5.0, 20.0),
+            envelope("a-mun", TRACK + 1, now_ms(), 47.6, 12.2, 79.0),
+        ],
+    )
+    .await;
+    b.call("wait_moved", json!({"id": "a-mun", "x": mun["x"], "y": mun["y"]}));
+    assert_eq!(
+        marker(&b.call("markers", Value::Null), "a-ham"),
+        &ham,
+        "a late record moved a-ham"
+    );
+    let list = b.call("list", Value::Null);
+    let ham_item = list.as_array().unwrap().iter().find(|x| x["id"] == "a-ham").unwrap();
+    assert!(ham_item["text"].as_str().unwrap().contains("77 %"), "{ham_item}");
+    b.call("screenshot", json!({"name": "desktop-live-moved"}));
+
+    // A device's details and its track over the chosen range (the default: the last 24 h).
+    let fields = b.call("select", json!({"id": "a-mun"}));
+    assert!(fields.as_str().unwrap().contains("crate a-mun"), "{fields}");
+    let track = b.call("track", json!({}));
+    assert_eq!(track["points"], TRACK + 1, "{track}");
+    assert_eq!(track["lines"], 1, "{track}");
+    // Leaflet simplifies what it draws at the current zoom, so only a line is certain.
+    assert!(track["vertices"].as_u64().unwrap() >= 2, "{track}");
+    b.call("screenshot", json!({"name": "desktop-track"}));
+    // A range with nothing in it draws nothing.
+    let empty = b.call(
+        "track",
+        json!({"from": "2020-01-01T00:00:00", "to": "2020-01-02T00:00:00"}),
+    );
+    assert_eq!(empty["points"], 0, "{empty}");
+    assert_eq!(empty["lines"], 0, "{empty}");
+    b.assert_clean("while signed in");
+
+    // Back to every device.
+    b.call("click", json!({"selector": "#d-close"}));
+    b.call("click", json!({"selector": ".tg-fit-all"}));
+    b.call("wait_markers", json!({"ids": ACME}));
+
+    // The server restarts: the page notices, reconnects to the stream, and follows it again.
+    s.restart().unwrap();
+    b.call("wait_live", json!({"state": "reconnecting"}));
+    b.call("wait_live", json!({"state": "live"}));
+    let before = marker(&b.call("markers", Value::Null), "a-par").clone();
+    post(&s, &[envelope("a-par", TRACK + 1, now_ms(), 47.9, 1.9, 11.0)]).await;
+    b.call("wait_moved", json!({"id": "a-par", "x": before["x"], "y": before["y"]}));
+    assert_eq!(
+        b.call("eval", json!({"expr": "window.__samePage"})),
+        42,
+        "the page reloaded"
+    );
+    let e = b.errors();
+    // Only the dropped stream may have logged (Chromium reports a broken chunked response).
+    for c in e["console"].as_array().unwrap() {
+        assert!(
+            c["url"].as_str().unwrap_or_default().contains("/v1/stream"),
+            "console error: {c}"
+        );
+    }
+    assert_eq!(e["page"], json!([]));
+    assert_eq!(e["external"], json!([]));
+}
+
+#[tokio::test]
+async fn other_organizations_phones_and_no_tiles() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = server(dir.path());
+    seed(&s);
+    seed_tracks(&s).await;
+    let mut b = Browser::start();
+
+    // Globex's user sees Globex's devices and nothing of acme's, anywhere on the page.
+    sign_in(&mut b, &s, "ops@globex.example", (1280, 800), "serve");
+    b.call("wait_markers", json!({"ids": GLOBEX}));
+    b.call("wait_live", json!({"state": "live"}));
+    assert_eq!(ids(&b.call("list", Value::Null)), GLOBEX);
+    post(&s, &[envelope("a-mun", TRACK + 1, now_ms(), 48.5, 11.9, 70.0)]).await;
+    // The acme record is committed and streamed to whoever may see it; give the page a moment
+    // to (wrongly) show it, then look for any trace of acme.
+    let before = marker(&b.call("markers", Value::Null), "g-rom").clone();
+    post(&s, &[envelope("g-rom", TRACK + 1, now_ms(), 42.5, 13.0, 70.0)]).await;
+    b.call("wait_moved", json!({"id": "g-rom", "x": before["x"], "y": before["y"]}));
+    let html = b.call("eval", json!({"expr": "document.documentElement.outerHTML"}));
+    for dev in ACME {
+        assert!(!html.as_str().unwrap().contains(dev), "{dev} appears on Globex's page");
+    }
+    assert_eq!(ids(&b.call("markers", Value::Null)), GLOBEX);
+    b.call("screenshot", json!({"name": "other-organization"}));
+    b.assert_clean("for the other organization");
+
+    // A user in no group signs in and sees an empty map.
+    sign_in(&mut b, &s, "nobody@elsewhere.example", (1280, 800), "serve");
+    b.call("wait_live", json!({"state": "live"}));
+    assert_eq!(b.call("markers", Value::Null), json!([]));
+    assert_eq!(b.call("list", Value::Null), json!([]));
+
+    // A phone-sized screen: the map on top, the list below it, both usable.
+    sign_in(&mut b, &s, "clerk@acme.example", (390, 844), "serve");
+    b.call("wait_markers", json!({"ids": ACME}));
+    let layout = b.call(
+        "eval",
+        json!({"expr": "(() => { const m = document.getElementById('map').getBoundingClientRect(); \
+            const l = document.querySelector('.side').getBoundingClientRect(); \
+            return { mapBottom: m.bottom, mapWidth: m.width, listTop: l.top, listWidth: l.width, \
+                     scrollWidth: document.documentElement.scrollWidth }; })()"}),
+    );
+    assert!(layout["mapBottom"].as_f64() <= layout["listTop"].as_f64(), "{layout}");
+    assert_eq!(layout["mapWidth"], 390, "{layout}");
+    assert_eq!(layout["listWidth"], 390, "{layout}");
+    assert_eq!(layout["scrollWidth"], 390, "no sideways scrolling: {layout}");
+    let title = b.call("select_marker", json!({"id": "a-ham"}));
+    assert_eq!(title, "crate a-ham");
+    b.call("screenshot", json!({"name": "phone"}));
+    b.assert_clean("on a phone");
+
+    // The tile servers are unreachable: markers still appear on a plain background, the page
+    // says the tiles are unavailable, and the only errors are the failed tile requests.
+    sign_in(&mut b, &s, "clerk@acme.example", (1280, 800), "block");
+    b.call("wait_markers", json!({"ids": ACME}));
+    b.call("wait_live", json!({"state": "live"}));
+    b.call(
+        "wait_text",
+        json!({"selector": ".leaflet-control-container", "contains": "tiles unavailable"}),
+    );
+    b.call("select", json!({"id": "a-par"}));
+    assert_eq!(b.call("track", json!({}))["points"], TRACK);
+    b.call("screenshot", json!({"name": "tiles-blocked"}));
+    let e = b.errors();
+    assert!(e["tiles"]["blocked"].as_u64().unwrap() > 0, "{e}");
+    for c in e["console"].as_array().unwrap() {
+        assert!(
+            c["url"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("https://tile.openstreetmap.org/"),
+            "an error other than a blocked tile: {c}"
+        );
+    }
+    assert_eq!(e["page"], json!([]));
+    assert_eq!(e["external"], json!([]));
+}
