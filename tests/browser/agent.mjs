@@ -87,7 +87,7 @@ async function markers() {
 const sorted = (xs) => [...xs].sort();
 
 const ops = {
-  async launch({ viewport = { width: 1280, height: 800 }, tiles = 'serve', dir = '.' }) {
+  async launch({ viewport = { width: 1280, height: 800 }, tiles = 'serve', dir = '.', allow = [] }) {
     artefacts = dir;
     fs.mkdirSync(artefacts, { recursive: true });
     browser ??= await chromium.launch({
@@ -102,6 +102,7 @@ const ops = {
     await context.route('**/*', async (route) => {
       const url = route.request().url();
       if (origin && url.startsWith(origin)) return route.continue();
+      if (allow.some((o) => url.startsWith(`${o}/`))) return route.continue();
       if (url.startsWith(TILES)) {
         if (tiles === 'serve') {
           seen.tiles.served += 1;
@@ -110,12 +111,12 @@ const ops = {
         seen.tiles.blocked += 1;
         return route.abort('internetdisconnected');
       }
-      seen.external.push(url);
+      seen.external.push({ url, page: page ? page.url() : null });
       return route.abort('blockedbyclient');
     });
     page = await context.newPage();
     page.on('console', (m) => {
-      if (m.type() === 'error') seen.console.push({ text: m.text(), url: m.location().url });
+      if (m.type() === 'error') seen.console.push({ text: m.text(), url: m.location().url, page: page.url() });
     });
     page.on('pageerror', (e) => seen.page.push(String(e)));
     return true;
@@ -137,6 +138,33 @@ const ops = {
     await page.locator('#dev-form button[type=submit]').click();
     await page.locator('#app').waitFor({ state: 'visible', timeout: TIMEOUT });
     return page.locator('#who').textContent();
+  },
+
+  /**
+   * Sign in through an OpenID provider: click its button, type `login` (and any password) into
+   * its login page, accept its consent page, and wait to be back on the map, signed in.
+   */
+  async provider_sign_in({ button, login }) {
+    await Promise.all([
+      page.waitForURL((u) => u.origin !== origin, { timeout: TIMEOUT }),
+      page.getByRole('button', { name: button }).click(),
+    ]);
+    for (let step = 0; step < 6; step++) {
+      await page.waitForLoadState('load');
+      if (new URL(page.url()).origin === origin) break;
+      const form = page.locator('input[name=login]');
+      if (await form.count()) {
+        await form.fill(login);
+        await page.locator('input[name=password]').fill('any');
+      }
+      const before = page.url();
+      await Promise.all([
+        page.waitForURL((u) => u.href !== before, { timeout: TIMEOUT }),
+        page.locator('button[type=submit]').first().click(),
+      ]);
+    }
+    await page.locator('#app').waitFor({ state: 'visible', timeout: TIMEOUT });
+    return { who: await page.locator('#who').textContent(), url: page.url() };
   },
 
   /** Wait until the markers on the map are exactly `ids`. */

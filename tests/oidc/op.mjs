@@ -3,7 +3,10 @@
 // signs in through its interaction pages (authorization code flow with PKCE) and prints the ID
 // token.
 //
-//   node op.mjs serve PORT CERT KEY        prints "ready" once listening
+//   node op.mjs serve PORT CERT KEY [MAP_REDIRECT]
+//                                          prints "ready" once listening; with MAP_REDIRECT it
+//                                          also registers the map page as a public client
+//                                          (`trackgate-map`: PKCE, no secret, CORS for its origin)
 //   node op.mjs login ISSUER LOGIN         prints the ID token (set NODE_EXTRA_CA_CERTS=CERT)
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -11,18 +14,28 @@ import https from 'node:https';
 
 const CLIENT = { id: 'trackgate', secret: 'test-client-secret', redirect: 'https://localhost/callback' };
 
-async function serve(port, cert, key) {
+async function serve(port, cert, key, mapRedirect) {
   const { default: Provider } = await import('oidc-provider');
   const issuer = `https://localhost:${port}`;
-  const provider = new Provider(issuer, {
-    clients: [{
-      client_id: CLIENT.id,
-      client_secret: CLIENT.secret,
-      redirect_uris: [CLIENT.redirect],
+  const clients = [{
+    client_id: CLIENT.id,
+    client_secret: CLIENT.secret,
+    redirect_uris: [CLIENT.redirect],
+    grant_types: ['authorization_code'],
+    response_types: ['code'],
+    token_endpoint_auth_method: 'client_secret_post',
+  }];
+  if (mapRedirect) {
+    clients.push({
+      client_id: 'trackgate-map',
+      redirect_uris: [mapRedirect],
       grant_types: ['authorization_code'],
       response_types: ['code'],
-      token_endpoint_auth_method: 'client_secret_post',
-    }],
+      token_endpoint_auth_method: 'none',
+    });
+  }
+  const provider = new Provider(issuer, {
+    clients,
     async findAccount(ctx, id) {
       return {
         accountId: id,
@@ -109,4 +122,4 @@ async function login(issuer, user) {
 const [cmd, ...args] = process.argv.slice(2);
 if (cmd === 'serve') await serve(...args);
 else if (cmd === 'login') await login(...args);
-else { console.error('usage: op.mjs serve PORT CERT KEY | login ISSUER LOGIN'); process.exit(2); }
+else { console.error('usage: op.mjs serve PORT CERT KEY [MAP_REDIRECT] | login ISSUER LOGIN'); process.exit(2); }

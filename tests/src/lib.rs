@@ -6,6 +6,7 @@
 pub mod browser;
 pub mod idp;
 pub mod mosquitto;
+pub mod op;
 
 use anyhow::{Context, bail};
 use serde_json::Value;

@@ -8,6 +8,7 @@
 use serde_json::{Value, json};
 use std::io::Write;
 use trackgate_e2e::browser::{Browser, artefacts};
+use trackgate_e2e::op::{MAP_CLIENT, RealOp};
 use trackgate_e2e::{Key, Server, free_port, now_ms, vector_supplier};
 
 /// (device, organization, latitude, longitude): cities far enough apart never to cluster.
@@ -30,14 +31,17 @@ fn key(id: &str) -> Key {
 
 /// A server on a fixed port (so the page can reconnect to the same origin after a restart).
 fn server(dir: &std::path::Path) -> Server {
+    server_on(dir, free_port(), "")
+}
+
+fn server_on(dir: &std::path::Path, port: u16, extra_toml: &str) -> Server {
     std::fs::create_dir_all(dir).unwrap();
     let mut f = std::fs::File::create(dir.join("trackgate.toml")).unwrap();
     writeln!(
         f,
-        "mode = \"dev\"\ndata_dir = {:?}\nhttp.listen = \"127.0.0.1:{}\"\nops.listen = \"127.0.0.1:0\"\n\
-         log.format = \"json\"\nlog.level = \"info\"\nauth.grants_refresh_secs = 1",
+        "mode = \"dev\"\ndata_dir = {:?}\nhttp.listen = \"127.0.0.1:{port}\"\nops.listen = \"127.0.0.1:0\"\n\
+         log.format = \"json\"\nlog.level = \"info\"\nauth.grants_refresh_secs = 1\n{extra_toml}",
         dir.join("data"),
-        free_port()
     )
     .unwrap();
     Server::start_in(dir, "").unwrap()
@@ -381,4 +385,107 @@ async fn other_organizations_phones_and_no_tiles() {
     }
     assert_eq!(e["page"], json!([]));
     assert_eq!(e["external"], json!([]));
+}
+
+/// Sign in through a real OpenID provider (oidc-provider from npm): the authorization code flow
+/// with PKCE, in the browser, through the provider's own login and consent pages. The page ends
+/// up signed in as the provider's user, with no code or token left in its address.
+#[tokio::test]
+async fn operator_signs_in_through_an_openid_provider() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let op = RealOp::start(&dir.path().join("op"), Some(&format!("https://localhost:{port}/")));
+    let issuer = format!(
+        "[[auth.issuers]]\nissuer = {:?}\naudience = {MAP_CLIENT:?}\nca = {:?}\nname = \"Test OP\"\n\
+         scopes = [\"openid\", \"email\", \"groups\"]\n",
+        op.issuer, op.ca
+    );
+    let s = server_on(&dir.path().join("tg"), port, &issuer);
+    seed(&s);
+    // The provider's users are all in `op-group` and have @op.example addresses.
+    s.ok(
+        &[
+            "user-group",
+            "add",
+            "--org",
+            "acme",
+            "op-users",
+            "--name",
+            "op-users",
+            "--role",
+            "viewer",
+            "--idp-group",
+            "op-group",
+        ],
+        None,
+    );
+    seed_tracks(&s).await;
+
+    let mut b = Browser::start();
+    b.call("launch", json!({"dir": artefacts("map"), "allow": [op.issuer]}));
+    b.call("goto", json!({"url": s.url("/")}));
+    let csp = b.call(
+        "eval",
+        json!({"expr": "fetch('/').then(r => r.headers.get('content-security-policy'))"}),
+    );
+    assert!(
+        csp.as_str()
+            .unwrap()
+            .contains(&format!("connect-src 'self' {};", op.issuer)),
+        "{csp}"
+    );
+    let signed_in = b.call(
+        "provider_sign_in",
+        json!({"button": "Sign in with Test OP", "login": "ann"}),
+    );
+    assert_eq!(signed_in["who"], "ann@op.example", "{signed_in}");
+    assert_eq!(signed_in["url"], s.url("/"), "the code must not stay in the address");
+    b.call("wait_markers", json!({"ids": ACME}));
+    b.call("wait_live", json!({"state": "live"}));
+    b.call("screenshot", json!({"name": "provider-signed-in"}));
+    // The token is kept for this tab only, never in localStorage or a cookie.
+    let stored = b.call(
+        "eval",
+        json!({"expr": "({ local: localStorage.length, cookies: document.cookie, \
+            session: Object.keys(sessionStorage).some(k => sessionStorage.getItem(k).includes('id_token')) })"}),
+    );
+    assert_eq!(stored["local"], 0, "{stored}");
+    assert_eq!(stored["cookies"], "", "{stored}");
+    assert_eq!(stored["session"], true, "{stored}");
+    // Neither the token nor the code reached trackgate's log.
+    let id_token = b.call(
+        "eval",
+        json!({"expr": "Object.keys(sessionStorage).map(k => sessionStorage.getItem(k)).filter(v => v.includes('id_token')).map(v => JSON.parse(v).id_token)[0]"}),
+    );
+    let id_token = id_token.as_str().unwrap();
+    assert!(id_token.len() > 100, "{id_token}");
+    let log = s.log_text();
+    assert!(!log.contains(id_token), "the ID token is in trackgate's log");
+    assert!(!log.contains("code="), "an authorization code is in trackgate's log");
+    // Signing out forgets it.
+    b.call("click", json!({"selector": "#sign-out"}));
+    b.call(
+        "wait_text",
+        json!({"selector": "#issuers", "contains": "Sign in with Test OP"}),
+    );
+    let left = b.call(
+        "eval",
+        json!({"expr": "Object.keys(sessionStorage).filter(k => sessionStorage.getItem(k).includes('id_token')).length"}),
+    );
+    assert_eq!(left, 0);
+    let e = b.errors();
+    assert_eq!(e["page"], json!([]), "{e}");
+    // The provider's own pages fetch fonts from elsewhere (blocked here); trackgate's never do.
+    for x in e["external"].as_array().unwrap() {
+        assert!(
+            x["page"].as_str().unwrap_or_default().starts_with(&op.issuer),
+            "trackgate's page fetched from elsewhere: {x}"
+        );
+    }
+    for c in e["console"].as_array().unwrap() {
+        assert!(
+            c["page"].as_str().unwrap_or_default().starts_with(&op.issuer),
+            "a console error on trackgate's page: {c}"
+        );
+    }
 }

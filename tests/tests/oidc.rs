@@ -5,6 +5,7 @@
 
 use serde_json::{Value, json};
 use trackgate_e2e::idp::{Idp, SigningKey};
+use trackgate_e2e::op::RealOp;
 use trackgate_e2e::{Server, now_ms};
 
 fn claims(iss: &str, extra: Value) -> Value {
@@ -174,59 +175,12 @@ fn production_refuses_to_start_with_dev_tokens() {
 #[tokio::test]
 async fn an_id_token_from_a_real_openid_provider_is_accepted() {
     let dir = tempfile::tempdir().unwrap();
-    // A private CA and the provider's certificate signed by it, as an enterprise would run it:
-    // Node trusts the CA through NODE_EXTRA_CA_CERTS, trackgate through the issuer's `ca`.
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "trackgate test CA");
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer_ca = rcgen::Issuer::new(ca_params, ca_key);
-    let leaf_key = rcgen::KeyPair::generate().unwrap();
-    let leaf = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
-        .unwrap()
-        .signed_by(&leaf_key, &issuer_ca)
-        .unwrap();
-    let cert_path = dir.path().join("op-ca.pem");
-    let (leaf_path, key_path) = (dir.path().join("op-cert.pem"), dir.path().join("op-key.pem"));
-    std::fs::write(&cert_path, ca_cert.pem()).unwrap();
-    std::fs::write(&leaf_path, leaf.pem()).unwrap();
-    std::fs::write(&key_path, leaf_key.serialize_pem()).unwrap();
-    let port = trackgate_e2e::free_port();
-    let op_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/oidc");
-    assert!(
-        std::path::Path::new(op_dir).join("node_modules/oidc-provider").exists(),
-        "run `npm ci` in tests/oidc (.ci/run does)"
-    );
-    let mut op = std::process::Command::new("node")
-        .current_dir(op_dir)
-        .args(["op.mjs", "serve", &port.to_string()])
-        .arg(&leaf_path)
-        .arg(&key_path)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("node runs");
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    // Keep reading its stdout for as long as it runs: a closed pipe would end it.
-    let mut out = std::io::BufReader::new(op.stdout.take().unwrap());
-    let _op = Kill(op);
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
-    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
-    assert_eq!(line.trim(), "ready");
-    let issuer = format!("https://localhost:{port}");
+    let op = RealOp::start(&dir.path().join("op"), None);
+    let (issuer, cert_path) = (op.issuer.clone(), op.ca.clone());
+    let op_dir = RealOp::dir();
 
     let login = std::process::Command::new("node")
-        .current_dir(op_dir)
+        .current_dir(&op_dir)
         .args(["op.mjs", "login", &issuer, "ann"])
         .env("NODE_EXTRA_CA_CERTS", &cert_path)
         .output()
