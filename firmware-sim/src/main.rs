@@ -44,6 +44,10 @@ enum Command {
         /// Passed to trackgate as --config.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Also assign every device to this organization (created if missing), each on its own
+        /// shipment, so operators of that organization see them on the map.
+        #[arg(long)]
+        org: Option<String>,
     },
     /// Send signed records over HTTPS and print a summary (text, and JSON with --json).
     Send(send::SendArgs),
@@ -66,7 +70,8 @@ fn main() -> anyhow::Result<()> {
             roster,
             trackgate,
             config,
-        } => roster::Roster::load(&roster)?.provision(&trackgate, config.as_deref()),
+            org,
+        } => roster::Roster::load(&roster)?.provision(&trackgate, config.as_deref(), org.as_deref()),
         Command::Send(args) => {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(send::run(args))

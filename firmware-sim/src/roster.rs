@@ -65,7 +65,7 @@ impl Roster {
     }
 
     /// Provision the supplier, its devices and their keys with the trackgate CLI.
-    pub fn provision(&self, trackgate: &Path, config: Option<&Path>) -> anyhow::Result<()> {
+    pub fn provision(&self, trackgate: &Path, config: Option<&Path>, org: Option<&str>) -> anyhow::Result<()> {
         let run = |args: &[&str], stdin: Option<&str>| -> anyhow::Result<()> {
             let mut cmd = Command::new(trackgate);
             if let Some(c) = config {
@@ -98,6 +98,19 @@ impl Roster {
         for d in &self.devices {
             run(&["device", "add", &d.id, "--supplier", &s.id], None)?;
             run(&["key", "import", &d.id, &d.kid], Some(&d.secret))?;
+        }
+        if let Some(org) = org {
+            match run(&["org", "add", org, "--name", org], None) {
+                Ok(()) => {}
+                Err(e) if e.to_string().contains("already exists") => {}
+                Err(e) => return Err(e),
+            }
+            for (i, d) in self.devices.iter().enumerate() {
+                let label = format!("shipment {}", i + 1);
+                run(&["device", "assign", &d.id, "--org", org], None)?;
+                run(&["device", "shipment", &d.id, "--org", org, "--label", &label], None)?;
+            }
+            eprintln!("assigned {} devices to organization {org}", self.devices.len());
         }
         eprintln!("provisioned supplier {} and {} devices", s.id, self.devices.len());
         Ok(())

@@ -84,6 +84,13 @@ async function markers() {
   }));
 }
 
+/** The sizes of the clusters drawn on the map. */
+async function clusterSizes() {
+  return page.$$eval('.leaflet-marker-pane .marker-cluster', (els) => els
+    .filter((e) => getComputedStyle(e).opacity !== '0')
+    .map((e) => Number(e.textContent.trim())));
+}
+
 const sorted = (xs) => [...xs].sort();
 
 const ops = {
@@ -178,8 +185,25 @@ const ops = {
 
   markers,
 
-  async clusters() {
-    return page.$$eval('.marker-cluster', (els) => els.map((e) => Number(e.textContent.trim())));
+  /** Wait until markers and clusters together show `total` devices. */
+  async wait_shown({ total }) {
+    return until(`${total} devices on the map`, async () => {
+      const sizes = await clusterSizes();
+      const single = (await markers()).length;
+      const shown = single + sizes.reduce((a, b) => a + b, 0);
+      return { done: shown === total, value: { single, clusters: sizes } };
+    });
+  },
+
+  /** Zoom out with the map's control until everything is clustered: the cluster sizes. */
+  async zoom_out_until_clustered({ total }) {
+    return until(`${total} devices in clusters`, async () => {
+      const sizes = await clusterSizes();
+      const done = sizes.reduce((a, b) => a + b, 0) === total && (await markers()).length === 0;
+      if (!done) await page.locator('.leaflet-control-zoom-out').click();
+      await page.waitForTimeout(400);
+      return { done, value: sizes };
+    });
   },
 
   /** Device ids in the side list that are shown (not filtered out), in list order. */
@@ -205,6 +229,14 @@ const ops = {
       const resting = moved && last && last.x === m.x && last.y === m.y;
       last = m;
       return { done: resting, value: m };
+    });
+  },
+
+  /** Wait until the text of `selector` is no longer `from`. */
+  async wait_changed({ selector, from }) {
+    return until(`${selector} to change from ${from}`, async () => {
+      const t = (await page.locator(selector).textContent()) || '';
+      return { done: t !== from, value: t };
     });
   },
 

@@ -144,15 +144,19 @@ fn classes(v: &Value) -> Vec<&str> {
         .collect()
 }
 
-/// Open the page in a fresh browser context and sign in with a dev token.
+/// Open the page in a fresh browser context and sign in with a dev token for `email`.
 fn sign_in(b: &mut Browser, s: &Server, email: &str, viewport: (u32, u32), tiles: &str) -> Value {
+    sign_in_with(b, s, &token(s, email), email, viewport, tiles)
+}
+
+fn sign_in_with(b: &mut Browser, s: &Server, token: &str, email: &str, viewport: (u32, u32), tiles: &str) -> Value {
     b.call(
         "launch",
         json!({"viewport": {"width": viewport.0, "height": viewport.1}, "tiles": tiles, "dir": artefacts("map")}),
     );
     let page = b.call("goto", json!({"url": s.url("/")}));
     assert_eq!(page["status"], 200);
-    let who = b.call("dev_sign_in", json!({"token": token(s, email)}));
+    let who = b.call("dev_sign_in", json!({"token": token}));
     assert_eq!(who, email);
     page
 }
@@ -358,6 +362,11 @@ async fn other_organizations_phones_and_no_tiles() {
     let title = b.call("select_marker", json!({"id": "a-ham"}));
     assert_eq!(title, "crate a-ham");
     b.call("screenshot", json!({"name": "phone"}));
+    // Zoomed out, nearby devices fold into clusters that count them.
+    b.call("click", json!({"selector": "#d-close"}));
+    let clusters = b.call("zoom_out_until_clustered", json!({"total": ACME.len()}));
+    assert!(!clusters.as_array().unwrap().is_empty(), "{clusters}");
+    b.call("screenshot", json!({"name": "phone-clustered"}));
     b.assert_clean("on a phone");
 
     // The tile servers are unreachable: markers still appear on a plain background, the page
@@ -488,4 +497,69 @@ async fn operator_signs_in_through_an_openid_provider() {
             "a console error on trackgate's page: {c}"
         );
     }
+}
+
+/// The demonstration: the Quick start server (embedded defaults), a fleet from
+/// firmware-sim assigned to an organization, and its shipments appearing and moving on the map
+/// as the simulator sends.
+#[tokio::test]
+async fn firmware_sim_shipments_move_on_the_quick_start_map() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_defaults(dir.path(), free_port()).unwrap();
+    // Both run as the README says: in the server's directory, on the embedded defaults.
+    let run = |program: &std::path::Path, args: &[&str]| {
+        let out = std::process::Command::new(program)
+            .args(args)
+            .current_dir(dir.path())
+            .env_remove("TRACKGATE_CONFIG")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let trackgate = trackgate_e2e::binary();
+    let sim = |args: &[&str]| run(&trackgate_e2e::built("firmware-sim"), args);
+    sim(&["roster", "--devices", "3"]);
+    sim(&["provision", "--trackgate", trackgate.to_str().unwrap(), "--org", "demo"]);
+    let staff = [
+        "user-group",
+        "add",
+        "--org",
+        "demo",
+        "staff",
+        "--name",
+        "Staff",
+        "--role",
+        "viewer",
+    ];
+    run(&trackgate, &[&staff[..], &["--domain", "demo.example"]].concat());
+    let token = run(&trackgate, &["dev-token", "--email", "ann@demo.example"]);
+
+    let mut b = Browser::start();
+    sign_in_with(&mut b, &s, token.trim(), "ann@demo.example", (1280, 800), "serve");
+    b.call("wait_live", json!({"state": "live"}));
+    // Provisioned, assigned, never seen: listed, not yet on the map.
+    let list = b.call("list", Value::Null);
+    assert_eq!(list.as_array().unwrap().len(), 3, "{list}");
+    assert!(list[0]["text"].as_str().unwrap().contains("never seen"), "{list}");
+    assert!(list[0]["text"].as_str().unwrap().contains("shipment "), "{list}");
+    assert_eq!(b.call("markers", Value::Null), json!([]));
+
+    let url = s.url("");
+    sim(&["send", "--url", &url, "--records", "1"]);
+    b.call("wait_shown", json!({"total": 3}));
+    let first = list[0]["id"].as_str().unwrap().to_owned();
+    b.call("select", json!({"id": first}));
+    let position = "#d-fields dd[data-field=position]";
+    let before = b.call("wait_text", json!({"selector": position, "contains": "."}));
+    sim(&["send", "--url", &url, "--records", "3"]);
+    let after = b.call("wait_changed", json!({"selector": position, "from": before}));
+    assert_ne!(before, after);
+    b.call("wait_shown", json!({"total": 3}));
+    b.call("screenshot", json!({"name": "firmware-sim"}));
+    b.assert_clean("with firmware-sim sending");
 }

@@ -90,7 +90,7 @@ async function start(config, session) {
   const view = new View(devices, api, config);
   const gone = devices.load(await api.devices());
   view.sync(gone);
-  view.map.fit();
+  view.fitOnce(0);
 
   setInterval(() => view.sync([]), 30000);
   follow(api, {
@@ -118,6 +118,8 @@ class View {
     this.selected = null;
     this.map = new DeviceMap($('map'), config.tiles, (id) => this.select(id));
     this.items = new Map();
+    this.fitted = false;
+    this.fitPending = false;
     $('search').addEventListener('input', () => this.filter());
     $('d-close').addEventListener('click', () => this.select(null));
     $('track-form').addEventListener('submit', (ev) => {
@@ -148,6 +150,20 @@ class View {
     if (this.selected) this.details(this.devices.get(this.selected));
   }
 
+  /**
+   * Fit the view to the devices the first time there are any: at load, or (when nothing had a
+   * position yet) shortly after the first positions arrive, so a batch of them fits together.
+   */
+  fitOnce(delayMs) {
+    if (this.fitted || this.fitPending || this.map.markers.size === 0) return;
+    this.fitPending = true;
+    setTimeout(() => {
+      this.fitPending = false;
+      this.fitted = true;
+      this.map.fit();
+    }, delayMs);
+  }
+
   /** One device changed (a live position). */
   update(id) {
     const d = this.devices.get(id);
@@ -158,6 +174,7 @@ class View {
     this.map.show(d, this.flags(d));
     if (id === this.selected) this.details(d);
     this.filter();
+    this.fitOnce(300);
   }
 
   item(d) {
@@ -232,7 +249,9 @@ class View {
     dl.replaceChildren();
     for (const [k, v] of rows) {
       if (v == null) continue;
-      dl.append(el('dt', null, k), el('dd', null, String(v)));
+      const dd = el('dd', null, String(v));
+      dd.dataset.field = k.toLowerCase().replace(/ /g, '-');
+      dl.append(el('dt', null, k), dd);
     }
   }
 
