@@ -563,3 +563,48 @@ async fn firmware_sim_shipments_move_on_the_quick_start_map() {
     b.call("screenshot", json!({"name": "firmware-sim"}));
     b.assert_clean("with firmware-sim sending");
 }
+
+/// What the page is served with, without a browser: its configuration, an unknown asset, and
+/// `ui.enabled = false` leaving only the API.
+#[tokio::test]
+async fn the_page_follows_its_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_in(dir.path(), "[ui]\ntile_url = \"\"\nstale_after_secs = 600\n").unwrap();
+    let c = s.client();
+    let config: Value = c
+        .get(s.url("/ui/config.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(config["tiles"], Value::Null, "{config}");
+    assert_eq!(config["stale_after_secs"], 600, "{config}");
+    assert_eq!(config["dev_tokens"], true, "{config}");
+    let page = c.get(s.url("/")).send().await.unwrap();
+    let csp = page.headers()["content-security-policy"].to_str().unwrap().to_owned();
+    assert!(csp.contains("img-src 'self' data:;"), "no tile server to allow: {csp}");
+    assert!(
+        page.headers().get("strict-transport-security").is_none(),
+        "no HSTS in dev mode"
+    );
+    let js = c.get(s.url("/assets/vendor/leaflet/leaflet.js")).send().await.unwrap();
+    assert_eq!(js.status(), 200);
+    assert_eq!(js.headers()["content-type"], "text/javascript; charset=utf-8");
+    assert_eq!(js.headers()["x-content-type-options"], "nosniff");
+    let missing = c.get(s.url("/assets/../Cargo.toml")).send().await.unwrap();
+    assert_eq!(missing.status(), 404);
+    drop(s);
+
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_in(dir.path(), "[ui]\nenabled = false\n").unwrap();
+    let c = s.client();
+    assert_eq!(c.get(s.url("/")).send().await.unwrap().status(), 404);
+    assert_eq!(c.get(s.url("/ui/config.json")).send().await.unwrap().status(), 404);
+    assert_eq!(
+        c.get(s.url("/v1/devices")).send().await.unwrap().status(),
+        401,
+        "the API stays"
+    );
+}
