@@ -632,3 +632,21 @@ async fn admin_changes_and_location_reads_leave_audit_rows() {
             .any(|r| r["action"] == "device.assign" && r["actor"].as_str().unwrap().starts_with("cli:"))
     );
 }
+
+/// A live stream lasts only as long as the token it was opened with; reconnecting with the
+/// expired token is refused.
+#[tokio::test]
+async fn a_live_stream_ends_when_its_token_expires() {
+    let (_dir, s) = started("auth.leeway_secs = 0\n");
+    seed(&s);
+    let c = s.client();
+    let t = token(&s, &["--email", "clerk@acme.example", "--ttl-secs", "3"]);
+    let mut sse = Sse::open(&s, &c, &t).await;
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        while sse.next().await.is_some() {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream outlived its token by a minute");
+    let again = c.get(s.url("/v1/stream")).bearer_auth(&t).send().await.unwrap();
+    assert_eq!(again.status(), 401);
+}

@@ -202,6 +202,8 @@ struct Live {
     refresh_at: Instant,
     pending: VecDeque<Event>,
     ready: Option<Event>,
+    /// The caller's token expires: the stream ends, and reconnecting needs a fresh token.
+    expires: Instant,
 }
 
 impl Live {
@@ -241,6 +243,10 @@ impl Live {
             }
             let received = tokio::select! {
                 _ = self.state.stopping.cancelled() => return None,
+                _ = tokio::time::sleep_until(self.expires) => {
+                    tracing::info!("live stream closed: its token expired");
+                    return None;
+                }
                 r = tokio::time::timeout_at(self.refresh_at, self.rx.recv()) => r,
             };
             match received {
@@ -267,14 +273,20 @@ impl Live {
 /// `GET /v1/stream`: Server-Sent Events, one `position` event (a GeoJSON Point feature) per
 /// committed position of a device the caller may see. The first event, `ready`, says the stream
 /// is subscribed. A client that does not keep up is disconnected; reconnecting resumes with
-/// new positions (use the track endpoint for what was missed).
+/// new positions (use the track endpoint for what was missed). The stream ends when the
+/// caller's token expires.
 pub async fn stream(
     State(s): State<ApiState>,
     caller: Caller,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiFailure> {
     audit_read(&s, &caller, "read.stream", None, None).await?;
     let rx = s.feed.subscribe();
+    // A token is accepted through the second `valid_until`; the stream ends right after it.
+    let end_ms = caller.identity.valid_until.saturating_add(1).saturating_mul(1000);
+    let now_ms = u64::try_from(trackgate_store::now_ms()).unwrap_or(0);
+    let expires = Instant::now() + Duration::from_millis(end_ms.saturating_sub(now_ms));
     let mut live = Live {
+        expires,
         state: s.clone(),
         caller,
         rx,

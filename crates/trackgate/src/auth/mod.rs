@@ -28,6 +28,9 @@ pub struct Identity {
     pub tenant: Option<String>,
     /// A platform administrator: may override grants; every such access is audited.
     pub platform_admin: bool,
+    /// The last second (Unix) the token is accepted in: its `exp` plus the leeway. A live stream
+    /// opened with it ends after that.
+    pub valid_until: u64,
 }
 
 impl Identity {
@@ -157,6 +160,11 @@ impl Authenticator {
             _ => AuthError::Malformed,
         })?;
         let claims = data.claims;
+        let valid_until = claims
+            .get("exp")
+            .and_then(Value::as_u64)
+            .ok_or(AuthError::Claims("`exp` must be a number of seconds"))?
+            .saturating_add(self.leeway.as_secs());
         let subject = claims
             .get("sub")
             .and_then(Value::as_str)
@@ -171,6 +179,7 @@ impl Authenticator {
                 groups: strings(claims.get("groups")),
                 tenant: claims.get("tid").and_then(Value::as_str).map(str::to_owned),
                 platform_admin: claims.get(PLATFORM_ADMIN_CLAIM) == Some(&Value::Bool(true)),
+                valid_until,
             },
             Some(cfg) => {
                 // An email the provider says is unverified is not used for matching.
@@ -189,6 +198,7 @@ impl Authenticator {
                     groups: strings(claims.get(&cfg.groups_claim)),
                     tenant: claims.get(&cfg.tenant_claim).and_then(Value::as_str).map(str::to_owned),
                     platform_admin,
+                    valid_until,
                 }
             }
         };
