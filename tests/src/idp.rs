@@ -74,6 +74,10 @@ impl SigningKey {
     }
 }
 
+/// The token endpoint the discovery document names: on another origin than the issuer, as with
+/// some providers (Google's is on oauth2.googleapis.com).
+pub const TOKEN_ENDPOINT: &str = "https://tokens.idp.example/oauth2/token";
+
 pub struct Idp {
     pub issuer: String,
     pub ca: PathBuf,
@@ -124,6 +128,7 @@ impl Idp {
                         "/.well-known/openid-configuration" => (
                             "200 OK",
                             json!({"issuer": issuer, "jwks_uri": format!("{issuer}/jwks"),
+                                   "token_endpoint": TOKEN_ENDPOINT,
                                    "id_token_signing_alg_values_supported": ["RS256", "ES256"]})
                             .to_string(),
                         ),

@@ -67,6 +67,11 @@ async fn id_tokens_from_a_provider_are_verified_against_its_keys() {
     }
     let fetched = idp.jwks_fetches();
     assert!(fetched >= 1, "the keys came from the provider's JWKS");
+    // The map page may reach the issuer and the token endpoint its discovery named.
+    let page = c.get(s.url("/")).send().await.unwrap();
+    let csp = page.headers()["content-security-policy"].to_str().unwrap();
+    let connect = format!("connect-src 'self' {} https://tokens.idp.example;", idp.issuer);
+    assert!(csp.contains(&connect), "{csp}");
 
     let other = SigningKey::es256("ec-1");
     let now = now_ms() / 1000;

@@ -166,14 +166,14 @@ pub async fn serve_until(config: Config, shutdown: CancellationToken) -> anyhow:
     });
     let api_state = ApiState::new(ApiInner {
         store: store.clone(),
-        auth,
+        auth: auth.clone(),
         feed,
         grants_refresh: config.auth.grants_refresh,
         stopping: shutdown.clone(),
     });
     let mut routes = http::router(state).merge(api::router(api_state));
     if config.ui.enabled {
-        let web = web::WebState::new(&config.ui, &config.auth, config.mode == Mode::Production)?;
+        let web = web::WebState::new(&config.ui, &config.auth, auth.clone(), config.mode == Mode::Production)?;
         routes = routes.merge(web::router(web));
     }
     let https_task = tokio::spawn(listener::serve_tls(

@@ -26,6 +26,9 @@ pub struct IssuerKeys {
     /// Held while fetching; holds when the last fetch started.
     fetch: Mutex<Option<Instant>>,
     fetches: std::sync::atomic::AtomicU64,
+    /// The origin of the token endpoint its discovery document names, once fetched: the map
+    /// page's browser posts the authorization code there.
+    token_origin: RwLock<Option<String>>,
 }
 
 /// The algorithm a JWK may verify: RS256 for RSA keys, ES256 for P-256 keys; others are skipped.
@@ -112,11 +115,17 @@ impl IssuerKeys {
             keys: RwLock::new(HashMap::new()),
             fetch: Mutex::new(None),
             fetches: Default::default(),
+            token_origin: RwLock::new(None),
         })
     }
 
     pub fn config(&self) -> &IssuerConfig {
         &self.config
+    }
+
+    /// The token endpoint's origin, when discovery has named one.
+    pub fn token_origin(&self) -> Option<String> {
+        self.token_origin.read().expect("token origin lock").clone()
     }
 
     /// How many times the keys were fetched.
@@ -184,6 +193,7 @@ impl IssuerKeys {
         struct Discovery {
             issuer: String,
             jwks_uri: String,
+            token_endpoint: Option<String>,
         }
         let url = format!(
             "{}/.well-known/openid-configuration",
@@ -205,6 +215,13 @@ impl IssuerKeys {
             d.issuer,
             self.config.issuer
         );
+        let origin = d
+            .token_endpoint
+            .as_deref()
+            .and_then(|t| reqwest::Url::parse(t).ok())
+            .filter(|u| u.scheme() == "https")
+            .map(|u| u.origin().ascii_serialization());
+        *self.token_origin.write().expect("token origin lock") = origin;
         Ok(d.jwks_uri)
     }
 }

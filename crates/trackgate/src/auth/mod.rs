@@ -122,6 +122,25 @@ impl Authenticator {
         }
     }
 
+    /// Origins a browser signing in talks to: each issuer's (discovery), and each token
+    /// endpoint's that discovery has named so far.
+    pub fn browser_origins(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        let mut issuers: Vec<&IssuerKeys> = self.issuers.values().collect();
+        issuers.sort_by(|a, b| a.config().issuer.cmp(&b.config().issuer));
+        for keys in issuers {
+            let issuer = reqwest::Url::parse(&keys.config().issuer)
+                .ok()
+                .map(|u| u.origin().ascii_serialization());
+            for origin in issuer.into_iter().chain(keys.token_origin()) {
+                if !out.contains(&origin) {
+                    out.push(origin);
+                }
+            }
+        }
+        out
+    }
+
     /// How many times `issuer`'s keys were fetched (for tests and metrics).
     pub fn jwks_fetches(&self, issuer: &str) -> Option<u64> {
         self.issuers.get(issuer).map(IssuerKeys::fetches)

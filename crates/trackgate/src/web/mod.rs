@@ -10,6 +10,7 @@
 pub mod assets;
 pub mod config;
 
+use crate::auth::Auth;
 use crate::auth::config::AuthConfig;
 use axum::Router;
 use axum::body::Body;
@@ -26,14 +27,16 @@ pub struct WebState(Arc<Inner>);
 struct Inner {
     /// The body of `/ui/config.json`.
     page_config: Vec<u8>,
-    csp: HeaderValue,
+    ui: UiConfig,
+    /// Which providers the browser may reach (their token endpoints become known by discovery).
+    auth: Auth,
     hsts: bool,
 }
 
 impl WebState {
     /// `production` adds Strict-Transport-Security (a dev certificate on localhost should not pin
     /// the browser to HTTPS for that host).
-    pub fn new(ui: &UiConfig, auth: &AuthConfig, production: bool) -> anyhow::Result<WebState> {
+    pub fn new(ui: &UiConfig, auth: &AuthConfig, verifier: Auth, production: bool) -> anyhow::Result<WebState> {
         let page_config = json!({
             "tiles": ui.tile_url.as_ref().map(|url| json!({
                 "url": url,
@@ -49,30 +52,24 @@ impl WebState {
                 "scopes": i.scopes.join(" "),
             })).collect::<Vec<_>>(),
         });
-        let csp = content_security_policy(ui, auth);
         Ok(WebState(Arc::new(Inner {
             page_config: serde_json::to_vec(&page_config)?,
-            csp: HeaderValue::from_str(&csp)?,
+            ui: ui.clone(),
+            auth: verifier,
             hsts: production,
         })))
     }
 }
 
 /// Only what the page uses: its own scripts and styles (no inline script or style), images from
-/// itself and the tile server, requests to itself and to the providers (discovery and the token
-/// endpoint of the code flow), no frames, no plugins, no forms posted anywhere.
-pub fn content_security_policy(ui: &UiConfig, auth: &AuthConfig) -> String {
+/// itself and the tile server, requests to itself and to the providers (`provider_origins`:
+/// discovery and the token endpoint of the code flow), no frames, no plugins, no forms posted
+/// anywhere.
+pub fn content_security_policy(ui: &UiConfig, provider_origins: &[String]) -> String {
     let mut img = vec!["'self'".to_owned(), "data:".to_owned()];
     img.extend(ui.tile_url.as_deref().and_then(config::tile_origin));
     let mut connect = vec!["'self'".to_owned()];
-    for i in &auth.issuers {
-        if let Ok(u) = reqwest::Url::parse(&i.issuer) {
-            let origin = u.origin().ascii_serialization();
-            if !connect.contains(&origin) {
-                connect.push(origin);
-            }
-        }
-    }
+    connect.extend(provider_origins.iter().cloned());
     format!(
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src {}; connect-src {}; \
          base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
@@ -120,7 +117,10 @@ fn respond(s: &WebState, status: StatusCode, content_type: &'static str, body: B
     *r.status_mut() = status;
     let h = r.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    h.insert(header::CONTENT_SECURITY_POLICY, s.0.csp.clone());
+    let csp = content_security_policy(&s.0.ui, &s.0.auth.browser_origins());
+    if let Ok(v) = HeaderValue::from_str(&csp) {
+        h.insert(header::CONTENT_SECURITY_POLICY, v);
+    }
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     // Tile servers (OpenStreetMap among them) ask for a Referer; the origin alone is enough, so
     // no path or query ever leaves the page.
@@ -157,7 +157,10 @@ mod tests {
         )
         .unwrap();
         let auth = auth.validate(true).unwrap();
-        let csp = content_security_policy(&UiConfig::default(), &auth);
+        let verifier = crate::auth::Authenticator::new(&auth, None).unwrap();
+        let origins = verifier.browser_origins();
+        assert_eq!(origins, ["https://login.example.com"]);
+        let csp = content_security_policy(&UiConfig::default(), &origins);
         assert!(csp.contains("script-src 'self';"), "{csp}");
         assert!(
             csp.contains("img-src 'self' data: https://tile.openstreetmap.org;"),
@@ -171,7 +174,7 @@ mod tests {
         }
         .validate()
         .unwrap();
-        let csp = content_security_policy(&no_tiles, &auth);
+        let csp = content_security_policy(&no_tiles, &origins);
         assert!(csp.contains("img-src 'self' data:;"), "{csp}");
     }
 }
