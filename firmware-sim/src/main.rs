@@ -1,14 +1,25 @@
 //! firmware-sim: virtual trackers and supplier relays that speak the trackgate protocol.
 //!
-//! This first version drives HTTPS only: it writes a roster of devices with fresh keys, provisions
-//! it into trackgate through the `trackgate` CLI, and sends signed records (moving positions,
-//! draining batteries) either as each device or relayed in batches by the supplier. Each device's
-//! `seq` is kept in a state file, so a restarted simulator never reuses one.
+//! `roster` writes a fleet with fresh keys; `provision` puts it into trackgate through the
+//! `trackgate` CLI (optionally assigned to an organization); `send` runs it:
+//!
+//! - [`motion`]: each shipment's round trip between depots along great-circle legs, dwells, GPS
+//!   noise and jumps, battery and temperature;
+//! - [`fleet`]: each tracker's records, clock skew, offline backlogs and injected faults;
+//! - [`send`]: pacing (a rate, a count or a duration) and the transports, [`https`] (as devices
+//!   or as the supplier relay) and [`mqtt`] (one TLS connection per device);
+//! - [`tally`]: progress and the summary, as the devices saw it.
+//!
+//! Each device's `seq` is kept in a state file, so a restarted simulator never reuses one.
 #![forbid(unsafe_code)]
 
+mod fleet;
+mod https;
+mod motion;
 mod mqtt;
 mod roster;
 mod send;
+mod tally;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -49,7 +60,7 @@ enum Command {
         #[arg(long)]
         org: Option<String>,
     },
-    /// Send signed records over HTTPS and print a summary (text, and JSON with --json).
+    /// Send signed records (HTTPS as devices or supplier, or MQTT) and print a summary.
     Send(send::SendArgs),
 }
 

@@ -1,14 +1,18 @@
-//! Devices over MQTT: each publishes its records (one per message) over its own TLS connection at
-//! QoS 1, logging in with the credentials of PROTOCOL.md §3, and listens on its rejections topic.
-//! Latency is from the publish leaving to its PUBACK, per packet id.
+//! Devices over MQTT: each publishes over its own TLS connection at QoS 1, logging in with the
+//! credentials of PROTOCOL.md §3, and listens on its rejections topic. A live record is one
+//! message; a backlog goes as one array. Latency is from the publish leaving to its PUBACK.
 
+use crate::fleet::{Fault, Out};
 use crate::roster::Member;
-use crate::send::{Latency, SendArgs, Summary};
+use crate::send::SendArgs;
+use crate::tally::Tally;
 use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS, TlsConfiguration, Transport};
 use rustls::pki_types::pem::PemObject;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
 use trackgate_proto::sign::mqtt_password;
 use trackgate_proto::{Secret, topic};
 
@@ -25,54 +29,43 @@ fn tls(ca_pem: &[u8]) -> anyhow::Result<Arc<rustls::ClientConfig>> {
     ))
 }
 
-/// What one device saw.
-#[derive(Default)]
-struct DeviceRun {
-    sent: u64,
-    acked: u64,
-    rejected: HashMap<String, u64>,
-    latencies: Vec<f64>,
-}
+/// Where a device's groups of records go, and the task that ends when every device has finished.
+pub type Fleet = (Vec<mpsc::Sender<Vec<Out>>>, tokio::task::JoinHandle<anyhow::Result<()>>);
 
-pub async fn publish_all(args: &SendArgs, ca_pem: &[u8], fleet: Vec<(Member, Vec<String>)>) -> anyhow::Result<Summary> {
+/// One connection per device; each takes groups of records from its channel until it closes.
+pub fn connect_fleet(args: &SendArgs, ca_pem: &[u8], devices: &[Member], tally: Tally) -> anyhow::Result<Fleet> {
     let tls = tls(ca_pem)?;
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for (member, envelopes) in fleet {
-        let (tls, host, port) = (tls.clone(), args.mqtt_host.clone(), args.mqtt_port);
-        tasks.push(tokio::spawn(
-            async move { device(member, envelopes, tls, host, port).await },
-        ));
+    let mut senders = Vec::with_capacity(devices.len());
+    let mut tasks = Vec::with_capacity(devices.len());
+    for (i, member) in devices.iter().enumerate() {
+        let (tx, rx) = mpsc::channel(256);
+        senders.push(tx);
+        // A wrong-topic fault publishes under the next device's topic.
+        let other = devices[(i + 1) % devices.len()].id.clone();
+        let (tls, host, port, tally) = (tls.clone(), args.mqtt_host.clone(), args.mqtt_port, tally.clone());
+        let member = member.clone();
+        tasks.push(tokio::spawn(async move {
+            device(member, other, rx, tls, host, port, tally).await
+        }));
     }
-    let mut summary = Summary::default();
-    let mut latencies = Vec::new();
-    for t in tasks {
-        let run = t.await??;
-        summary.records_sent += run.sent;
-        summary.requests += run.sent;
-        summary.accepted += run.acked;
-        for (reason, n) in run.rejected {
-            *summary.rejected.entry(reason).or_default() += n;
+    let handle = tokio::spawn(async move {
+        for t in tasks {
+            t.await??;
         }
-        latencies.extend(run.latencies);
-    }
-    // Over MQTT a PUBACK means committed or rejected; rejected ones are reported on the
-    // rejections topic and taken out of the accepted count.
-    let rejected: u64 = summary.rejected.values().sum();
-    summary.accepted = summary.accepted.saturating_sub(rejected);
-    summary.seconds = started.elapsed().as_secs_f64();
-    summary.records_per_second = summary.accepted as f64 / summary.seconds.max(1e-9);
-    summary.latency_ms = Latency::of(latencies);
-    Ok(summary)
+        Ok(())
+    });
+    Ok((senders, handle))
 }
 
 async fn device(
     member: Member,
-    envelopes: Vec<String>,
+    other: String,
+    mut rx: mpsc::Receiver<Vec<Out>>,
     tls: Arc<rustls::ClientConfig>,
     host: String,
     port: u16,
-) -> anyhow::Result<DeviceRun> {
+    tally: Tally,
+) -> anyhow::Result<()> {
     let secret = Secret::from_hex(&member.secret)?;
     let mut options = MqttOptions::new(format!("sim-{}", member.id), host, port);
     options
@@ -84,58 +77,92 @@ async fn device(
     client
         .subscribe(topic::rejections(&member.id), QoS::AtLeastOnce)
         .await?;
-    let total = envelopes.len() as u64;
-    let telemetry = topic::telemetry(&member.id);
-    let publisher = client.clone();
-    tokio::spawn(async move {
-        for e in envelopes {
-            if publisher.publish(&telemetry, QoS::AtLeastOnce, false, e).await.is_err() {
-                return;
+    // Records per message, in publish order: matched to packet ids as they go out.
+    let sizes: Arc<std::sync::Mutex<VecDeque<u64>>> = Arc::default();
+    let published = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    {
+        let (client, sizes, published, done, tally) = (
+            client.clone(),
+            sizes.clone(),
+            published.clone(),
+            done.clone(),
+            tally.clone(),
+        );
+        let own = topic::telemetry(&member.id);
+        let wrong = topic::telemetry(&other);
+        tokio::spawn(async move {
+            while let Some(outs) = rx.recv().await {
+                tally.sent(&outs);
+                let (astray, rest): (Vec<Out>, Vec<Out>) =
+                    outs.into_iter().partition(|o| o.fault == Some(Fault::WrongTopic));
+                let mut messages: Vec<(&str, String, u64)> =
+                    astray.into_iter().map(|o| (wrong.as_str(), o.envelope, 1)).collect();
+                match rest.len() {
+                    0 => {}
+                    1 => messages.push((own.as_str(), rest.into_iter().next().expect("one").envelope, 1)),
+                    n => {
+                        let body = rest.iter().map(|o| o.envelope.as_str()).collect::<Vec<_>>().join(",");
+                        messages.push((own.as_str(), format!("[{body}]"), n as u64));
+                    }
+                }
+                for (t, payload, n) in messages {
+                    sizes.lock().expect("sizes").push_back(n);
+                    if client.publish(t, QoS::AtLeastOnce, false, payload).await.is_err() {
+                        done.store(true, Ordering::SeqCst);
+                        return;
+                    }
+                    published.fetch_add(1, Ordering::SeqCst);
+                }
             }
-        }
-    });
-    let mut run = DeviceRun {
-        sent: total,
-        ..Default::default()
-    };
-    let mut in_flight: HashMap<u16, Instant> = HashMap::new();
-    let mut quiet_until: Option<Instant> = (total == 0).then(Instant::now);
+            done.store(true, Ordering::SeqCst);
+        });
+    }
+    let mut in_flight: HashMap<u16, (Instant, u64)> = HashMap::new();
+    let mut acked: u64 = 0;
+    let mut quiet_until: Option<Instant> = None;
+    let mut last_event = Instant::now();
     loop {
-        // After the last PUBACK, listen a little longer for rejections of the last messages.
+        let finished = done.load(Ordering::SeqCst) && acked == published.load(Ordering::SeqCst);
+        if finished && quiet_until.is_none() {
+            // After the last PUBACK, listen a little longer for rejections of the last messages.
+            quiet_until = Some(Instant::now() + Duration::from_millis(500));
+        }
         let wait = match quiet_until {
             Some(t) if Instant::now() >= t => break,
             Some(t) => t - Instant::now(),
-            None => Duration::from_secs(60),
+            None => Duration::from_millis(200),
         };
         let event = match tokio::time::timeout(wait, events.poll()).await {
             Ok(e) => e?,
-            Err(_) if quiet_until.is_some() => break,
+            Err(_) if in_flight.is_empty() || last_event.elapsed() < Duration::from_secs(60) => continue,
             Err(_) => anyhow::bail!("{}: no answer from the broker for 60 s", member.id),
         };
+        last_event = Instant::now();
         match event {
             Event::Outgoing(Outgoing::Publish(pkid)) => {
-                in_flight.insert(pkid, Instant::now());
+                let n = sizes.lock().expect("sizes").pop_front().unwrap_or(1);
+                in_flight.insert(pkid, (Instant::now(), n));
             }
             Event::Incoming(Packet::PubAck(ack)) => {
-                if let Some(t) = in_flight.remove(&ack.pkid) {
-                    run.latencies.push(t.elapsed().as_secs_f64() * 1000.0);
+                if let Some((t, n)) = in_flight.remove(&ack.pkid) {
+                    tally.puback(n, t.elapsed().as_secs_f64() * 1000.0);
                 }
-                run.acked += 1;
-                if run.acked == total {
-                    quiet_until = Some(Instant::now() + Duration::from_millis(500));
-                }
+                acked += 1;
             }
             Event::Incoming(Packet::Publish(p)) => {
                 let answer: serde_json::Value = serde_json::from_slice(&p.payload).unwrap_or_default();
-                for r in answer["rejected"].as_array().into_iter().flatten() {
-                    *run.rejected
-                        .entry(r["reason"].as_str().unwrap_or("?").to_owned())
-                        .or_default() += 1;
-                }
+                tally.mqtt_rejections(
+                    answer["rejected"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|r| r["reason"].as_str().unwrap_or("?").to_owned()),
+                );
             }
             _ => {}
         }
     }
     let _ = client.disconnect().await;
-    Ok(run)
+    Ok(())
 }

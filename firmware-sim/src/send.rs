@@ -1,17 +1,27 @@
-//! Sending: each device walks from a start point, draining its battery; records go out as the
-//! device (one request each) or relayed by the supplier (batches of many devices), and every
-//! answer is tallied with its latency.
+//! `firmware-sim send`: the fleet's trackers ([`crate::fleet`]) measure in turn, paced to a
+//! target rate or as fast as trackgate answers, for a number of records or a duration; what
+//! they produce goes out over one transport:
+//!
+//! - `supplier`: the supplier relays batches of many devices' records over HTTPS ([`crate::https`]);
+//! - `device`: each device posts its own records over HTTPS (a backlog as one array);
+//! - `mqtt`: each device publishes over its own MQTT/TLS connection ([`crate::mqtt`]).
+//!
+//! A progress line goes to stderr every second; the summary ([`crate::tally`]) at the end, as
+//! text or JSON. Each device's next `seq` is kept in a state file, reserved ahead while running,
+//! so a killed simulator never reuses one.
 
-use crate::roster::{Member, Roster};
-use anyhow::Context;
+use crate::fleet::{Behaviour, Fault, Faults, Out, Tracker};
+use crate::https::{Request, Transport};
+use crate::motion::Rng;
+use crate::roster::Roster;
+use crate::tally::Tally;
+use anyhow::{Context, bail};
 use clap::Args;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use trackgate_proto::Secret;
-use trackgate_proto::sign::{self, RequestParts};
+use tokio::sync::mpsc;
 
 #[derive(Debug, Args)]
 pub struct SendArgs {
@@ -26,9 +36,18 @@ pub struct SendArgs {
     /// Where each device's next seq is kept between runs. Default: <roster>.seq.json
     #[arg(long)]
     pub state: Option<PathBuf>,
-    /// Records per device.
+    /// Records per device (unless --duration is given).
     #[arg(long, default_value_t = 10)]
     pub records: u64,
+    /// Run for this many seconds instead of a number of records.
+    #[arg(long)]
+    pub duration: Option<f64>,
+    /// Target records per second across the fleet. Default: as fast as trackgate answers.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Use only the first N devices of the roster.
+    #[arg(long)]
+    pub devices: Option<usize>,
     /// `device`: each device posts its own records over HTTPS; `supplier`: the supplier relays
     /// batches over HTTPS; `mqtt`: each device publishes to the broker over its own connection.
     #[arg(long, value_enum, default_value = "supplier")]
@@ -41,9 +60,26 @@ pub struct SendArgs {
     /// Envelopes per supplier request.
     #[arg(long, default_value_t = 1000)]
     pub batch: usize,
-    /// Requests in flight at once.
+    /// A supplier batch waits at most this long to fill, milliseconds.
+    #[arg(long, default_value_t = 50)]
+    pub linger_ms: u64,
+    /// HTTPS requests in flight at once.
     #[arg(long, default_value_t = 8)]
     pub concurrency: usize,
+    /// Simulated seconds per real second for the shipments' movement (60: a minute a second).
+    #[arg(long, default_value_t = 60.0)]
+    pub time_scale: f64,
+    /// Share of time each device spends offline, buffering records it uploads later (0 to 0.9).
+    #[arg(long, default_value_t = 0.0)]
+    pub offline: f64,
+    /// Faults to inject, as fractions of records (of requests, for `stale` over HTTPS):
+    /// bad-signature, replay, malformed, stale, wrong-topic (MQTT only). E.g.
+    /// `bad-signature=0.01,replay=0.01`.
+    #[arg(long, default_value = "")]
+    pub faults: Faults,
+    /// No progress line on stderr.
+    #[arg(long)]
+    pub quiet: bool,
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -56,239 +92,231 @@ pub enum Mode {
     Mqtt,
 }
 
-/// What the run saw, as the devices saw it.
-#[derive(Debug, Default, Serialize)]
-pub struct Summary {
-    pub records_sent: u64,
-    pub accepted: u64,
-    pub duplicates: u64,
-    pub rejected: BTreeMap<String, u64>,
-    /// Requests answered with another status than 200, by status (or "error").
-    pub failed_requests: BTreeMap<String, u64>,
-    pub requests: u64,
-    pub seconds: f64,
-    pub records_per_second: f64,
-    pub latency_ms: Latency,
-}
-
-#[derive(Debug, Default, Serialize)]
-pub struct Latency {
-    pub p50: f64,
-    pub p90: f64,
-    pub p99: f64,
-    pub max: f64,
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Device => "https-device",
+            Mode::Supplier => "https-supplier",
+            Mode::Mqtt => "mqtt",
+        }
+    }
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct SeqState(BTreeMap<String, u64>);
 
-fn now_ms() -> u64 {
+/// Seqs reserved ahead in the state file while running.
+const RESERVE: u64 = 1000;
+
+pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// A small deterministic generator per device, so runs are reproducible.
-fn next_rand(state: &mut u64) -> f64 {
-    *state = state
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (*state >> 11) as f64 / (1u64 << 53) as f64
-}
-
-/// The `n`-th record of a device: a random walk from a point near Helsinki, battery draining.
-pub(crate) fn record(dev: &str, index: u64, seq: u64, ts: u64) -> String {
-    let mut rng = dev
-        .bytes()
-        .fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3));
-    let (lat0, lon0) = (60.0 + next_rand(&mut rng), 24.0 + 2.0 * next_rand(&mut rng));
-    rng ^= seq;
-    let step = index as f64 * 1e-4;
-    let lat = lat0 + step * next_rand(&mut rng).mul_add(2.0, -1.0).signum() * 0.5;
-    let lon = lon0 + step;
-    let bat = (100.0 - index as f64 * 0.01).max(1.0);
-    let tmp = 4.0 + 3.0 * next_rand(&mut rng);
-    let spd = 5.0 + 10.0 * next_rand(&mut rng);
-    format!(
-        r#"{{"dev":"{dev}","seq":{seq},"ts":{ts},"lat":{lat:.6},"lon":{lon:.6},"spd":{spd:.1},"bat":{bat:.1},"tmp":{tmp:.2}}}"#
-    )
+/// Where the fleet's records go.
+enum Sink {
+    Https(mpsc::Sender<Request>),
+    Supplier(mpsc::Sender<Out>),
+    Mqtt(Vec<mpsc::Sender<Vec<Out>>>),
 }
 
 pub async fn run(args: SendArgs) -> anyhow::Result<()> {
-    let roster = Roster::load(&args.roster)?;
+    if !(0.0..=0.9).contains(&args.offline) {
+        bail!("--offline must be between 0 and 0.9, not {}", args.offline);
+    }
+    if args.rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
+        bail!("--rate must be a positive number of records per second");
+    }
+    if args.mode != Mode::Mqtt && args.faults.fraction(Fault::WrongTopic) > 0.0 {
+        bail!("the wrong-topic fault exists only over MQTT (--mode mqtt)");
+    }
+    let mut roster = Roster::load(&args.roster)?;
+    if let Some(n) = args.devices {
+        if n == 0 || n > roster.devices.len() {
+            bail!("--devices must be between 1 and the roster's {}", roster.devices.len());
+        }
+        roster.devices.truncate(n);
+    }
     let state_path = args
         .state
         .clone()
         .unwrap_or_else(|| args.roster.with_extension("seq.json"));
     let mut seqs = load_state(&state_path)?;
-    let ca = std::fs::read(&args.ca).with_context(|| format!("reading CA certificate {}", args.ca.display()))?;
-    let client = reqwest::Client::builder()
-        .use_rustls_tls()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(reqwest::Certificate::from_pem(&ca)?)
-        .timeout(Duration::from_secs(60))
-        .build()?;
-
-    // Every request body, signed by whom, planned up front so the seqs are claimed before sending.
-    let mut requests: Vec<(Member, String, u64)> = Vec::new();
-    let mut pending: Vec<String> = Vec::new();
-    let mut by_device: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for index in 0..args.records {
-        for d in &roster.devices {
-            let seq = seqs.0.entry(d.id.clone()).or_insert(0);
-            let secret = Secret::from_hex(&d.secret)?;
-            let env = sign::envelope(&secret, Some(&d.kid), &record(&d.id, index, *seq, now_ms()));
-            *seq += 1;
-            match args.mode {
-                Mode::Device => requests.push((d.clone(), format!("[{env}]"), 1)),
-                Mode::Supplier => pending.push(env),
-                Mode::Mqtt => by_device.entry(d.id.clone()).or_default().push(env),
-            }
-            if pending.len() >= args.batch {
-                let n = pending.len() as u64;
-                requests.push((roster.supplier.clone(), format!("[{}]", pending.join(",")), n));
-                pending.clear();
-            }
-        }
-    }
-    if !pending.is_empty() {
-        let n = pending.len() as u64;
-        requests.push((roster.supplier.clone(), format!("[{}]", pending.join(",")), n));
+    let mut trackers = roster
+        .devices
+        .iter()
+        .map(|d| Tracker::new(d.clone(), seqs.0.get(&d.id).copied().unwrap_or(0)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    // Reserve seqs ahead: if the simulator is killed, the next run starts past them.
+    let mut reserved: Vec<u64> = trackers.iter().map(|t| t.seq + RESERVE).collect();
+    for (t, r) in trackers.iter().zip(&reserved) {
+        seqs.0.insert(t.member.id.clone(), *r);
     }
     save_state(&state_path, &seqs)?;
-    if args.mode == Mode::Mqtt {
-        let fleet = roster
-            .devices
-            .iter()
-            .map(|d| (d.clone(), by_device.remove(&d.id).unwrap_or_default()))
-            .collect();
-        let summary = crate::mqtt::publish_all(&args, &ca, fleet).await?;
-        return report(&args, summary);
-    }
 
-    let summary = Arc::new(Mutex::new(Summary::default()));
-    let latencies = Arc::new(Mutex::new(Vec::with_capacity(requests.len())));
-    let queue = Arc::new(Mutex::new(requests.into_iter()));
-    let started = Instant::now();
-    let mut workers = Vec::new();
-    for _ in 0..args.concurrency.max(1) {
-        let (client, queue, summary, latencies, url) = (
-            client.clone(),
-            queue.clone(),
-            summary.clone(),
-            latencies.clone(),
-            args.url.clone(),
-        );
-        workers.push(tokio::spawn(async move {
+    let ca = std::fs::read(&args.ca).with_context(|| format!("reading CA certificate {}", args.ca.display()))?;
+    let record_faults = match args.mode {
+        Mode::Mqtt => Fault::ALL.to_vec(),
+        _ => vec![Fault::BadSignature, Fault::Replay, Fault::Malformed],
+    };
+    let behaviour = Behaviour {
+        time_scale: args.time_scale,
+        offline: args.offline,
+        faults: args.faults.clone(),
+        record_faults,
+    };
+    let tally = Tally::new(args.mode.name(), trackers.len(), args.rate);
+    let progress = (!args.quiet).then(|| {
+        let tally = tally.clone();
+        tokio::spawn(async move {
+            let (mut acked, mut since) = (0, 0);
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.tick().await;
             loop {
-                let Some((signer, body, n)) = queue.lock().unwrap().next() else {
-                    return;
-                };
-                let t = Instant::now();
-                let outcome = post(&client, &url, &signer, body).await;
-                latencies.lock().unwrap().push(t.elapsed().as_secs_f64() * 1000.0);
-                let mut s = summary.lock().unwrap();
-                s.requests += 1;
-                s.records_sent += n;
-                match outcome {
-                    Ok((200, v)) => {
-                        s.accepted += v["accepted"].as_u64().unwrap_or(0);
-                        s.duplicates += v["duplicates"].as_u64().unwrap_or(0);
-                        for r in v["rejected"].as_array().into_iter().flatten() {
-                            *s.rejected
-                                .entry(r["reason"].as_str().unwrap_or("?").to_owned())
-                                .or_default() += 1;
-                        }
-                    }
-                    Ok((status, _)) => *s.failed_requests.entry(status.to_string()).or_default() += 1,
-                    Err(_) => *s.failed_requests.entry("error".into()).or_default() += 1,
-                }
+                tick.tick().await;
+                eprintln!("{}", tally.progress(&mut acked, &mut since, 1.0));
             }
-        }));
-    }
-    for w in workers {
-        w.await?;
-    }
-    let mut summary = Arc::try_unwrap(summary)
-        .map_err(|_| anyhow::anyhow!("workers still running"))?
-        .into_inner()
-        .unwrap();
-    summary.seconds = started.elapsed().as_secs_f64();
-    summary.records_per_second = summary.accepted as f64 / summary.seconds.max(1e-9);
-    summary.latency_ms = Latency::of(latencies.lock().unwrap().clone());
-    report(&args, summary)
-}
+        })
+    });
 
-impl Latency {
-    /// Percentiles of latencies in milliseconds.
-    pub fn of(mut l: Vec<f64>) -> Latency {
-        l.sort_by(f64::total_cmp);
-        let pct = |p: f64| {
-            l.get(((l.len() as f64 * p).ceil() as usize).saturating_sub(1))
-                .copied()
-                .unwrap_or(0.0)
+    let (sink, transport) = match args.mode {
+        Mode::Mqtt => {
+            let (senders, handle) = crate::mqtt::connect_fleet(&args, &ca, &roster.devices, tally.clone())?;
+            (Sink::Mqtt(senders), handle)
+        }
+        Mode::Device => {
+            let (tx, handle) = Transport::start(&args, &ca, tally.clone())?;
+            (Sink::Https(tx), handle)
+        }
+        Mode::Supplier => {
+            let (tx, handle) = Transport::start(&args, &ca, tally.clone())?;
+            let (out_tx, out_rx) = mpsc::channel(args.batch.max(1) * 4);
+            let batcher = tokio::spawn(crate::https::batch_supplier(
+                out_rx,
+                tx,
+                roster.supplier.clone(),
+                args.batch.max(1),
+                Duration::from_millis(args.linger_ms),
+                args.faults.fraction(Fault::Stale),
+                tally.clone(),
+            ));
+            (Sink::Supplier(out_tx), chain(handle, batcher))
+        }
+    };
+
+    let started = Instant::now();
+    let mut request_rng = Rng::new(0x5ca1ab1e);
+    let stale = args.faults.fraction(Fault::Stale);
+    let n = trackers.len();
+    let total = args.records.saturating_mul(n as u64);
+    let mut k: u64 = 0;
+    loop {
+        let elapsed = started.elapsed().as_secs_f64();
+        let done = match args.duration {
+            Some(d) => elapsed >= d,
+            None => k >= total,
         };
-        Latency {
-            p50: pct(0.5),
-            p90: pct(0.9),
-            p99: pct(0.99),
-            max: l.last().copied().unwrap_or(0.0),
+        if done {
+            break;
+        }
+        if let Some(rate) = args.rate {
+            let due = k as f64 / rate;
+            if due > elapsed + 0.002 {
+                tokio::time::sleep(Duration::from_secs_f64(due - elapsed)).await;
+            }
+        }
+        let i = (k % n as u64) as usize;
+        let outs = trackers[i].tick(i, now_ms(), &behaviour);
+        if trackers[i].seq >= reserved[i] {
+            reserved[i] = trackers[i].seq + RESERVE;
+            seqs.0.insert(trackers[i].member.id.clone(), reserved[i]);
+            save_state(&state_path, &seqs)?;
+        }
+        k += 1;
+        if !outs.is_empty()
+            && dispatch(&sink, &trackers[i], outs, &mut request_rng, stale, &tally)
+                .await
+                .is_err()
+        {
+            break;
         }
     }
-}
-
-/// Print the summary: text on stderr, or JSON on stdout.
-pub fn report(args: &SendArgs, summary: Summary) -> anyhow::Result<()> {
+    // Devices still offline come back and upload what they buffered.
+    for tracker in trackers.iter_mut() {
+        let outs = tracker.flush();
+        if !outs.is_empty()
+            && dispatch(&sink, tracker, outs, &mut request_rng, stale, &tally)
+                .await
+                .is_err()
+        {
+            break;
+        }
+    }
+    drop(sink);
+    // A transport that stopped early says why here.
+    transport.await??;
+    let seconds = started.elapsed().as_secs_f64();
+    if let Some(p) = progress {
+        p.abort();
+    }
+    for t in &trackers {
+        seqs.0.insert(t.member.id.clone(), t.seq);
+    }
+    save_state(&state_path, &seqs)?;
+    let summary = tally.finish(seconds);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
-        eprintln!(
-            "sent {} records in {} requests over {:.2} s: {} accepted, {} duplicates, rejected {:?}, failed requests {:?}; \
-             {:.0} records/s; latency ms p50 {:.1} p90 {:.1} p99 {:.1} max {:.1}",
-            summary.records_sent,
-            summary.requests,
-            summary.seconds,
-            summary.accepted,
-            summary.duplicates,
-            summary.rejected,
-            summary.failed_requests,
-            summary.records_per_second,
-            summary.latency_ms.p50,
-            summary.latency_ms.p90,
-            summary.latency_ms.p99,
-            summary.latency_ms.max
-        );
+        eprintln!("{}", summary.text());
     }
     Ok(())
 }
 
-async fn post(
-    client: &reqwest::Client,
-    url: &str,
-    signer: &Member,
-    body: String,
-) -> anyhow::Result<(u16, serde_json::Value)> {
-    let secret = Secret::from_hex(&signer.secret)?;
-    let ts = (now_ms() / 1000).to_string();
-    let parts = RequestParts {
-        timestamp: &ts,
-        method: "POST",
-        path: "/v1/records",
-        body: body.as_bytes(),
-    };
-    let sig = hex::encode(sign::request_signature(&secret, &parts));
-    let resp = client
-        .post(format!("{url}/v1/records"))
-        .header("content-type", "application/json")
-        .header("x-tg-key", format!("{}/{}", signer.id, signer.kid))
-        .header("x-tg-timestamp", ts)
-        .header("x-tg-signature", sig)
-        .body(body)
-        .send()
-        .await?;
-    let status = resp.status().as_u16();
-    let v = resp.json().await.unwrap_or(serde_json::Value::Null);
-    Ok((status, v))
+async fn dispatch(
+    sink: &Sink,
+    tracker: &Tracker,
+    outs: Vec<Out>,
+    rng: &mut Rng,
+    stale: f64,
+    tally: &Tally,
+) -> anyhow::Result<()> {
+    let closed = || anyhow::anyhow!("the transport stopped");
+    match sink {
+        Sink::Supplier(tx) => {
+            for o in outs {
+                tx.send(o).await.map_err(|_| closed())?;
+            }
+        }
+        Sink::Https(tx) => {
+            let stale = rng.unit() < stale;
+            if stale {
+                tally.request_fault(Fault::Stale);
+            }
+            let request = Request {
+                signer: tracker.member.clone(),
+                outs,
+                stale,
+            };
+            tx.send(request).await.map_err(|_| closed())?;
+        }
+        Sink::Mqtt(txs) => {
+            let i = outs[0].device;
+            txs[i].send(outs).await.map_err(|_| closed())?;
+        }
+    }
+    Ok(())
+}
+
+/// Wait for both tasks; the first error wins.
+fn chain(
+    a: tokio::task::JoinHandle<anyhow::Result<()>>,
+    b: tokio::task::JoinHandle<anyhow::Result<()>>,
+) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+    tokio::spawn(async move {
+        b.await??;
+        a.await?
+    })
 }
 
 fn load_state(path: &Path) -> anyhow::Result<SeqState> {
@@ -303,35 +331,4 @@ fn save_state(path: &Path, state: &SeqState) -> anyhow::Result<()> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, serde_json::to_string(state)?)?;
     std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn records_are_valid_protocol_records() {
-        let r = record("SIM-TRK-000001", 3, 17, 1_763_800_000_000);
-        let key = Secret::from_bytes([1; 32]);
-        let env = sign::envelope(&key, Some("k1"), &r);
-        let p = trackgate_proto::Parsed::parse(&env).unwrap();
-        let keys = [trackgate_proto::envelope::ActiveKey {
-            kid: "k1".into(),
-            secret: key,
-        }];
-        let view = trackgate_proto::DeviceView {
-            enabled: true,
-            supplier: None,
-            keys: &keys,
-        };
-        let clock = trackgate_proto::envelope::Clock {
-            now_ms: 1_763_800_000_000,
-            retention_ms: 86_400_000,
-        };
-        let v = p
-            .verify(trackgate_proto::Origin::Device("SIM-TRK-000001"), Some(view), clock)
-            .unwrap();
-        assert_eq!(v.record.seq, 17);
-        assert!(v.record.lat.is_some() && v.record.bat.is_some());
-    }
 }
