@@ -6,16 +6,10 @@
 //! latency; the end-to-end harness measures the shipped default (FULL).
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use sqlx::QueryBuilder;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
-use std::str::FromStr;
 use std::time::Duration;
 use tokio::runtime::Runtime;
-use trackgate_benches::{now_ms, rows};
+use trackgate_benches::{SCHEMA, now_ms, raw_insert, raw_pool, rows};
 use trackgate_store::{MasterKey, OpenOptions, Row, SqliteOptions, Store};
-
-const SCHEMA: &str = include_str!("../../crates/store/migrations/sqlite/0001_init.sql");
-const COLUMNS: usize = 15;
 
 /// The variant measured against the shipped schema when choosing it: a table clustered on
 /// `(device_id, seq)` (`WITHOUT ROWID`), instead of a rowid table with narrow indexes.
@@ -23,51 +17,6 @@ const CLUSTERED_SCHEMA: &str = "CREATE TABLE positions (device_id TEXT NOT NULL,
      lat REAL, lon REAL, alt REAL, spd REAL, hdg REAL, acc REAL, bat REAL, tmp REAL, ext TEXT, record TEXT NOT NULL, \
      kid TEXT NOT NULL, received_ms INTEGER NOT NULL, PRIMARY KEY (device_id, seq)) WITHOUT ROWID; \
      CREATE INDEX positions_device_ts ON positions (device_id, ts);";
-
-async fn raw_pool_with(dir: &std::path::Path, schema: &str) -> SqlitePool {
-    let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", dir.join("raw.db").display()))
-        .unwrap()
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Normal)
-        .pragma("cache_size", "-32768")
-        .pragma("wal_autocheckpoint", "10000");
-    let pool = SqlitePoolOptions::new()
-        .max_connections(1)
-        .connect_with(opts)
-        .await
-        .unwrap();
-    sqlx::raw_sql(schema).execute(&pool).await.unwrap();
-    pool
-}
-
-async fn raw_insert(pool: &SqlitePool, rows: &[Row]) {
-    let mut tx = pool.begin().await.unwrap();
-    for chunk in rows.chunks(32_766 / COLUMNS) {
-        let mut q = QueryBuilder::new(
-            "INSERT INTO positions (device_id, seq, ts, lat, lon, alt, spd, hdg, acc, bat, tmp, ext, record, kid, received_ms) ",
-        );
-        q.push_values(chunk, |mut b, r| {
-            b.push_bind(r.device_id.as_str())
-                .push_bind(r.seq)
-                .push_bind(r.ts)
-                .push_bind(r.lat)
-                .push_bind(r.lon)
-                .push_bind(r.alt)
-                .push_bind(r.spd)
-                .push_bind(r.hdg)
-                .push_bind(r.acc)
-                .push_bind(r.bat)
-                .push_bind(r.tmp)
-                .push_bind(r.ext.as_deref())
-                .push_bind(r.record.as_str())
-                .push_bind(r.kid.as_str())
-                .push_bind(r.received_ms);
-        });
-        q.build().execute(&mut *tx).await.unwrap();
-    }
-    tx.commit().await.unwrap();
-}
 
 async fn store(dir: &std::path::Path) -> Store {
     let opts = OpenOptions {
@@ -112,11 +61,11 @@ fn batch_write(c: &mut Criterion) {
             tempfile::tempdir().unwrap(),
             tempfile::tempdir().unwrap(),
         );
-        let raw = rt.block_on(raw_pool_with(d1.path(), SCHEMA));
+        let raw = rt.block_on(raw_pool(d1.path(), SCHEMA, false));
         variant("baseline: raw multi-row INSERT", &mut |rs| {
             rt.block_on(raw_insert(&raw, rs))
         });
-        let clustered = rt.block_on(raw_pool_with(d2.path(), CLUSTERED_SCHEMA));
+        let clustered = rt.block_on(raw_pool(d2.path(), CLUSTERED_SCHEMA, false));
         variant("variant: raw INSERT, WITHOUT ROWID clustered table", &mut |rs| {
             rt.block_on(raw_insert(&clustered, rs))
         });

@@ -1,8 +1,69 @@
 //! Shared inputs for the benchmarks: signed envelopes and rows shaped like real traffic.
 #![forbid(unsafe_code)]
 
+use sqlx::QueryBuilder;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use std::str::FromStr;
 use trackgate_proto::{Secret, sign};
 use trackgate_store::Row;
+
+/// trackgate's schema, for the raw baselines.
+pub const SCHEMA: &str = include_str!("../../crates/store/migrations/sqlite/0001_init.sql");
+const COLUMNS: usize = 15;
+
+/// A fresh SQLite database at `dir/raw.db` with `schema`, tuned as trackgate tunes its own
+/// (WAL, 32 MiB cache, autocheckpoint at 10000 pages); `synchronous=FULL` (one fsync per
+/// commit, trackgate's default) or NORMAL.
+pub async fn raw_pool(dir: &std::path::Path, schema: &str, synchronous_full: bool) -> SqlitePool {
+    let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", dir.join("raw.db").display()))
+        .unwrap()
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(if synchronous_full {
+            SqliteSynchronous::Full
+        } else {
+            SqliteSynchronous::Normal
+        })
+        .pragma("cache_size", "-32768")
+        .pragma("wal_autocheckpoint", "10000");
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(opts)
+        .await
+        .unwrap();
+    sqlx::raw_sql(schema).execute(&pool).await.unwrap();
+    pool
+}
+
+/// The baseline write: `rows` as multi-row INSERTs in one transaction. Deliberately not the
+/// store's code: a baseline must not share what it measures.
+pub async fn raw_insert(pool: &SqlitePool, rows: &[Row]) {
+    let mut tx = pool.begin().await.unwrap();
+    for chunk in rows.chunks(32_766 / COLUMNS) {
+        let mut q = QueryBuilder::new(
+            "INSERT INTO positions (device_id, seq, ts, lat, lon, alt, spd, hdg, acc, bat, tmp, ext, record, kid, received_ms) ",
+        );
+        q.push_values(chunk, |mut b, r| {
+            b.push_bind(r.device_id.as_str())
+                .push_bind(r.seq)
+                .push_bind(r.ts)
+                .push_bind(r.lat)
+                .push_bind(r.lon)
+                .push_bind(r.alt)
+                .push_bind(r.spd)
+                .push_bind(r.hdg)
+                .push_bind(r.acc)
+                .push_bind(r.bat)
+                .push_bind(r.tmp)
+                .push_bind(r.ext.as_deref())
+                .push_bind(r.record.as_str())
+                .push_bind(r.kid.as_str())
+                .push_bind(r.received_ms);
+        });
+        q.build().execute(&mut *tx).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+}
 
 pub const DEVICE_KEY: [u8; 32] = [7; 32];
 

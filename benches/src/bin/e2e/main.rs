@@ -1,15 +1,23 @@
 //! End-to-end harness: the release `trackgate` binary with SQLite, real brokers, real TLS, on
-//! loopback. Measures committed records/s for each case beside its baseline in the same run.
+//! loopback. Measures committed records/s for each case beside its baseline in the same run,
+//! with acknowledgement latency and trackgate's CPU and memory where firmware-sim drives it.
 //!
 //! ```sh
-//! cargo build --release -p trackgate -p trackgate-benches && target/release/e2e
+//! cargo build --release -p trackgate -p firmware-sim -p trackgate-benches && target/release/e2e [https|mqtt]
 //! ```
 //!
-//! Cases (MQTT, one record per message and arrays of 100):
+//! HTTPS ([`https`], driven by firmware-sim): supplier batches of 1000, then the same at half
+//! that rate (for latency), then single records as devices; beside them, the identical rows
+//! inserted raw into a fresh database (the storage limit).
+//!
+//! MQTT (one record per message and arrays of 100):
 //! - baseline: Mosquitto pass-through to a bare QoS 1 subscriber (the broker's limit);
 //! - trackgate consuming from Mosquitto;
 //! - trackgate's embedded broker.
 #![forbid(unsafe_code)]
+
+mod https;
+mod proc;
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
 use rustls::pki_types::pem::PemObject;
@@ -132,16 +140,63 @@ async fn wait_stored(server: &Server, n: i64) {
     assert_eq!(got, n, "not everything was committed");
 }
 
-fn rate(records: u64, t: Duration) -> String {
-    format!(
-        "{:>7.0} records/s ({records} in {:.2} s)",
-        records as f64 / t.as_secs_f64(),
-        t.as_secs_f64()
-    )
-}
+use proc::rate;
 
 #[tokio::main]
 async fn main() {
+    let which = std::env::args().nth(1).unwrap_or_else(|| "all".into());
+    if !["all", "https", "mqtt"].contains(&which.as_str()) {
+        eprintln!("usage: e2e [all|https|mqtt]");
+        std::process::exit(2);
+    }
+    if which != "mqtt" {
+        https_cases().await;
+    }
+    if which != "https" {
+        mqtt_cases().await;
+    }
+}
+
+async fn https_cases() {
+    println!("end-to-end HTTPS: firmware-sim -> trackgate, TLS, loopback, SQLite synchronous=FULL");
+    let supplier = https::Case {
+        name: "supplier batches of 1000",
+        mode: "supplier",
+        devices: 100,
+        records_per_device: 2000,
+        batch: 1000,
+        // Requests in flight; `E2E_SUPPLIER_CONCURRENCY` tries others.
+        concurrency: std::env::var("E2E_SUPPLIER_CONCURRENCY")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(4),
+        rate: None,
+    };
+    let (max, rows) = https::run(&supplier).await;
+    let raw = https::raw_baseline(&rows, 1000).await;
+    println!("  ratio to the raw insert: {:.2}", max / raw);
+    // The storage curve: what bigger commits would buy.
+    https::raw_baseline(&rows, 10_000).await;
+    https::run(&https::Case {
+        name: "supplier batches, at half that rate",
+        rate: Some(max / 2.0),
+        ..supplier
+    })
+    .await;
+    let (single, _) = https::run(&https::Case {
+        name: "single records (as devices)",
+        mode: "device",
+        devices: 100,
+        records_per_device: 200,
+        batch: 1,
+        concurrency: 128,
+        rate: None,
+    })
+    .await;
+    println!("  ratio to the raw insert: {:.3}", single / raw);
+}
+
+async fn mqtt_cases() {
     let total = DEVICES as u64 * RECORDS_PER_DEVICE;
     let devices: Vec<Key> = (0..DEVICES)
         .map(|i| Key::derived(&format!("BENCH-{i:03}"), "k1"))

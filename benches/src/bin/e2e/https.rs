@@ -1,0 +1,173 @@
+//! HTTPS cases: firmware-sim drives the release trackgate (SQLite, synchronous=FULL, rate
+//! limiting off) as the supplier relay (batches of 1000) or as devices (one record per request),
+//! then the same rows are inserted raw into a fresh database: the storage limit, in the same run.
+
+use crate::proc::{Usage, rate};
+use serde_json::Value;
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+use trackgate_benches::{SCHEMA, raw_insert, raw_pool};
+use trackgate_e2e::{Server, binary, built, wait_for_stored};
+use trackgate_store::Row;
+
+pub struct Case {
+    pub name: &'static str,
+    pub mode: &'static str,
+    pub devices: usize,
+    pub records_per_device: u64,
+    pub batch: usize,
+    pub concurrency: usize,
+    /// Records/s to hold; `None`: as fast as trackgate answers.
+    pub rate: Option<f64>,
+}
+
+fn sim(dir: &Path, args: &[&str]) -> Value {
+    let out = Command::new(built("firmware-sim"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("firmware-sim runs");
+    assert!(
+        out.status.success(),
+        "firmware-sim {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_default()
+}
+
+/// Run one case; prints its line and returns the committed rate and the rows stored.
+pub async fn run(case: &Case) -> (f64, Vec<Row>) {
+    let dir = tempfile::tempdir().unwrap();
+    // Rate limiting off; `E2E_TRACKGATE_TOML` adds settings to try (e.g. ingest.batch_max_rows).
+    let extra = std::env::var("E2E_TRACKGATE_TOML").unwrap_or_default();
+    let config = format!("http.rate_limit_per_second = 0\n{extra}\n");
+    let server = Server::start_in(&dir.path().join("tg"), &config).unwrap();
+    let n = case.devices.to_string();
+    sim(dir.path(), &["roster", "--devices", &n]);
+    sim(
+        dir.path(),
+        &[
+            "provision",
+            "--trackgate",
+            binary().to_str().unwrap(),
+            "--config",
+            server.config.to_str().unwrap(),
+        ],
+    );
+    let db = server.db().await;
+    let total = case.devices as u64 * case.records_per_device;
+    let usage = Usage::start(server.pid());
+    let t = Instant::now();
+    let (records, batch, concurrency) = (
+        case.records_per_device.to_string(),
+        case.batch.to_string(),
+        case.concurrency.to_string(),
+    );
+    let ca = server.dir.join("data/tls/dev-cert.pem");
+    let url = server.url("");
+    let mut args = vec![
+        "send",
+        "--url",
+        &url,
+        "--ca",
+        ca.to_str().unwrap(),
+        "--mode",
+        case.mode,
+        "--records",
+        &records,
+        "--batch",
+        &batch,
+        "--concurrency",
+        &concurrency,
+        "--json",
+        "--quiet",
+    ];
+    let rate_arg = case.rate.map(|r| format!("{r:.0}"));
+    if let Some(r) = &rate_arg {
+        args.extend(["--rate", r]);
+    }
+    let summary = sim(dir.path(), &args);
+    let stored = wait_for_stored(&db, total as i64).await;
+    let elapsed = t.elapsed();
+    let used = usage.finish();
+    assert_eq!(stored, total as i64, "not everything was committed: {summary}");
+    assert_eq!(summary["accepted"].as_u64(), Some(total), "{summary}");
+    let l = &summary["latency_ms"];
+    println!(
+        "  {:<34} {}  ack latency ms p50 {:>5.1} p90 {:>5.1} p99 {:>5.1} max {:>6.1}  {}",
+        case.name,
+        rate(total, elapsed),
+        l["p50"].as_f64().unwrap_or(0.0),
+        l["p90"].as_f64().unwrap_or(0.0),
+        l["p99"].as_f64().unwrap_or(0.0),
+        l["max"].as_f64().unwrap_or(0.0),
+        used,
+    );
+    (total as f64 / elapsed.as_secs_f64(), stored_rows(&db).await)
+}
+
+/// The storage limit: the rows a case stored, inserted raw into a fresh database with
+/// trackgate's schema and settings (synchronous=FULL), `batch` rows per transaction.
+pub async fn raw_baseline(rows: &[Row], batch: usize) -> f64 {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = raw_pool(dir.path(), SCHEMA, true).await;
+    let t = Instant::now();
+    for chunk in rows.chunks(batch) {
+        raw_insert(&pool, chunk).await;
+    }
+    let elapsed = t.elapsed();
+    println!(
+        "  {:<34} {}",
+        format!("baseline: raw INSERT, {batch}/commit"),
+        rate(rows.len() as u64, elapsed)
+    );
+    rows.len() as f64 / elapsed.as_secs_f64()
+}
+
+/// Every row trackgate stored, in arrival order: the baseline's identical rows.
+async fn stored_rows(db: &sqlx::SqlitePool) -> Vec<Row> {
+    type Columns = (
+        String,
+        i64,
+        i64,
+        Option<f64>,
+        Option<f64>,
+        Option<f64>,
+        Option<f64>,
+        Option<f64>,
+        Option<f64>,
+        Option<f64>,
+        Option<f64>,
+        Option<String>,
+        String,
+        String,
+        i64,
+    );
+    let rows: Vec<Columns> = sqlx::query_as(
+        "SELECT device_id, seq, ts, lat, lon, alt, spd, hdg, acc, bat, tmp, ext, record, kid, received_ms \
+         FROM positions ORDER BY rowid",
+    )
+    .fetch_all(db)
+    .await
+    .unwrap();
+    rows.into_iter()
+        .map(|c| Row {
+            device_id: c.0,
+            seq: c.1,
+            ts: c.2,
+            lat: c.3,
+            lon: c.4,
+            alt: c.5,
+            spd: c.6,
+            hdg: c.7,
+            acc: c.8,
+            bat: c.9,
+            tmp: c.10,
+            ext: c.11,
+            record: c.12,
+            kid: c.13,
+            received_ms: c.14,
+        })
+        .collect()
+}
