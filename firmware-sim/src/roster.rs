@@ -95,10 +95,12 @@ impl Roster {
         let s = &self.supplier;
         run(&["supplier", "add", &s.id], None)?;
         run(&["key", "import", &s.id, &s.kid], Some(&s.secret))?;
+        // One bulk import for the whole fleet: lines of `<id> <kid> <hex>` on its stdin.
+        let mut lines = String::with_capacity(self.devices.len() * 100);
         for d in &self.devices {
-            run(&["device", "add", &d.id, "--supplier", &s.id], None)?;
-            run(&["key", "import", &d.id, &d.kid], Some(&d.secret))?;
+            lines.push_str(&format!("{} {} {}\n", d.id, d.kid, d.secret));
         }
+        run(&["device", "import", "--supplier", &s.id], Some(&lines))?;
         if let Some(org) = org {
             match run(&["org", "add", org, "--name", org], None) {
                 Ok(()) => {}

@@ -102,3 +102,45 @@ async fn provisioning_keeps_one_namespace_and_never_shows_a_secret_twice() {
         assert!(!server.log_text().contains(s), "a secret is in the server log");
     }
 }
+
+/// Fleet provisioning in one command: the imported keys sign records trackgate accepts; a bad
+/// line stops the import naming its line, and never echoes a secret.
+#[tokio::test]
+async fn devices_import_in_bulk_from_standard_input() {
+    let (_dir, s) = started("");
+    let keys: Vec<Key> = (0..3).map(|i| Key::derived(&format!("BULK-{i}"), "k1")).collect();
+    let lines: String = keys
+        .iter()
+        .map(|k| format!("{} {} {}\n", k.owner, k.kid, k.secret.to_hex()))
+        .collect();
+    let out = s.cli(
+        &["device", "import", "--supplier", "ACME"],
+        Some(&format!("# fleet\n{lines}")),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("3 devices imported"));
+
+    let body = format!(
+        "[{}]",
+        keys.iter()
+            .map(|k| k.envelope(&record(&k.owner, 1)))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let reply = s.post(&s.client(), &vector_supplier(), "application/json", &body).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.counts(), (3, 0), "{}", reply.body);
+
+    let secret = "ab".repeat(31);
+    let out = s.cli(
+        &["device", "import"],
+        Some(&format!("BULK-9 k1 {}\nBULK-10 k1 {secret}\n", "cd".repeat(32))),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("line 2") && err.contains("BULK-10"), "{err}");
+    assert!(!err.contains(&secret), "a secret was echoed: {err}");
+    // Nothing was committed from the failed run (both lines were in one batch).
+    let out = s.cli(&["device", "list", "--json"], None);
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("BULK-9"));
+}

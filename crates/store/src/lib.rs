@@ -108,6 +108,15 @@ impl Store {
         dispatch!(self, db => db.add_principal(id, Kind::Device, supplier).await)
     }
 
+    /// Provision devices with one key each (`(id, kid, secret)`), all or nothing.
+    pub async fn import_devices(
+        &self,
+        devices: &[(String, String, Secret)],
+        supplier: Option<&str>,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, db => db.import_devices(devices, supplier).await)
+    }
+
     pub async fn set_enabled(&self, id: &str, enabled: bool) -> Result<(), StoreError> {
         dispatch!(self, db => db.set_enabled(id, enabled).await)
     }

@@ -315,6 +315,58 @@ impl Sqlite {
         Ok(())
     }
 
+    /// Devices with one key each, many per transaction: fleet provisioning. All or nothing per
+    /// call: an id already taken or a bad id fails the whole call, naming it.
+    pub(crate) async fn import_devices(
+        &self,
+        devices: &[(String, String, Secret)],
+        supplier: Option<&str>,
+    ) -> Result<(), StoreError> {
+        for (id, kid, _) in devices {
+            check_id("device id", id)?;
+            check_id("key id", kid)?;
+        }
+        let mut tx = self.pool.begin().await?;
+        if let Some(s) = supplier {
+            let found: Option<String> = sqlx::query_scalar("SELECT kind FROM principals WHERE id = ?")
+                .bind(s)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if found.as_deref() != Some("supplier") {
+                return Err(StoreError::NotFound {
+                    kind: "supplier",
+                    id: s.to_owned(),
+                });
+            }
+        }
+        let now = crate::now_ms();
+        for (id, kid, secret) in devices {
+            let inserted = sqlx::query(
+                "INSERT INTO principals (id, kind, supplier_id, enabled, created_ms) VALUES (?, 'device', ?, 1, ?)",
+            )
+            .bind(id)
+            .bind(supplier)
+            .bind(now)
+            .execute(&mut *tx)
+            .await;
+            match inserted {
+                Err(e) if is_unique_violation(&e) => return Err(StoreError::IdTaken(id.clone())),
+                other => other?,
+            };
+            let sealed = self.master.seal(&key_aad(id, kid), secret.as_bytes());
+            sqlx::query("INSERT INTO keys (owner_id, kid, sealed, active, created_ms) VALUES (?, ?, ?, 1, ?)")
+                .bind(id)
+                .bind(kid)
+                .bind(sealed)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            Self::note_change(&mut tx, id).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     pub(crate) async fn set_enabled(&self, id: &str, enabled: bool) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         let done = sqlx::query("UPDATE principals SET enabled = ? WHERE id = ?")

@@ -232,3 +232,31 @@ fn urls_are_redacted() {
     assert_eq!(redact_url("postgres://tg:hunter2@db/x"), "postgres://tg:***@db/x");
     assert_eq!(redact_url("sqlite://data/t.db"), "sqlite://data/t.db");
 }
+
+#[tokio::test]
+async fn devices_import_in_bulk_all_or_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open_at(dir.path(), master()).await.unwrap();
+    s.add_supplier("ACME").await.unwrap();
+    s.add_device("TAKEN", None).await.unwrap();
+    let fleet = |ids: &[&str]| -> Vec<(String, String, Secret)> {
+        ids.iter()
+            .map(|id| (id.to_string(), "k1".to_owned(), Secret::from_bytes([9; 32])))
+            .collect()
+    };
+    s.import_devices(&fleet(&["B-1", "B-2", "B-3"]), Some("ACME"))
+        .await
+        .unwrap();
+    let p = s.principal("B-2").await.unwrap().unwrap();
+    assert_eq!(p.supplier.as_deref(), Some("ACME"));
+    assert_eq!(p.keys.len(), 1, "its key is usable");
+    // One taken id fails the whole call, naming it; nothing of it is kept.
+    let e = s.import_devices(&fleet(&["C-1", "TAKEN"]), None).await.unwrap_err();
+    assert!(matches!(&e, StoreError::IdTaken(id) if id == "TAKEN"), "{e}");
+    assert!(s.principal("C-1").await.unwrap().is_none());
+    assert!(matches!(
+        s.import_devices(&fleet(&["C-2"]), Some("NOPE")).await,
+        Err(StoreError::NotFound { kind: "supplier", .. })
+    ));
+    assert!(s.import_devices(&fleet(&["bad id"]), None).await.is_err());
+}

@@ -1,6 +1,7 @@
 //! The command line: `trackgate serve` and the provisioning commands, which work on the database
 //! directly (a running server picks their changes up within `ingest.key_refresh_ms`).
 
+mod import;
 mod operators;
 
 use crate::app;
@@ -132,6 +133,15 @@ pub enum DeviceCommand {
         #[arg(long)]
         supplier: Option<String>,
     },
+    /// Provision many devices with one key each: lines of `<device id> <key id> <64 hex>` on
+    /// standard input (or --from-file), committed 10,000 at a time.
+    Import {
+        /// The supplier whose key may carry these devices' records.
+        #[arg(long)]
+        supplier: Option<String>,
+        #[arg(long)]
+        from_file: Option<PathBuf>,
+    },
     /// List devices and their key ids (never their secrets).
     List(ListArgs),
     /// Reject the device's records (device_disabled) from now on.
@@ -213,6 +223,16 @@ async fn provision(store: &Store, command: Command) -> anyhow::Result<()> {
             DeviceCommand::Add { id, supplier } => {
                 store.add_device(&id, supplier.as_deref()).await?;
                 eprintln!("device {id} added");
+            }
+            DeviceCommand::Import { supplier, from_file } => {
+                let input: Box<dyn std::io::BufRead> = match &from_file {
+                    Some(path) => Box::new(std::io::BufReader::new(
+                        std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?,
+                    )),
+                    None => Box::new(std::io::stdin().lock()),
+                };
+                let n = import::devices(store, input, supplier.as_deref()).await?;
+                eprintln!("{n} devices imported");
             }
             DeviceCommand::List(a) => print_list(&store.list(Some(Kind::Device)).await?, a.json)?,
             DeviceCommand::Disable { id } => set_enabled(store, &id, false).await?,
