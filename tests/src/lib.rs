@@ -18,6 +18,24 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use trackgate_proto::Secret;
 use trackgate_proto::sign::{self, RequestParts};
 
+/// Run `program` in `dir` as a user would there (no `TRACKGATE_CONFIG`: the embedded defaults),
+/// asserting it succeeds; its standard output.
+pub fn run_ok(dir: &Path, program: &Path, args: &[&str]) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .env_remove("TRACKGATE_CONFIG")
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", program.display()));
+    assert!(
+        out.status.success(),
+        "{} {args:?}: {}",
+        program.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8 output")
+}
+
 /// The `trackgate` binary: `TRACKGATE_BIN`, or the one cargo built beside this test.
 pub fn binary() -> PathBuf {
     if let Ok(p) = std::env::var("TRACKGATE_BIN") {

@@ -1,7 +1,6 @@
 //! firmware-sim against the Quick start server: a roster, provisioned through the trackgate CLI,
 //! sending over MQTT (embedded broker) as devices and over HTTPS as the supplier relay.
 
-use std::process::Command;
 use trackgate_e2e::*;
 
 #[tokio::test]
@@ -9,20 +8,7 @@ async fn the_simulator_provisions_a_fleet_and_its_records_arrive_over_both_trans
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let server = Server::start_defaults(dir.path(), port).unwrap();
-    let sim = |args: &[&str]| {
-        let out = Command::new(built("firmware-sim"))
-            .args(args)
-            .current_dir(dir.path())
-            .env_remove("TRACKGATE_CONFIG")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "firmware-sim {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let sim = |args: &[&str]| run_ok(dir.path(), &built("firmware-sim"), args);
     sim(&["roster", "--devices", "3"]);
     sim(&["provision", "--trackgate", binary().to_str().unwrap()]);
 
@@ -87,18 +73,7 @@ async fn backlogs_arrive_out_of_order_and_faults_get_their_answers() {
     let port = free_port();
     let server = Server::start_defaults(dir.path(), port).unwrap();
     let sim = |args: &[&str]| {
-        let out = Command::new(built("firmware-sim"))
-            .args(args)
-            .current_dir(dir.path())
-            .env_remove("TRACKGATE_CONFIG")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "firmware-sim {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap_or_default()
+        serde_json::from_str::<serde_json::Value>(&run_ok(dir.path(), &built("firmware-sim"), args)).unwrap_or_default()
     };
     sim(&["roster", "--devices", "5"]);
     sim(&["provision", "--trackgate", binary().to_str().unwrap()]);

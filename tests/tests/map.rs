@@ -507,20 +507,7 @@ async fn firmware_sim_shipments_move_on_the_quick_start_map() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start_defaults(dir.path(), free_port()).unwrap();
     // Both run as the README says: in the server's directory, on the embedded defaults.
-    let run = |program: &std::path::Path, args: &[&str]| {
-        let out = std::process::Command::new(program)
-            .args(args)
-            .current_dir(dir.path())
-            .env_remove("TRACKGATE_CONFIG")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let run = |program: &std::path::Path, args: &[&str]| trackgate_e2e::run_ok(dir.path(), program, args);
     let trackgate = trackgate_e2e::binary();
     let sim = |args: &[&str]| run(&trackgate_e2e::built("firmware-sim"), args);
     sim(&["roster", "--devices", "3"]);

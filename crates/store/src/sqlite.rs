@@ -276,6 +276,21 @@ impl Sqlite {
         Ok(())
     }
 
+    /// `id` must be a provisioned supplier.
+    async fn require_supplier(tx: &mut sqlx::SqliteConnection, id: &str) -> Result<(), StoreError> {
+        let found: Option<String> = sqlx::query_scalar("SELECT kind FROM principals WHERE id = ?")
+            .bind(id)
+            .fetch_optional(tx)
+            .await?;
+        if found.as_deref() != Some("supplier") {
+            return Err(StoreError::NotFound {
+                kind: "supplier",
+                id: id.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
     pub(crate) async fn add_principal(&self, id: &str, kind: Kind, supplier: Option<&str>) -> Result<(), StoreError> {
         check_id(
             if kind == Kind::Device {
@@ -287,16 +302,7 @@ impl Sqlite {
         )?;
         let mut tx = self.pool.begin().await?;
         if let Some(s) = supplier {
-            let found: Option<String> = sqlx::query_scalar("SELECT kind FROM principals WHERE id = ?")
-                .bind(s)
-                .fetch_optional(&mut *tx)
-                .await?;
-            if found.as_deref() != Some("supplier") {
-                return Err(StoreError::NotFound {
-                    kind: "supplier",
-                    id: s.to_owned(),
-                });
-            }
+            Self::require_supplier(&mut tx, s).await?;
         }
         let inserted =
             sqlx::query("INSERT INTO principals (id, kind, supplier_id, enabled, created_ms) VALUES (?, ?, ?, 1, ?)")
@@ -328,16 +334,7 @@ impl Sqlite {
         }
         let mut tx = self.pool.begin().await?;
         if let Some(s) = supplier {
-            let found: Option<String> = sqlx::query_scalar("SELECT kind FROM principals WHERE id = ?")
-                .bind(s)
-                .fetch_optional(&mut *tx)
-                .await?;
-            if found.as_deref() != Some("supplier") {
-                return Err(StoreError::NotFound {
-                    kind: "supplier",
-                    id: s.to_owned(),
-                });
-            }
+            Self::require_supplier(&mut tx, s).await?;
         }
         let now = crate::now_ms();
         for (id, kid, secret) in devices {

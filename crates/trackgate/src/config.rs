@@ -400,7 +400,7 @@ impl RawConfig {
             key_cache_max_entries: range(
                 "ingest.key_cache_max_entries",
                 i.key_cache_max_entries,
-                1_000_000,
+                200_000,
                 100,
                 100_000_000,
             )?,
