@@ -44,8 +44,9 @@ pub fn connect_fleet(args: &SendArgs, ca_pem: &[u8], devices: &[Member], tally: 
         let other = devices[(i + 1) % devices.len()].id.clone();
         let (tls, host, port, tally) = (tls.clone(), args.mqtt_host.clone(), args.mqtt_port, tally.clone());
         let member = member.clone();
+        let per_message = args.per_message.max(1);
         tasks.push(tokio::spawn(async move {
-            device(member, other, rx, tls, host, port, tally).await
+            device(member, other, rx, per_message, tls, host, port, tally).await
         }));
     }
     let handle = tokio::spawn(async move {
@@ -57,10 +58,12 @@ pub fn connect_fleet(args: &SendArgs, ca_pem: &[u8], devices: &[Member], tally: 
     Ok((senders, handle))
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn device(
     member: Member,
     other: String,
     mut rx: mpsc::Receiver<Vec<Out>>,
+    per_message: usize,
     tls: Arc<rustls::ClientConfig>,
     host: String,
     port: u16,
@@ -92,7 +95,21 @@ async fn device(
         let own = topic::telemetry(&member.id);
         let wrong = topic::telemetry(&other);
         tokio::spawn(async move {
-            while let Some(outs) = rx.recv().await {
+            // With `per_message` > 1, records wait here until an array is full (or the run ends).
+            let mut held: Vec<Out> = Vec::new();
+            loop {
+                let outs = match rx.recv().await {
+                    Some(outs) if per_message > 1 && outs.len() == 1 => {
+                        held.extend(outs);
+                        if held.len() < per_message {
+                            continue;
+                        }
+                        std::mem::take(&mut held)
+                    }
+                    Some(outs) => outs,
+                    None if !held.is_empty() => std::mem::take(&mut held),
+                    None => break,
+                };
                 tally.sent(&outs);
                 let (astray, rest): (Vec<Out>, Vec<Out>) =
                     outs.into_iter().partition(|o| o.fault == Some(Fault::WrongTopic));

@@ -60,6 +60,10 @@ pub struct SendArgs {
     /// Envelopes per supplier request.
     #[arg(long, default_value_t = 1000)]
     pub batch: usize,
+    /// Records per MQTT message (`--mode mqtt`): 1 publishes each record alone, more sends
+    /// arrays.
+    #[arg(long, default_value_t = 1)]
+    pub per_message: usize,
     /// A supplier batch waits at most this long to fill, milliseconds.
     #[arg(long, default_value_t = 50)]
     pub linger_ms: u64,

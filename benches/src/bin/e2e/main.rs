@@ -6,18 +6,19 @@
 //! cargo build --release -p trackgate -p firmware-sim -p trackgate-benches && target/release/e2e [https|mqtt]
 //! ```
 //!
-//! HTTPS ([`https`], driven by firmware-sim): supplier batches of 1000, then the same at half
+//! HTTPS ([`sim`], driven by firmware-sim): supplier batches of 1000, then the same at half
 //! that rate (for latency), then single records as devices; beside them, the identical rows
 //! inserted raw into a fresh database (the storage limit).
 //!
 //! MQTT (one record per message and arrays of 100):
 //! - baseline: Mosquitto pass-through to a bare QoS 1 subscriber (the broker's limit);
-//! - trackgate consuming from Mosquitto;
+//! - trackgate consuming from Mosquitto, the same pre-signed messages;
+//! - the same driven by firmware-sim (PUBACK latency, trackgate's CPU and RSS);
 //! - trackgate's embedded broker.
 #![forbid(unsafe_code)]
 
-mod https;
 mod proc;
+mod sim;
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
 use rustls::pki_types::pem::PemObject;
@@ -159,9 +160,10 @@ async fn main() {
 
 async fn https_cases() {
     println!("end-to-end HTTPS: firmware-sim -> trackgate, TLS, loopback, SQLite synchronous=FULL");
-    let supplier = https::Case {
+    let supplier = sim::Case {
         name: "supplier batches of 1000",
         mode: "supplier",
+        per_message: 1,
         devices: 100,
         records_per_device: 2000,
         batch: 1000,
@@ -172,20 +174,21 @@ async fn https_cases() {
             .unwrap_or(4),
         rate: None,
     };
-    let (max, rows) = https::run(&supplier).await;
-    let raw = https::raw_baseline(&rows, 1000).await;
+    let (max, rows) = sim::run(&supplier).await;
+    let raw = sim::raw_baseline(&rows, 1000).await;
     println!("  ratio to the raw insert: {:.2}", max / raw);
     // The storage curve: what bigger commits would buy.
-    https::raw_baseline(&rows, 10_000).await;
-    https::run(&https::Case {
+    sim::raw_baseline(&rows, 10_000).await;
+    sim::run(&sim::Case {
         name: "supplier batches, at half that rate",
         rate: Some(max / 2.0),
         ..supplier
     })
     .await;
-    let (single, _) = https::run(&https::Case {
+    let (single, _) = sim::run(&sim::Case {
         name: "single records (as devices)",
         mode: "device",
+        per_message: 1,
         devices: 100,
         records_per_device: 200,
         batch: 1,
@@ -249,6 +252,20 @@ async fn mqtt_cases() {
         );
         drop(server);
         drop(broker);
+
+        // The same through Mosquitto with firmware-sim as the devices (signing as it goes):
+        // what a device waits for its PUBACK, and what trackgate uses.
+        sim::run(&sim::Case {
+            name: "firmware-sim via Mosquitto",
+            mode: "mqtt",
+            per_message,
+            devices: DEVICES,
+            records_per_device: RECORDS_PER_DEVICE,
+            batch: 1,
+            concurrency: 1,
+            rate: None,
+        })
+        .await;
 
         // trackgate's embedded broker.
         let dir = tempfile::tempdir().unwrap();

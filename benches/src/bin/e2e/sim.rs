@@ -1,6 +1,6 @@
-//! HTTPS cases: firmware-sim drives the release trackgate (SQLite, synchronous=FULL, rate
-//! limiting off) as the supplier relay (batches of 1000) or as devices (one record per request),
-//! then the same rows are inserted raw into a fresh database: the storage limit, in the same run.
+//! Cases where firmware-sim drives the release trackgate (SQLite, synchronous=FULL, rate limiting
+//! off): over HTTPS as the supplier relay or as devices, or over MQTT through Mosquitto; and the
+//! storage limit: the same rows inserted raw into a fresh database, in the same run.
 
 use crate::proc::{Usage, rate};
 use serde_json::Value;
@@ -8,12 +8,16 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 use trackgate_benches::{SCHEMA, raw_insert, raw_pool};
+use trackgate_e2e::mosquitto::Mosquitto;
 use trackgate_e2e::{Server, binary, built, wait_for_stored};
 use trackgate_store::Row;
 
 pub struct Case {
     pub name: &'static str,
+    /// firmware-sim's `--mode`: supplier, device or mqtt (through Mosquitto).
     pub mode: &'static str,
+    /// Records per MQTT message.
+    pub per_message: usize,
     pub devices: usize,
     pub records_per_device: u64,
     pub batch: usize,
@@ -41,7 +45,9 @@ pub async fn run(case: &Case) -> (f64, Vec<Row>) {
     let dir = tempfile::tempdir().unwrap();
     // Rate limiting off; `E2E_TRACKGATE_TOML` adds settings to try (e.g. ingest.batch_max_rows).
     let extra = std::env::var("E2E_TRACKGATE_TOML").unwrap_or_default();
-    let config = format!("http.rate_limit_per_second = 0\n{extra}\n");
+    let broker = (case.mode == "mqtt").then(|| Mosquitto::start(&dir.path().join("broker")).unwrap());
+    let mqtt = broker.as_ref().map(|b| b.trackgate_settings()).unwrap_or_default();
+    let config = format!("http.rate_limit_per_second = 0\n{mqtt}{extra}\n");
     let server = Server::start_in(&dir.path().join("tg"), &config).unwrap();
     let n = case.devices.to_string();
     sim(dir.path(), &["roster", "--devices", &n]);
@@ -55,6 +61,10 @@ pub async fn run(case: &Case) -> (f64, Vec<Row>) {
             server.config.to_str().unwrap(),
         ],
     );
+    if let Some(b) = &broker {
+        b.load_credentials(&server);
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
     let db = server.db().await;
     let total = case.devices as u64 * case.records_per_device;
     let usage = Usage::start(server.pid());
@@ -64,8 +74,15 @@ pub async fn run(case: &Case) -> (f64, Vec<Row>) {
         case.batch.to_string(),
         case.concurrency.to_string(),
     );
-    let ca = server.dir.join("data/tls/dev-cert.pem");
+    let ca = match &broker {
+        Some(b) => b.ca.clone(),
+        None => server.dir.join("data/tls/dev-cert.pem"),
+    };
     let url = server.url("");
+    let (port, per_message) = (
+        broker.as_ref().map_or(0, |b| b.port).to_string(),
+        case.per_message.to_string(),
+    );
     let mut args = vec![
         "send",
         "--url",
@@ -80,9 +97,14 @@ pub async fn run(case: &Case) -> (f64, Vec<Row>) {
         &batch,
         "--concurrency",
         &concurrency,
+        "--per-message",
+        &per_message,
         "--json",
         "--quiet",
     ];
+    if broker.is_some() {
+        args.extend(["--mqtt-port", &port]);
+    }
     let rate_arg = case.rate.map(|r| format!("{r:.0}"));
     if let Some(r) = &rate_arg {
         args.extend(["--rate", r]);
