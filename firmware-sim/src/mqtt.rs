@@ -75,7 +75,9 @@ async fn device(
         .set_transport(Transport::Tls(TlsConfiguration::Rustls(tls)))
         .set_credentials(&member.id, mqtt_password(&secret, &member.id))
         .set_keep_alive(Duration::from_secs(30))
-        .set_inflight(100);
+        .set_inflight(100)
+        // Arrays (backlogs, --per-message) are far larger than rumqttc's 10 KiB default.
+        .set_max_packet_size(1 << 20, 1 << 20);
     let (client, mut events) = AsyncClient::new(options, 100);
     client
         .subscribe(topic::rejections(&member.id), QoS::AtLeastOnce)
