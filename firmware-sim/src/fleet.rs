@@ -83,8 +83,8 @@ impl std::str::FromStr for Faults {
 }
 
 impl Faults {
-    /// Draw the fault for one record (never `stale` or `wrong-topic` where `per_record` lacks
-    /// them: those are per request over HTTPS).
+    /// Draw the fault for one record, among the `allowed` ones (over HTTPS `stale` is drawn per
+    /// request instead, and `wrong-topic` does not exist).
     pub fn draw(&self, rng: &mut Rng, allowed: &[Fault]) -> Option<Fault> {
         let mut x = rng.unit();
         for (f, p) in &self.0 {
