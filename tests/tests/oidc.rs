@@ -201,27 +201,15 @@ async fn an_id_token_from_a_real_openid_provider_is_accepted() {
     let s = Server::start_in(&dir.path().join("tg"), &extra).unwrap();
     seed(&s, "op-group");
     let c = s.client();
-    let me: Value = c
-        .get(s.url("/v1/me"))
-        .bearer_auth(&id_token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let get = |path: &str| {
+        let req = c.get(s.url(path)).bearer_auth(&id_token);
+        async move { req.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let me = get("/v1/me").await;
     assert_eq!(me["issuer"], issuer, "{me}");
     assert_eq!(me["email"], "ann@op.example");
     assert_eq!(me["memberships"][0]["user_group_id"], "g");
-    let devices: Value = c
-        .get(s.url("/v1/devices"))
-        .bearer_auth(&id_token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let devices = get("/v1/devices").await;
     assert_eq!(devices["devices"][0]["id"], "d-1", "{devices}");
     // The same token with its payload altered is refused.
     let mut parts: Vec<String> = id_token.split('.').map(str::to_owned).collect();
