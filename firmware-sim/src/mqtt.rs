@@ -1,6 +1,13 @@
 //! Devices over MQTT: each publishes over its own TLS connection at QoS 1, logging in with the
 //! credentials of PROTOCOL.md §3, and listens on its rejections topic. A live record is one
 //! message; a backlog goes as one array. Latency is from the publish leaving to its PUBACK.
+//!
+//! A connection only ever carries its own device (the broker lets a device publish under its own
+//! topic only), so a fleet larger than one machine's connections is multiplexed in time:
+//! with `--connections N` below the fleet size, at most N devices are connected at once. A device
+//! waits for a free connection, connects with a persistent session, publishes everything it has
+//! queued, waits for the PUBACKs and disconnects, as battery-powered trackers do; rejections
+//! published while it was away reach it at its next session.
 
 use crate::fleet::{Fault, Out};
 use crate::roster::Member;
@@ -12,7 +19,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use trackgate_proto::sign::mqtt_password;
 use trackgate_proto::{Secret, topic};
 
@@ -32,21 +39,53 @@ fn tls(ca_pem: &[u8]) -> anyhow::Result<Arc<rustls::ClientConfig>> {
 /// Where a device's groups of records go, and the task that ends when every device has finished.
 pub type Fleet = (Vec<mpsc::Sender<Vec<Out>>>, tokio::task::JoinHandle<anyhow::Result<()>>);
 
-/// One connection per device; each takes groups of records from its channel until it closes.
+/// After its last PUBACK, a device listens this much longer for rejections of its last messages.
+const LAST_WORDS: Duration = Duration::from_millis(500);
+
+/// What a device needs to connect: who it is and where the broker is.
+struct Device {
+    member: Member,
+    /// A wrong-topic fault publishes under this (the next) device's topic.
+    other: String,
+    per_message: usize,
+    tls: Arc<rustls::ClientConfig>,
+    host: String,
+    port: u16,
+    /// Keep the session (and the rejections queued for it) across connections.
+    persistent: bool,
+    tally: Tally,
+}
+
+/// Each device takes groups of records from its channel until it closes: over one connection
+/// for the whole run, or, with `--connections` below the fleet size, in sessions that take turns
+/// on that many connections.
 pub fn connect_fleet(args: &SendArgs, ca_pem: &[u8], devices: &[Member], tally: Tally) -> anyhow::Result<Fleet> {
     let tls = tls(ca_pem)?;
+    let slots = args
+        .connections
+        .filter(|&n| n < devices.len())
+        .map(|n| Arc::new(Semaphore::new(n)));
     let mut senders = Vec::with_capacity(devices.len());
     let mut tasks = Vec::with_capacity(devices.len());
     for (i, member) in devices.iter().enumerate() {
         let (tx, rx) = mpsc::channel(256);
         senders.push(tx);
-        // A wrong-topic fault publishes under the next device's topic.
-        let other = devices[(i + 1) % devices.len()].id.clone();
-        let (tls, host, port, tally) = (tls.clone(), args.mqtt_host.clone(), args.mqtt_port, tally.clone());
-        let member = member.clone();
-        let per_message = args.per_message.max(1);
+        let device = Device {
+            member: member.clone(),
+            other: devices[(i + 1) % devices.len()].id.clone(),
+            per_message: args.per_message.max(1),
+            tls: tls.clone(),
+            host: args.mqtt_host.clone(),
+            port: args.mqtt_port,
+            persistent: slots.is_some(),
+            tally: tally.clone(),
+        };
+        let slots = slots.clone();
         tasks.push(tokio::spawn(async move {
-            device(member, other, rx, per_message, tls, host, port, tally).await
+            match slots {
+                None => connection(&device, rx, LAST_WORDS).await,
+                Some(slots) => sessions(&device, rx, &slots).await,
+            }
         }));
     }
     let handle = tokio::spawn(async move {
@@ -58,22 +97,57 @@ pub fn connect_fleet(args: &SendArgs, ca_pem: &[u8], devices: &[Member], tally: 
     Ok((senders, handle))
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn device(
-    member: Member,
-    other: String,
-    mut rx: mpsc::Receiver<Vec<Out>>,
-    per_message: usize,
-    tls: Arc<rustls::ClientConfig>,
-    host: String,
-    port: u16,
-    tally: Tally,
-) -> anyhow::Result<()> {
+/// Sessions of one device: wait for records, then for a free connection; publish everything
+/// queued by then; disconnect. The last session, once the run has ended, listens for the last
+/// rejections; if the run ended while the device was disconnected, one more session collects them.
+async fn sessions(device: &Device, mut rx: mpsc::Receiver<Vec<Out>>, slots: &Semaphore) -> anyhow::Result<()> {
+    let mut owed = false;
+    while let Some(first) = rx.recv().await {
+        let _slot = slots.acquire().await?;
+        let mut queued = vec![first];
+        while let Ok(more) = rx.try_recv() {
+            queued.push(more);
+        }
+        let last = rx.is_closed() && rx.is_empty();
+        let (tx, session_rx) = mpsc::channel(queued.len());
+        for group in queued {
+            tx.try_send(group).expect("room for every queued group");
+        }
+        drop(tx);
+        device.tally.session();
+        connection(device, session_rx, if last { LAST_WORDS } else { Duration::ZERO }).await?;
+        owed = !last;
+    }
+    if owed {
+        let _slot = slots.acquire().await?;
+        let (nothing, no_records) = mpsc::channel(1);
+        drop(nothing);
+        device.tally.session();
+        connection(device, no_records, LAST_WORDS).await?;
+    }
+    Ok(())
+}
+
+/// One connection: publish the groups from `rx` until it closes and every message is
+/// acknowledged, listen `last_words` longer for rejections, disconnect.
+async fn connection(device: &Device, mut rx: mpsc::Receiver<Vec<Out>>, last_words: Duration) -> anyhow::Result<()> {
+    let Device {
+        member,
+        other,
+        per_message,
+        tls,
+        host,
+        port,
+        persistent,
+        tally,
+    } = device;
+    let per_message = *per_message;
     let secret = Secret::from_hex(&member.secret)?;
-    let mut options = MqttOptions::new(format!("sim-{}", member.id), host, port);
+    let mut options = MqttOptions::new(format!("sim-{}", member.id), host.as_str(), *port);
     options
-        .set_transport(Transport::Tls(TlsConfiguration::Rustls(tls)))
+        .set_transport(Transport::Tls(TlsConfiguration::Rustls(tls.clone())))
         .set_credentials(&member.id, mqtt_password(&secret, &member.id))
+        .set_clean_session(!persistent)
         .set_keep_alive(Duration::from_secs(30))
         .set_inflight(100)
         // Arrays (backlogs, --per-message) are far larger than rumqttc's 10 KiB default.
@@ -95,7 +169,7 @@ async fn device(
             tally.clone(),
         );
         let own = topic::telemetry(&member.id);
-        let wrong = topic::telemetry(&other);
+        let wrong = topic::telemetry(other);
         tokio::spawn(async move {
             // With `per_message` > 1, records wait here until an array is full (or the run ends).
             let mut held: Vec<Out> = Vec::new();
@@ -145,7 +219,7 @@ async fn device(
         let finished = done.load(Ordering::SeqCst) && acked == published.load(Ordering::SeqCst);
         if finished && quiet_until.is_none() {
             // After the last PUBACK, listen a little longer for rejections of the last messages.
-            quiet_until = Some(Instant::now() + Duration::from_millis(500));
+            quiet_until = Some(Instant::now() + last_words);
         }
         let wait = match quiet_until {
             Some(t) if Instant::now() >= t => break,

@@ -64,6 +64,11 @@ pub struct SendArgs {
     /// arrays.
     #[arg(long, default_value_t = 1)]
     pub per_message: usize,
+    /// MQTT connections open at once (`--mode mqtt`). Default: one per device, kept for the whole
+    /// run. Fewer: the devices take turns, each connecting, publishing what it has queued and
+    /// disconnecting, so a fleet larger than one machine can hold connected still sends.
+    #[arg(long)]
+    pub connections: Option<usize>,
     /// A supplier batch waits at most this long to fill, milliseconds.
     #[arg(long, default_value_t = 50)]
     pub linger_ms: u64,

@@ -21,6 +21,8 @@ pub struct Summary {
     /// Requests answered with another status than 200, by status (or "error").
     pub failed_requests: BTreeMap<String, u64>,
     pub requests: u64,
+    /// MQTT connections made by devices taking turns (`--connections` below the fleet size).
+    pub sessions: u64,
     pub seconds: f64,
     /// Records acknowledged (accepted or duplicate) per second.
     pub records_per_second: f64,
@@ -166,6 +168,11 @@ impl Tally {
         });
     }
 
+    /// A device connected for one more session.
+    pub fn session(&self) {
+        self.with(|i| i.s.sessions += 1);
+    }
+
     /// Rejections published back on a device's rejections topic.
     pub fn mqtt_rejections(&self, reasons: impl IntoIterator<Item = String>) {
         self.with(|i| {
@@ -238,6 +245,9 @@ impl Summary {
             self.latency_ms.p99,
             self.latency_ms.max
         );
+        if self.sessions > 0 {
+            t.push_str(&format!("; {} MQTT sessions", self.sessions));
+        }
         for (name, f) in &self.faults {
             t.push_str(&format!("\nfault {name}: sent {}, answered {:?}", f.sent, f.answers));
         }

@@ -149,3 +149,81 @@ async fn backlogs_arrive_out_of_order_and_faults_get_their_answers() {
     assert!(m["rejected"]["topic_mismatch"].as_u64().unwrap_or(0) > 0, "{m}");
     assert!(m["rejected"]["bad_signature"].as_u64().unwrap_or(0) > 0, "{m}");
 }
+
+/// A fleet larger than the connections firmware-sim may hold takes turns over MQTT (through
+/// Mosquitto): each device connects, publishes what it has queued and disconnects. Mosquitto's own
+/// log shows that no more connections than allowed were open at once and that devices came back;
+/// every record is stored or refused, and rejections published while a device was away reach it
+/// at its next session.
+#[tokio::test]
+async fn a_fleet_takes_turns_on_few_mqtt_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = trackgate_e2e::mosquitto::Mosquitto::start(&dir.path().join("broker")).unwrap();
+    let server = Server::start_in(&dir.path().join("tg"), &broker.trackgate_settings()).unwrap();
+    let sim = |args: &[&str]| {
+        serde_json::from_str::<serde_json::Value>(&run_ok(dir.path(), &built("firmware-sim"), args)).unwrap_or_default()
+    };
+    sim(&["roster", "--devices", "12"]);
+    sim(&[
+        "provision",
+        "--trackgate",
+        binary().to_str().unwrap(),
+        "--config",
+        server.config.to_str().unwrap(),
+    ]);
+    broker.load_credentials(&server);
+    let s = sim(&[
+        "send",
+        "--mode",
+        "mqtt",
+        "--mqtt-port",
+        &broker.port.to_string(),
+        "--ca",
+        broker.ca.to_str().unwrap(),
+        "--connections",
+        "3",
+        "--records",
+        "6",
+        "--rate",
+        "100",
+        "--faults",
+        "bad-signature=0.1",
+        "--json",
+        "--quiet",
+    ]);
+    assert_eq!(s["records_sent"], 72, "{s}");
+    let bad = s["faults"]["bad-signature"]["sent"].as_u64().unwrap();
+    assert!(bad > 0, "{s}");
+    assert_eq!(
+        s["rejected"]["bad_signature"].as_u64(),
+        Some(bad),
+        "every rejection came back: {s}"
+    );
+    let accepted = s["accepted"].as_i64().unwrap();
+    assert_eq!(accepted, 72 - bad as i64, "{s}");
+    let db = server.db().await;
+    wait_for_stored(&db, accepted).await;
+    assert_eq!(stored(&db, None).await, accepted);
+
+    // Mosquitto's account of the devices' connections, in the order it saw them.
+    let log = broker.log();
+    let (mut open, mut most, mut connects) = (0i64, 0i64, std::collections::BTreeMap::<String, u64>::new());
+    for line in log.lines() {
+        if let Some(rest) = line.split("New client connected from ").nth(1)
+            && let Some(id) = rest.split(" as ").nth(1).and_then(|r| r.split(' ').next())
+            && id.starts_with("sim-")
+        {
+            open += 1;
+            most = most.max(open);
+            *connects.entry(id.to_owned()).or_default() += 1;
+        } else if line.contains("Client sim-")
+            && (line.contains(" disconnected") || line.contains(" closed its connection"))
+        {
+            open -= 1;
+        }
+    }
+    assert_eq!(connects.len(), 12, "every device connected:\n{log}");
+    assert!(most <= 3, "{most} devices connected at once:\n{log}");
+    assert!(connects.values().all(|&n| n >= 2), "devices took turns: {connects:?}");
+    assert_eq!(connects.values().sum::<u64>(), s["sessions"].as_u64().unwrap(), "{s}");
+}
