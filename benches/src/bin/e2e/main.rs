@@ -3,8 +3,10 @@
 //! with acknowledgement latency and trackgate's CPU and memory where firmware-sim drives it.
 //!
 //! ```sh
-//! cargo build --release -p trackgate -p firmware-sim -p trackgate-benches && target/release/e2e [https|mqtt]
+//! cargo build --release -p trackgate -p firmware-sim -p trackgate-benches && target/release/e2e [https|mqtt] [--record benches/RESULTS.md]
 //! ```
+//!
+//! `--record FILE` writes the run's section (machine, versions, tables; [`report`]) into FILE.
 //!
 //! HTTPS ([`sim`], driven by firmware-sim): supplier batches of 1000, then the same at half
 //! that rate (for latency), then single records as devices; beside them, the identical rows
@@ -18,10 +20,12 @@
 #![forbid(unsafe_code)]
 
 mod proc;
+mod report;
 mod sim;
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
 use rustls::pki_types::pem::PemObject;
+use sim::Schema;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -145,10 +149,18 @@ use proc::rate;
 
 #[tokio::main]
 async fn main() {
-    let which = std::env::args().nth(1).unwrap_or_else(|| "all".into());
-    if !["all", "https", "mqtt"].contains(&which.as_str()) {
-        eprintln!("usage: e2e [all|https|mqtt]");
+    let usage = || -> ! {
+        eprintln!("usage: e2e [all|https|mqtt] [--record RESULTS.md]");
         std::process::exit(2);
+    };
+    let (mut which, mut record) = ("all".to_owned(), None);
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "all" | "https" | "mqtt" => which = a,
+            "--record" => record = Some(args.next().unwrap_or_else(|| usage())),
+            _ => usage(),
+        }
     }
     if which != "mqtt" {
         https_cases().await;
@@ -156,6 +168,21 @@ async fn main() {
     if which != "https" {
         mqtt_cases().await;
     }
+    if let Some(file) = record {
+        let command = format!("target/release/e2e {which}");
+        let section = report::markdown(&command, &sqlite_version().await);
+        report::record(Path::new(&file), &section).expect("writing the results file");
+        println!("\nrecorded in {file}:\n\n{section}");
+    }
+}
+
+async fn sqlite_version() -> String {
+    use sqlx::Connection;
+    let mut c = sqlx::SqliteConnection::connect("sqlite::memory:").await.unwrap();
+    sqlx::query_scalar("SELECT sqlite_version()")
+        .fetch_one(&mut c)
+        .await
+        .unwrap()
 }
 
 async fn https_cases() {
@@ -174,11 +201,20 @@ async fn https_cases() {
             .unwrap_or(4),
         rate: None,
     };
-    let (max, rows) = sim::run(&supplier).await;
-    let raw = sim::raw_baseline(&rows, 1000).await;
+    let (max, at, rows) = sim::run(&supplier).await;
+    let (raw, raw_at) = sim::raw_baseline(&rows, 1000, Schema::Shipped).await;
     println!("  ratio to the raw insert: {:.2}", max / raw);
-    // The storage curve: what bigger commits would buy.
-    sim::raw_baseline(&rows, 10_000).await;
+    report::ratio(at, max / raw);
+    report::ratio(raw_at, 1.0);
+    // What stands in the storage's way: bigger commits, and the schema's indexes and keys.
+    for (batch, schema) in [
+        (10_000, Schema::Shipped),
+        (1000, Schema::WithoutTsIndex),
+        (1000, Schema::IntegerDeviceKeys),
+    ] {
+        let (r, at) = sim::raw_baseline(&rows, batch, schema).await;
+        report::ratio(at, r / raw);
+    }
     sim::run(&sim::Case {
         name: "supplier batches, at half that rate",
         rate: Some(max / 2.0),
@@ -187,7 +223,7 @@ async fn https_cases() {
         ..supplier
     })
     .await;
-    let (single, _) = sim::run(&sim::Case {
+    let (single, single_at, _) = sim::run(&sim::Case {
         name: "single records (as devices)",
         mode: "device",
         per_message: 1,
@@ -199,6 +235,7 @@ async fn https_cases() {
     })
     .await;
     println!("  ratio to the raw insert: {:.3}", single / raw);
+    report::ratio(single_at, single / raw);
 }
 
 async fn mqtt_cases() {
@@ -231,6 +268,18 @@ async fn mqtt_cases() {
         sub.await.unwrap();
         let baseline = t.elapsed();
         println!("  baseline: Mosquitto pass-through  {}", rate(total, baseline));
+        let per = |t: Duration| total as f64 / t.as_secs_f64();
+        let what = if per_message == 1 {
+            "1 record per message"
+        } else {
+            "arrays of 100"
+        };
+        let at = report::add(
+            "MQTT",
+            format!("{what}: baseline, Mosquitto pass-through to a bare subscriber"),
+            per(baseline),
+        );
+        report::ratio(at, 1.0);
         drop(broker);
 
         // trackgate consuming from Mosquitto.
@@ -252,13 +301,23 @@ async fn mqtt_cases() {
             rate(total, via),
             baseline.as_secs_f64() / via.as_secs_f64()
         );
+        let at = report::add(
+            "MQTT",
+            format!("{what}: trackgate via Mosquitto, same pre-signed messages"),
+            per(via),
+        );
+        report::ratio(at, baseline.as_secs_f64() / via.as_secs_f64());
         drop(server);
         drop(broker);
 
         // The same through Mosquitto with firmware-sim as the devices (signing as it goes):
         // what a device waits for its PUBACK, and what trackgate uses.
         sim::run(&sim::Case {
-            name: "firmware-sim via Mosquitto",
+            name: if per_message == 1 {
+                "1 record per message: firmware-sim via Mosquitto (signing as it goes)"
+            } else {
+                "arrays of 100: firmware-sim via Mosquitto (signing as it goes)"
+            },
             mode: "mqtt",
             per_message,
             devices: DEVICES,
@@ -293,5 +352,7 @@ async fn mqtt_cases() {
             rate(total, embedded),
             baseline.as_secs_f64() / embedded.as_secs_f64()
         );
+        let at = report::add("MQTT", format!("{what}: trackgate, embedded broker"), per(embedded));
+        report::ratio(at, baseline.as_secs_f64() / embedded.as_secs_f64());
     }
 }

@@ -1,6 +1,7 @@
 //! What trackgate's process used during a case: CPU (from /proc/<pid>/stat, in cores) and its
 //! resident memory (VmRSS before, VmHWM peak, from /proc/<pid>/status).
 
+pub use crate::report::Used;
 use std::time::{Duration, Instant};
 
 pub struct Usage {
@@ -49,14 +50,23 @@ impl Usage {
         }
     }
 
-    /// "CPU x.xx cores, RSS idle a MB, peak b MB".
-    pub fn finish(self) -> String {
+    pub fn finish(self) -> Used {
         let wall = self.t.elapsed().max(Duration::from_millis(1)).as_secs_f64();
-        let cores = (cpu_seconds(self.pid) - self.cpu_s) / wall;
-        format!(
-            "trackgate CPU {cores:.2} cores, RSS idle {:.0} MB, peak {:.0} MB",
-            self.rss_idle_mb,
-            status_mb(self.pid, "VmHWM:")
+        Used {
+            cores: (cpu_seconds(self.pid) - self.cpu_s) / wall,
+            rss_idle_mb: self.rss_idle_mb,
+            rss_peak_mb: status_mb(self.pid, "VmHWM:"),
+        }
+    }
+}
+
+/// "trackgate CPU x.xx cores, RSS idle a MB, peak b MB".
+impl std::fmt::Display for Used {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "trackgate CPU {:.2} cores, RSS idle {:.0} MB, peak {:.0} MB",
+            self.cores, self.rss_idle_mb, self.rss_peak_mb
         )
     }
 }

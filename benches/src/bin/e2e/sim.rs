@@ -3,6 +3,7 @@
 //! storage limit: the same rows inserted raw into a fresh database, in the same run.
 
 use crate::proc::{Usage, rate};
+use crate::report;
 use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
@@ -40,8 +41,9 @@ fn sim(dir: &Path, args: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or_default()
 }
 
-/// Run one case; prints its line and returns the committed rate and the rows stored.
-pub async fn run(case: &Case) -> (f64, Vec<Row>) {
+/// Run one case; prints its line and returns the committed rate, its line in the report and the
+/// rows stored.
+pub async fn run(case: &Case) -> (f64, usize, Vec<Row>) {
     let dir = tempfile::tempdir().unwrap();
     // Rate limiting off; `E2E_TRACKGATE_TOML` adds settings to try (e.g. ingest.batch_max_rows).
     let extra = std::env::var("E2E_TRACKGATE_TOML").unwrap_or_default();
@@ -116,35 +118,101 @@ pub async fn run(case: &Case) -> (f64, Vec<Row>) {
     assert_eq!(stored, total as i64, "not everything was committed: {summary}");
     assert_eq!(summary["accepted"].as_u64(), Some(total), "{summary}");
     let l = &summary["latency_ms"];
+    let ms = |k: &str| l[k].as_f64().unwrap_or(0.0);
+    let latency = report::Latency {
+        p50: ms("p50"),
+        p90: ms("p90"),
+        p99: ms("p99"),
+        max: ms("max"),
+    };
     println!(
         "  {:<34} {}  ack latency ms p50 {:>5.1} p90 {:>5.1} p99 {:>5.1} max {:>6.1}  {}",
         case.name,
         rate(total, elapsed),
-        l["p50"].as_f64().unwrap_or(0.0),
-        l["p90"].as_f64().unwrap_or(0.0),
-        l["p99"].as_f64().unwrap_or(0.0),
-        l["max"].as_f64().unwrap_or(0.0),
+        latency.p50,
+        latency.p90,
+        latency.p99,
+        latency.max,
         used,
     );
-    (total as f64 / elapsed.as_secs_f64(), stored_rows(&db).await)
+    let per_s = total as f64 / elapsed.as_secs_f64();
+    let at = report::add(case.section(), case.name, per_s);
+    report::measured(at, latency, used);
+    (per_s, at, stored_rows(&db).await)
+}
+
+impl Case {
+    fn section(&self) -> &'static str {
+        if self.mode == "mqtt" { "MQTT" } else { "HTTPS" }
+    }
+}
+
+/// The schema a raw baseline inserts into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Schema {
+    /// trackgate's own.
+    Shipped,
+    /// Without the `(device_id, ts)` index that serves track queries by time.
+    WithoutTsIndex,
+    /// Devices as integer keys in `positions` and its indexes, instead of their text ids.
+    IntegerDeviceKeys,
+}
+
+impl Schema {
+    fn sql(self) -> String {
+        match self {
+            Schema::Shipped => SCHEMA.to_owned(),
+            Schema::WithoutTsIndex => {
+                SCHEMA.replace("CREATE INDEX positions_device_ts ON positions (device_id, ts);", "")
+            }
+            Schema::IntegerDeviceKeys => {
+                SCHEMA.replacen("device_id   TEXT NOT NULL,", "device_id   INTEGER NOT NULL,", 1)
+            }
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Schema::Shipped => "",
+            Schema::WithoutTsIndex => ", without the (device_id, ts) index",
+            Schema::IntegerDeviceKeys => ", integer device keys",
+        }
+    }
 }
 
 /// The storage limit: the rows a case stored, inserted raw into a fresh database with
-/// trackgate's schema and settings (synchronous=FULL), `batch` rows per transaction.
-pub async fn raw_baseline(rows: &[Row], batch: usize) -> f64 {
+/// trackgate's settings (synchronous=FULL) and `schema`, `batch` rows per transaction.
+pub async fn raw_baseline(rows: &[Row], batch: usize, schema: Schema) -> (f64, usize) {
     let dir = tempfile::tempdir().unwrap();
-    let pool = raw_pool(dir.path(), SCHEMA, true).await;
+    let pool = raw_pool(dir.path(), &schema.sql(), true).await;
+    let keyed: Vec<Row>;
+    let rows = if schema == Schema::IntegerDeviceKeys {
+        // Integer text in an INTEGER column is stored as an integer (type affinity).
+        let mut keys = std::collections::HashMap::new();
+        keyed = rows
+            .iter()
+            .map(|r| {
+                let n = keys.len();
+                let key = *keys.entry(r.device_id.clone()).or_insert(n);
+                Row {
+                    device_id: key.to_string(),
+                    ..r.clone()
+                }
+            })
+            .collect();
+        &keyed[..]
+    } else {
+        rows
+    };
     let t = Instant::now();
     for chunk in rows.chunks(batch) {
         raw_insert(&pool, chunk).await;
     }
     let elapsed = t.elapsed();
-    println!(
-        "  {:<34} {}",
-        format!("baseline: raw INSERT, {batch}/commit"),
-        rate(rows.len() as u64, elapsed)
-    );
-    rows.len() as f64 / elapsed.as_secs_f64()
+    let name = format!("baseline: raw INSERT, {batch}/commit{}", schema.name());
+    println!("  {name:<34} {}", rate(rows.len() as u64, elapsed));
+    let per_s = rows.len() as f64 / elapsed.as_secs_f64();
+    (per_s, report::add("HTTPS", name, per_s))
 }
 
 /// Every row trackgate stored, in arrival order: the baseline's identical rows.

@@ -1,0 +1,159 @@
+//! The run's figures, gathered as the cases print them, and written out as one Markdown section
+//! of `benches/RESULTS.md`: the machine, the versions, the command, and a table per transport.
+//! `--record FILE` puts the section at the top of FILE's history (below its header paragraph),
+//! so earlier runs stay below it.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Mutex;
+
+/// What trackgate's process used during a case (see `proc`).
+#[derive(Debug, Clone, Copy)]
+pub struct Used {
+    pub cores: f64,
+    pub rss_idle_mb: f64,
+    pub rss_peak_mb: f64,
+}
+
+/// Acknowledgement latency as the devices saw it, milliseconds.
+#[derive(Debug, Clone, Copy)]
+pub struct Latency {
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Line {
+    pub section: &'static str,
+    pub case: String,
+    pub records_per_s: f64,
+    pub latency: Option<Latency>,
+    pub used: Option<Used>,
+    /// The ratio to this section's baseline, and what the baseline is.
+    pub ratio: Option<f64>,
+}
+
+static LINES: Mutex<Vec<Line>> = Mutex::new(Vec::new());
+
+fn lines() -> std::sync::MutexGuard<'static, Vec<Line>> {
+    LINES.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Keep a line of the table; returns its place, for [`ratio`].
+pub fn add(section: &'static str, case: impl Into<String>, records_per_s: f64) -> usize {
+    let mut l = lines();
+    l.push(Line {
+        section,
+        case: case.into(),
+        records_per_s,
+        latency: None,
+        used: None,
+        ratio: None,
+    });
+    l.len() - 1
+}
+
+pub fn measured(at: usize, latency: Latency, used: Used) {
+    if let Some(line) = lines().get_mut(at) {
+        line.latency = Some(latency);
+        line.used = Some(used);
+    }
+}
+
+pub fn ratio(at: usize, ratio: f64) {
+    if let Some(line) = lines().get_mut(at) {
+        line.ratio = Some(ratio);
+    }
+}
+
+fn run(program: &str, args: &[&str]) -> Option<String> {
+    let out = Command::new(program).args(args).output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    text.lines().map(str::trim).find(|l| !l.is_empty()).map(str::to_owned)
+}
+
+fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem_gib = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0 / 1024.0);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!("{cpus} x {model}, {mem_gib:.0} GiB RAM, Linux {}", kernel.trim())
+}
+
+/// The section for this run.
+pub fn markdown(command: &str, sqlite_version: &str) -> String {
+    let mut s = String::new();
+    let date = run("date", &["-u", "+%Y-%m-%d %H:%M UTC"]).unwrap_or_default();
+    let mut commit = run("git", &["rev-parse", "--short", "HEAD"]).unwrap_or_else(|| "unknown".into());
+    if run("git", &["status", "--porcelain", "--untracked-files=no"]).is_some() {
+        commit.push_str(" with uncommitted changes");
+    }
+    let _ = writeln!(s, "## {date}: end to end, written by the harness (`{command}`)\n");
+    let _ = writeln!(s, "- **Machine**: {}; everything shares it.", machine());
+    let _ = writeln!(
+        s,
+        "- **Software**: trackgate at commit {commit}, release profile; {}; SQLite {sqlite_version}; {}.",
+        run("rustc", &["--version"]).unwrap_or_else(|| "rustc unknown".into()),
+        run("mosquitto", &["-h"]).unwrap_or_else(|| "mosquitto unknown".into()),
+    );
+    let _ = writeln!(
+        s,
+        "- **Conditions**: loopback, TLS everywhere, trackgate with its defaults (SQLite \
+         `synchronous=FULL`) and HTTP rate limiting off. Committed records/s runs from the first \
+         send to the last row in the database. Latency is the device's, from send to HTTP 200 or \
+         PUBACK. CPU (in cores) and RSS are trackgate's own, from `/proc`."
+    );
+    let all = lines().clone();
+    for section in ["HTTPS", "MQTT"] {
+        let rows: Vec<&Line> = all.iter().filter(|l| l.section == section).collect();
+        if rows.is_empty() {
+            continue;
+        }
+        let _ = writeln!(s, "\n### {section}\n");
+        let _ = writeln!(
+            s,
+            "| case | committed records/s | ack latency p50 / p90 / p99 / max (ms) | trackgate CPU | RSS idle / peak | ratio to baseline |"
+        );
+        let _ = writeln!(s, "| --- | ---: | --- | ---: | --- | ---: |");
+        for l in rows {
+            let latency = l.latency.map_or(String::new(), |x| {
+                format!("{:.0} / {:.0} / {:.0} / {:.0}", x.p50, x.p90, x.p99, x.max)
+            });
+            let (cpu, rss) = l.used.map_or((String::new(), String::new()), |u| {
+                (
+                    format!("{:.2} cores", u.cores),
+                    format!("{:.0} / {:.0} MB", u.rss_idle_mb, u.rss_peak_mb),
+                )
+            });
+            let ratio = l.ratio.map_or(String::new(), |r| format!("{r:.2}"));
+            let _ = writeln!(
+                s,
+                "| {} | {:.1} k | {latency} | {cpu} | {rss} | {ratio} |",
+                l.case,
+                l.records_per_s / 1000.0
+            );
+        }
+    }
+    s
+}
+
+/// Put `section` into the results file above the newest run, below the file's header.
+pub fn record(file: &Path, section: &str) -> std::io::Result<()> {
+    let old = std::fs::read_to_string(file).unwrap_or_else(|_| "# Benchmark results\n\n".into());
+    let at = old.find("\n## ").map_or(old.len(), |i| i + 1);
+    let new = format!("{}{section}\n{}", &old[..at], &old[at..]);
+    std::fs::write(file, new)
+}
