@@ -256,6 +256,17 @@ async fn connection(device: &Device, mut rx: mpsc::Receiver<Vec<Out>>, last_word
             _ => {}
         }
     }
+    // Send the DISCONNECT before the connection is dropped, so the broker sees a device saying
+    // goodbye rather than a connection lost.
     let _ = client.disconnect().await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        loop {
+            match events.poll().await {
+                Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
     Ok(())
 }

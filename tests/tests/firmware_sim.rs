@@ -207,7 +207,8 @@ async fn a_fleet_takes_turns_on_few_mqtt_connections() {
 
     // Mosquitto's account of the devices' connections, in the order it saw them.
     let log = broker.log();
-    let (mut open, mut most, mut connects) = (0i64, 0i64, std::collections::BTreeMap::<String, u64>::new());
+    let (mut open, mut most, mut goodbyes) = (0i64, 0i64, 0u64);
+    let mut connects = std::collections::BTreeMap::<String, u64>::new();
     for line in log.lines() {
         if let Some(rest) = line.split("New client connected from ").nth(1)
             && let Some(id) = rest.split(" as ").nth(1).and_then(|r| r.split(' ').next())
@@ -216,9 +217,10 @@ async fn a_fleet_takes_turns_on_few_mqtt_connections() {
             open += 1;
             most = most.max(open);
             *connects.entry(id.to_owned()).or_default() += 1;
-        } else if line.contains("Client sim-")
-            && (line.contains(" disconnected") || line.contains(" closed its connection"))
-        {
+        } else if line.contains("Client sim-") && line.ends_with(" disconnected.") {
+            open -= 1;
+            goodbyes += 1;
+        } else if line.contains("Client sim-") && line.contains(" closed its connection") {
             open -= 1;
         }
     }
@@ -226,4 +228,9 @@ async fn a_fleet_takes_turns_on_few_mqtt_connections() {
     assert!(most <= 3, "{most} devices connected at once:\n{log}");
     assert!(connects.values().all(|&n| n >= 2), "devices took turns: {connects:?}");
     assert_eq!(connects.values().sum::<u64>(), s["sessions"].as_u64().unwrap(), "{s}");
+    assert_eq!(
+        goodbyes,
+        s["sessions"].as_u64().unwrap(),
+        "every session ended with a DISCONNECT:\n{log}"
+    );
 }
