@@ -202,7 +202,7 @@ async fn https_cases() {
         rate: None,
     };
     let (max, at, rows) = sim::run(&supplier).await;
-    let (raw, raw_at) = sim::raw_baseline(&rows, 1000, Schema::Shipped).await;
+    let (raw, raw_at) = sim::raw_baseline("HTTPS", "", &rows, 1000, Schema::Shipped).await;
     println!("  ratio to the raw insert: {:.2}", max / raw);
     report::ratio(at, max / raw);
     report::ratio(raw_at, 1.0);
@@ -212,7 +212,7 @@ async fn https_cases() {
         (1000, Schema::WithoutTsIndex),
         (1000, Schema::IntegerDeviceKeys),
     ] {
-        let (r, at) = sim::raw_baseline(&rows, batch, schema).await;
+        let (r, at) = sim::raw_baseline("HTTPS", "", &rows, batch, schema).await;
         report::ratio(at, r / raw);
     }
     sim::run(&sim::Case {
@@ -307,6 +307,12 @@ async fn mqtt_cases() {
             per(via),
         );
         report::ratio(at, baseline.as_secs_f64() / via.as_secs_f64());
+        // The storage limit for the same rows: what trackgate stored, inserted raw.
+        let rows = sim::stored_rows(&server.db().await).await;
+        let prefix = format!("{what}: storage limit (ratio: trackgate via Mosquitto to it), ");
+        let (raw, raw_at) = sim::raw_baseline("MQTT", &prefix, &rows, 1000, Schema::Shipped).await;
+        println!("  ratio to the raw insert: {:.2}", per(via) / raw);
+        report::ratio(raw_at, per(via) / raw);
         drop(server);
         drop(broker);
 

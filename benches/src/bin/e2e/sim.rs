@@ -182,7 +182,13 @@ impl Schema {
 
 /// The storage limit: the rows a case stored, inserted raw into a fresh database with
 /// trackgate's settings (synchronous=FULL) and `schema`, `batch` rows per transaction.
-pub async fn raw_baseline(rows: &[Row], batch: usize, schema: Schema) -> (f64, usize) {
+pub async fn raw_baseline(
+    section: &'static str,
+    prefix: &str,
+    rows: &[Row],
+    batch: usize,
+    schema: Schema,
+) -> (f64, usize) {
     let dir = tempfile::tempdir().unwrap();
     let pool = raw_pool(dir.path(), &schema.sql(), true).await;
     let keyed: Vec<Row>;
@@ -209,14 +215,14 @@ pub async fn raw_baseline(rows: &[Row], batch: usize, schema: Schema) -> (f64, u
         raw_insert(&pool, chunk).await;
     }
     let elapsed = t.elapsed();
-    let name = format!("baseline: raw INSERT, {batch}/commit{}", schema.name());
+    let name = format!("{prefix}baseline: raw INSERT, {batch}/commit{}", schema.name());
     println!("  {name:<34} {}", rate(rows.len() as u64, elapsed));
     let per_s = rows.len() as f64 / elapsed.as_secs_f64();
-    (per_s, report::add("HTTPS", name, per_s))
+    (per_s, report::add(section, name, per_s))
 }
 
 /// Every row trackgate stored, in arrival order: the baseline's identical rows.
-async fn stored_rows(db: &sqlx::SqlitePool) -> Vec<Row> {
+pub async fn stored_rows(db: &sqlx::SqlitePool) -> Vec<Row> {
     type Columns = (
         String,
         i64,
