@@ -165,12 +165,11 @@ impl Sqlite {
         let mut tx = self.pool.begin().await?;
 
         // The first row of each (device, seq) in the batch; later ones can only be resends.
-        let mut first: HashMap<(&str, i64), usize> = HashMap::with_capacity(rows.len());
-        for (i, r) in rows.iter().enumerate() {
-            first.entry((r.device_id.as_str(), r.seq)).or_insert(i);
-        }
-        let mut outcomes: Vec<Option<Outcome>> = vec![None; rows.len()];
+        // (Built only when a chunk holds resends.)
+        let mut first: Option<HashMap<(&str, i64), usize>> = None;
+        let mut outcomes: Vec<Outcome> = Vec::with_capacity(rows.len());
         for chunk in rows.chunks(MAX_BIND_PARAMS / POSITION_COLUMNS) {
+            let at = outcomes.len();
             let mut q = QueryBuilder::new(
                 "INSERT INTO positions (device_id, seq, ts, lat, lon, alt, spd, hdg, acc, bat, tmp, ext, record, kid, received_ms) ",
             );
@@ -181,30 +180,44 @@ impl Sqlite {
                     .push_bind(r.kid.as_str())
                     .push_bind(r.received_ms);
             });
-            q.push(" ON CONFLICT DO NOTHING RETURNING device_id, seq");
-            for returned in q.build().fetch_all(&mut *tx).await? {
-                let key = (returned.try_get::<&str, _>(0)?, returned.try_get::<i64, _>(1)?);
-                if let Some(&i) = first.get(&key) {
-                    outcomes[i] = Some(Outcome::Inserted);
-                }
+            q.push(" ON CONFLICT DO NOTHING");
+            let done = q.build().execute(&mut *tx).await?;
+            let inserted = done.rows_affected() as usize;
+            if inserted == chunk.len() {
+                // The common case: everything is new.
+                outcomes.extend(std::iter::repeat_n(Outcome::Inserted, chunk.len()));
+                continue;
             }
-        }
-        // The rare path: rows not inserted are resends; equal text is a duplicate, other a conflict.
-        for (i, r) in rows.iter().enumerate() {
-            if outcomes[i].is_none() {
-                let stored: String = sqlx::query_scalar("SELECT record FROM positions WHERE device_id = ? AND seq = ?")
-                    .bind(&r.device_id)
-                    .bind(r.seq)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                outcomes[i] = Some(if stored == r.record {
+            // Resends in this chunk. The rows the statement inserted got consecutive rowids
+            // ending at the last one inserted; a row of the chunk whose stored copy is among them,
+            // and that is the first of its (device, seq) in the batch, is new. The others are
+            // resends: equal text is a duplicate, other text a conflict.
+            let first = first.get_or_insert_with(|| {
+                let mut m = HashMap::with_capacity(rows.len());
+                for (i, r) in rows.iter().enumerate() {
+                    m.entry((r.device_id.as_str(), r.seq)).or_insert(i);
+                }
+                m
+            });
+            let last = done.last_insert_rowid();
+            let new_rowids = (last - inserted as i64 + 1)..=last;
+            for (k, r) in chunk.iter().enumerate() {
+                let (rowid, stored): (i64, String) =
+                    sqlx::query_as("SELECT rowid, record FROM positions WHERE device_id = ? AND seq = ?")
+                        .bind(&r.device_id)
+                        .bind(r.seq)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                let first_of_its_key = first.get(&(r.device_id.as_str(), r.seq)) == Some(&(at + k));
+                outcomes.push(if inserted > 0 && new_rowids.contains(&rowid) && first_of_its_key {
+                    Outcome::Inserted
+                } else if stored == r.record {
                     Outcome::Duplicate
                 } else {
                     Outcome::Conflict
                 });
             }
         }
-        let outcomes: Vec<Outcome> = outcomes.into_iter().map(|o| o.unwrap_or(Outcome::Conflict)).collect();
 
         // The newest positioned inserted row of each device moves its marker, if newer.
         let mut newest: HashMap<&str, &Row> = HashMap::new();

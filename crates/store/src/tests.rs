@@ -260,3 +260,32 @@ async fn devices_import_in_bulk_all_or_nothing() {
     ));
     assert!(s.import_devices(&fleet(&["bad id"]), None).await.is_err());
 }
+
+/// Resends spread over several statements: a repeat of a row inserted by an earlier statement of
+/// the same batch, an old row among new ones, and a conflict, each classified where it falls.
+#[tokio::test]
+async fn resends_are_classified_across_statements() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open_at(dir.path(), master()).await.unwrap();
+    s.write_batch(&[row("OLD", 1, 10, "old1")], &[]).await.unwrap();
+    // More rows than one statement takes (2184), so the batch spans two.
+    let mut rows: Vec<Row> = (0..3000).map(|i| row("N", i, i, &format!("n{i}"))).collect();
+    rows.push(row("N", 5, 5, "n5")); // inserted by the first statement: a duplicate
+    rows.push(row("N", 6, 6, "other")); // a conflict with a row of the first statement
+    rows.push(row("OLD", 1, 10, "old1")); // stored before this batch: a duplicate
+    rows.push(row("N", 3000, 3000, "n3000")); // new, in the statement with the resends
+    rows.push(row("N", 3000, 3000, "n3000")); // and its repeat
+    let out = s.write_batch(&rows, &[]).await.unwrap();
+    assert!(out[..3000].iter().all(|o| *o == Outcome::Inserted));
+    assert_eq!(
+        out[3000..],
+        [
+            Outcome::Duplicate,
+            Outcome::Conflict,
+            Outcome::Duplicate,
+            Outcome::Inserted,
+            Outcome::Duplicate
+        ]
+    );
+    assert_eq!(s.count_positions().await.unwrap(), 3002);
+}

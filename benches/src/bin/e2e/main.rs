@@ -34,7 +34,10 @@ use trackgate_e2e::{Key, Server, record, wait_for_stored};
 use trackgate_proto::sign::mqtt_password;
 
 const DEVICES: usize = 4;
-const RECORDS_PER_DEVICE: u64 = 25_000;
+/// Records per device: arrays go faster, so they send more, for a run long enough to measure.
+fn records_per_device(per_message: usize) -> u64 {
+    if per_message == 1 { 25_000 } else { 125_000 }
+}
 
 fn tls(ca: &Path) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
@@ -62,12 +65,11 @@ fn options(id: &str, port: u16, ca: &Path, user: &str, pass: &str) -> MqttOption
 
 /// Each device's signed messages, `per_message` envelopes each, built before any clock starts.
 fn messages(devices: &[Key], per_message: usize) -> Vec<(Key, Vec<String>)> {
+    let records = records_per_device(per_message);
     devices
         .iter()
         .map(|key| {
-            let envelopes: Vec<String> = (0..RECORDS_PER_DEVICE)
-                .map(|s| key.envelope(&record(&key.owner, s)))
-                .collect();
+            let envelopes: Vec<String> = (0..records).map(|s| key.envelope(&record(&key.owner, s))).collect();
             let messages = envelopes
                 .chunks(per_message)
                 .map(|c| {
@@ -239,16 +241,14 @@ async fn https_cases() {
 }
 
 async fn mqtt_cases() {
-    let total = DEVICES as u64 * RECORDS_PER_DEVICE;
     let devices: Vec<Key> = (0..DEVICES)
         .map(|i| Key::derived(&format!("BENCH-{i:03}"), "k1"))
         .collect();
-    println!(
-        "end-to-end MQTT: {DEVICES} devices x {RECORDS_PER_DEVICE} records, QoS 1, TLS, loopback, SQLite synchronous=FULL"
-    );
+    println!("end-to-end MQTT: {DEVICES} devices, QoS 1, TLS, loopback, SQLite synchronous=FULL");
     for per_message in [1usize, 100] {
+        let total = DEVICES as u64 * records_per_device(per_message);
         let n_messages = (total as usize).div_ceil(per_message);
-        println!("\n{per_message} record(s) per message ({n_messages} messages)");
+        println!("\n{per_message} record(s) per message ({total} records in {n_messages} messages)");
 
         // Baseline: the broker alone, to a bare subscriber. trackgate only derives credentials.
         let dir = tempfile::tempdir().unwrap();
@@ -292,12 +292,16 @@ async fn mqtt_cases() {
         broker.load_credentials(&server);
         tokio::time::sleep(Duration::from_millis(500)).await;
         let fleet = messages(&devices, per_message);
+        let usage = proc::Usage::start(server.pid());
+        let writer = proc::Writer::start(&server).await;
         let t = Instant::now();
         publish(fleet, broker.port, &broker.ca).await;
         wait_stored(&server, total as i64).await;
         let via = t.elapsed();
+        let used = usage.finish();
+        let writer = writer.finish(&server, via).await;
         println!(
-            "  trackgate via Mosquitto           {}  ratio {:.2}",
+            "  trackgate via Mosquitto           {}  ratio {:.2}  {used}; {writer}",
             rate(total, via),
             baseline.as_secs_f64() / via.as_secs_f64()
         );
@@ -307,6 +311,7 @@ async fn mqtt_cases() {
             per(via),
         );
         report::ratio(at, baseline.as_secs_f64() / via.as_secs_f64());
+        report::used(at, used);
         // The storage limit for the same rows: what trackgate stored, inserted raw.
         let rows = sim::stored_rows(&server.db().await).await;
         let prefix = format!("{what}: storage limit (ratio: trackgate via Mosquitto to it), ");
@@ -327,7 +332,7 @@ async fn mqtt_cases() {
             mode: "mqtt",
             per_message,
             devices: DEVICES,
-            records_per_device: RECORDS_PER_DEVICE,
+            records_per_device: records_per_device(per_message),
             batch: 1,
             concurrency: 1,
             rate: None,

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 pub struct Usage {
     pid: u32,
     cpu_s: f64,
+    machine_busy_s: f64,
     rss_idle_mb: f64,
     t: Instant,
 }
@@ -31,6 +32,23 @@ fn cpu_seconds(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / ticks_per_s()
 }
 
+/// CPU seconds the whole machine has been busy (all cores; not idle, not waiting for I/O).
+fn machine_busy_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: Vec<f64> = stat
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal ...
+    let total: f64 = ticks.iter().take(8).sum();
+    let idle = ticks.get(3).copied().unwrap_or(0.0) + ticks.get(4).copied().unwrap_or(0.0);
+    (total - idle) / ticks_per_s()
+}
+
 fn status_mb(pid: u32, key: &str) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
@@ -45,6 +63,7 @@ impl Usage {
         Usage {
             pid,
             cpu_s: cpu_seconds(pid),
+            machine_busy_s: machine_busy_seconds(),
             rss_idle_mb: status_mb(pid, "VmRSS:"),
             t: Instant::now(),
         }
@@ -54,6 +73,7 @@ impl Usage {
         let wall = self.t.elapsed().max(Duration::from_millis(1)).as_secs_f64();
         Used {
             cores: (cpu_seconds(self.pid) - self.cpu_s) / wall,
+            machine_cores: (machine_busy_seconds() - self.machine_busy_s) / wall,
             rss_idle_mb: self.rss_idle_mb,
             rss_peak_mb: status_mb(self.pid, "VmHWM:"),
         }
@@ -65,8 +85,8 @@ impl std::fmt::Display for Used {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "trackgate CPU {:.2} cores, RSS idle {:.0} MB, peak {:.0} MB",
-            self.cores, self.rss_idle_mb, self.rss_peak_mb
+            "trackgate CPU {:.2} cores (machine {:.2} busy), RSS idle {:.0} MB, peak {:.0} MB",
+            self.cores, self.machine_cores, self.rss_idle_mb, self.rss_peak_mb
         )
     }
 }
@@ -77,4 +97,35 @@ pub fn rate(records: u64, t: Duration) -> String {
         records as f64 / t.as_secs_f64(),
         t.as_secs_f64()
     )
+}
+
+/// The writer's share of a case, from trackgate's own metrics: how much of the wall time it spent
+/// inside commits, and how many rows a commit held.
+pub struct Writer {
+    commit_s: f64,
+    commits: f64,
+    rows: f64,
+}
+
+impl Writer {
+    pub async fn start(server: &trackgate_e2e::Server) -> Writer {
+        Writer {
+            commit_s: server.metric("trackgate_commit_duration_seconds_sum").await,
+            commits: server.metric("trackgate_commit_duration_seconds_count").await,
+            rows: server.metric("trackgate_batch_rows_sum").await,
+        }
+    }
+
+    /// "writer in a commit x % of the time, y rows per commit"
+    pub async fn finish(self, server: &trackgate_e2e::Server, wall: Duration) -> String {
+        let commit_s = server.metric("trackgate_commit_duration_seconds_sum").await - self.commit_s;
+        let commits = server.metric("trackgate_commit_duration_seconds_count").await - self.commits;
+        let rows = server.metric("trackgate_batch_rows_sum").await - self.rows;
+        format!(
+            "writer in a commit {:.0} % of the time, {:.0} rows and {:.1} ms per commit",
+            100.0 * commit_s / wall.as_secs_f64().max(1e-9),
+            rows / commits.max(1.0),
+            1000.0 * commit_s / commits.max(1.0)
+        )
+    }
 }

@@ -11,7 +11,10 @@ use std::sync::Mutex;
 /// What trackgate's process used during a case (see `proc`).
 #[derive(Debug, Clone, Copy)]
 pub struct Used {
+    /// trackgate's own CPU, in cores.
     pub cores: f64,
+    /// The whole machine's busy CPU (every process, kernel included), in cores.
+    pub machine_cores: f64,
     pub rss_idle_mb: f64,
     pub rss_peak_mb: f64,
 }
@@ -31,6 +34,7 @@ pub struct Line {
     pub case: String,
     pub records_per_s: f64,
     pub latency: Option<Latency>,
+    /// What trackgate and the machine used; without latency where the load was not firmware-sim.
     pub used: Option<Used>,
     /// The ratio to this section's baseline, and what the baseline is.
     pub ratio: Option<f64>,
@@ -59,6 +63,12 @@ pub fn add(section: &'static str, case: impl Into<String>, records_per_s: f64) -
 pub fn measured(at: usize, latency: Latency, used: Used) {
     if let Some(line) = lines().get_mut(at) {
         line.latency = Some(latency);
+        line.used = Some(used);
+    }
+}
+
+pub fn used(at: usize, used: Used) {
+    if let Some(line) = lines().get_mut(at) {
         line.used = Some(used);
     }
 }
@@ -114,7 +124,8 @@ pub fn markdown(command: &str, sqlite_version: &str) -> String {
         "- **Conditions**: loopback, TLS everywhere, trackgate with its defaults (SQLite \
          `synchronous=FULL`) and HTTP rate limiting off. Committed records/s runs from the first \
          send to the last row in the database. Latency is the device's, from send to HTTP 200 or \
-         PUBACK. CPU (in cores) and RSS are trackgate's own, from `/proc`."
+         PUBACK. trackgate's CPU and RSS are its own, and the machine's CPU is every process's and the \
+         kernel's, all in cores (of the machine's total) from `/proc`."
     );
     let all = lines().clone();
     for section in ["HTTPS", "MQTT"] {
@@ -125,23 +136,24 @@ pub fn markdown(command: &str, sqlite_version: &str) -> String {
         let _ = writeln!(s, "\n### {section}\n");
         let _ = writeln!(
             s,
-            "| case | committed records/s | ack latency p50 / p90 / p99 / max (ms) | trackgate CPU | RSS idle / peak | ratio to baseline |"
+            "| case | committed records/s | ack latency p50 / p90 / p99 / max (ms) | trackgate CPU | machine CPU busy | RSS idle / peak | ratio to baseline |"
         );
-        let _ = writeln!(s, "| --- | ---: | --- | ---: | --- | ---: |");
+        let _ = writeln!(s, "| --- | ---: | --- | ---: | ---: | --- | ---: |");
         for l in rows {
             let latency = l.latency.map_or(String::new(), |x| {
                 format!("{:.0} / {:.0} / {:.0} / {:.0}", x.p50, x.p90, x.p99, x.max)
             });
-            let (cpu, rss) = l.used.map_or((String::new(), String::new()), |u| {
+            let (cpu, machine, rss) = l.used.map_or((String::new(), String::new(), String::new()), |u| {
                 (
                     format!("{:.2} cores", u.cores),
+                    format!("{:.2} cores", u.machine_cores),
                     format!("{:.0} / {:.0} MB", u.rss_idle_mb, u.rss_peak_mb),
                 )
             });
             let ratio = l.ratio.map_or(String::new(), |r| format!("{r:.2}"));
             let _ = writeln!(
                 s,
-                "| {} | {:.1} k | {latency} | {cpu} | {rss} | {ratio} |",
+                "| {} | {:.1} k | {latency} | {cpu} | {machine} | {rss} | {ratio} |",
                 l.case,
                 l.records_per_s / 1000.0
             );

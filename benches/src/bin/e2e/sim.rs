@@ -70,6 +70,7 @@ pub async fn run(case: &Case) -> (f64, usize, Vec<Row>) {
     let db = server.db().await;
     let total = case.devices as u64 * case.records_per_device;
     let usage = Usage::start(server.pid());
+    let writer = crate::proc::Writer::start(&server).await;
     let t = Instant::now();
     let (records, batch, concurrency) = (
         case.records_per_device.to_string(),
@@ -115,6 +116,7 @@ pub async fn run(case: &Case) -> (f64, usize, Vec<Row>) {
     let stored = wait_for_stored(&db, total as i64).await;
     let elapsed = t.elapsed();
     let used = usage.finish();
+    let writer = writer.finish(&server, elapsed).await;
     assert_eq!(stored, total as i64, "not everything was committed: {summary}");
     assert_eq!(summary["accepted"].as_u64(), Some(total), "{summary}");
     let l = &summary["latency_ms"];
@@ -126,7 +128,7 @@ pub async fn run(case: &Case) -> (f64, usize, Vec<Row>) {
         max: ms("max"),
     };
     println!(
-        "  {:<34} {}  ack latency ms p50 {:>5.1} p90 {:>5.1} p99 {:>5.1} max {:>6.1}  {}",
+        "  {:<34} {}  ack latency ms p50 {:>5.1} p90 {:>5.1} p99 {:>5.1} max {:>6.1}  {}; {}",
         case.name,
         rate(total, elapsed),
         latency.p50,
@@ -134,6 +136,7 @@ pub async fn run(case: &Case) -> (f64, usize, Vec<Row>) {
         latency.p99,
         latency.max,
         used,
+        writer,
     );
     let per_s = total as f64 / elapsed.as_secs_f64();
     let at = report::add(case.section(), case.name, per_s);
