@@ -5,21 +5,12 @@
 //! skip.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 use std::hint::black_box;
-use trackgate_benches::{DEVICE_KEY, now_ms, record_text};
+use trackgate_benches::{DEVICE_KEY, now_ms, raw_hmac, record_text};
 use trackgate_proto::Secret;
 use trackgate_proto::sign::{self, RequestParts};
 
 const RECORDS: usize = 1000;
-
-fn hmac(domain: &[u8], bytes: &[u8]) -> [u8; 32] {
-    let mut m = Hmac::<Sha256>::new_from_slice(&DEVICE_KEY).unwrap();
-    m.update(domain);
-    m.update(bytes);
-    m.finalize().into_bytes().into()
-}
 
 /// The supplier's request for `records`: the JSON array body and its `X-TG-Signature`.
 fn encode(key: &Secret, records: &[String], timestamp: &str) -> (String, [u8; 32]) {
@@ -60,9 +51,9 @@ fn batch_encode(c: &mut Criterion) {
     g.bench_function("baseline: raw HMAC-SHA256 of each record and of the body", |b| {
         b.iter(|| {
             for r in &records {
-                black_box(hmac(b"tg1-record\n", black_box(r.as_bytes())));
+                black_box(raw_hmac(b"tg1-record\n", black_box(r.as_bytes())));
             }
-            black_box(hmac(b"tg1-request\n", black_box(&body)))
+            black_box(raw_hmac(b"tg1-request\n", black_box(&body)))
         })
     });
     g.bench_function("envelopes + JSON array + request signature", |b| {

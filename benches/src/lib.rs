@@ -67,6 +67,16 @@ pub async fn raw_insert(pool: &SqlitePool, rows: &[Row]) {
 
 pub const DEVICE_KEY: [u8; 32] = [7; 32];
 
+/// The baselines' crypto: HMAC-SHA256 under [`DEVICE_KEY`] of `domain` then `bytes`, written
+/// directly against `hmac`, not through trackgate's code.
+pub fn raw_hmac(domain: &[u8], bytes: &[u8]) -> [u8; 32] {
+    use hmac::{Hmac, Mac};
+    let mut m = Hmac::<sha2::Sha256>::new_from_slice(&DEVICE_KEY).expect("any key length");
+    m.update(domain);
+    m.update(bytes);
+    m.finalize().into_bytes().into()
+}
+
 /// A record as a tracker writes it: position, speed, heading, accuracy, battery, temperature.
 pub fn record_text(dev: &str, seq: u64, ts: u64) -> String {
     format!(

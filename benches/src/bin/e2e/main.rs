@@ -293,7 +293,7 @@ async fn mqtt_cases() {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let fleet = messages(&devices, per_message);
         let usage = proc::Usage::start(server.pid());
-        let writer = proc::Writer::start(&server).await;
+        let writer = proc::WriterShare::start(&server).await;
         let t = Instant::now();
         publish(fleet, broker.port, &broker.ca).await;
         wait_stored(&server, total as i64).await;

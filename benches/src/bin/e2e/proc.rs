@@ -101,15 +101,15 @@ pub fn rate(records: u64, t: Duration) -> String {
 
 /// The writer's share of a case, from trackgate's own metrics: how much of the wall time it spent
 /// inside commits, and how many rows a commit held.
-pub struct Writer {
+pub struct WriterShare {
     commit_s: f64,
     commits: f64,
     rows: f64,
 }
 
-impl Writer {
-    pub async fn start(server: &trackgate_e2e::Server) -> Writer {
-        Writer {
+impl WriterShare {
+    pub async fn start(server: &trackgate_e2e::Server) -> WriterShare {
+        WriterShare {
             commit_s: server.metric("trackgate_commit_duration_seconds_sum").await,
             commits: server.metric("trackgate_commit_duration_seconds_count").await,
             rows: server.metric("trackgate_batch_rows_sum").await,

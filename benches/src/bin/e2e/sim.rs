@@ -70,7 +70,7 @@ pub async fn run(case: &Case) -> (f64, usize, Vec<Row>) {
     let db = server.db().await;
     let total = case.devices as u64 * case.records_per_device;
     let usage = Usage::start(server.pid());
-    let writer = crate::proc::Writer::start(&server).await;
+    let writer = crate::proc::WriterShare::start(&server).await;
     let t = Instant::now();
     let (records, batch, concurrency) = (
         case.records_per_device.to_string(),
