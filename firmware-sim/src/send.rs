@@ -140,6 +140,11 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
     if args.mode != Mode::Mqtt && args.faults.fraction(Fault::WrongTopic) > 0.0 {
         bail!("the wrong-topic fault exists only over MQTT (--mode mqtt)");
     }
+    match args.connections {
+        Some(0) => bail!("--connections must be at least 1"),
+        Some(_) if args.mode != Mode::Mqtt => bail!("--connections applies only to --mode mqtt"),
+        _ => {}
+    }
     let mut roster = Roster::load(&args.roster)?;
     if let Some(n) = args.devices {
         if n == 0 || n > roster.devices.len() {
