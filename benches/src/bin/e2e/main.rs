@@ -341,11 +341,7 @@ async fn mqtt_cases() {
 
         // trackgate's embedded broker.
         let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = trackgate_e2e::free_port();
         let embedded_cfg = format!("broker.embedded = true\nbroker.listen = \"127.0.0.1:{port}\"");
         let server = Server::start_in(&dir.path().join("tg"), &embedded_cfg).unwrap();
         for d in &devices {
