@@ -31,22 +31,51 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
 }
 
+/// The kinds [`StoreError::failure_kind`] reports, so metrics can start every label at zero.
+pub const FAILURE_KINDS: [&str; 5] = ["disk_full", "locked", "read_only", "io", "other"];
+
 impl StoreError {
     /// Could the same operation succeed if tried again later (the database was busy or away)?
     pub fn is_retryable(&self) -> bool {
         match self {
             StoreError::Database(e) => match e {
                 sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => true,
-                sqlx::Error::Database(db) => {
-                    let code = db.code();
-                    // SQLITE_BUSY (5) and SQLITE_LOCKED (6), with their extended codes.
-                    code.as_deref()
-                        .and_then(|c| c.parse::<i32>().ok())
-                        .is_some_and(|c| matches!(c & 0xff, 5 | 6))
-                }
+                sqlx::Error::Database(_) => matches!(self.sqlite_code(), Some(5 | 6)),
                 _ => false,
             },
             _ => false,
+        }
+    }
+
+    /// What kind of storage failure this is, for one log line per episode and a metric label:
+    /// one of [`FAILURE_KINDS`].
+    pub fn failure_kind(&self) -> &'static str {
+        match self.sqlite_code() {
+            // SQLITE_FULL
+            Some(13) => "disk_full",
+            // SQLITE_BUSY, SQLITE_LOCKED
+            Some(5 | 6) => "locked",
+            // SQLITE_READONLY
+            Some(8) => "read_only",
+            // SQLITE_IOERR, SQLITE_CORRUPT, SQLITE_CANTOPEN, SQLITE_NOTADB
+            Some(10 | 11 | 14 | 26) => "io",
+            _ => match self {
+                StoreError::Database(sqlx::Error::Io(_)) => "io",
+                StoreError::Database(sqlx::Error::PoolTimedOut) => "locked",
+                _ => "other",
+            },
+        }
+    }
+
+    /// SQLite's primary result code (the low byte of an extended one), when SQLite gave one.
+    fn sqlite_code(&self) -> Option<i32> {
+        match self {
+            StoreError::Database(sqlx::Error::Database(db)) => db
+                .code()
+                .as_deref()
+                .and_then(|c| c.parse::<i32>().ok())
+                .map(|c| c & 0xff),
+            _ => None,
         }
     }
 }

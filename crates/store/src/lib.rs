@@ -26,7 +26,7 @@ pub use access::{
     Rule, RuleKind, Scope, TrackCursor, TrackPage, UserGroup, Visibility,
 };
 pub use crypto::MasterKey;
-pub use error::StoreError;
+pub use error::{FAILURE_KINDS, StoreError};
 pub use model::{Kind, Outcome, Principal, PrincipalInfo, RejectRow, Row, StoredPosition};
 pub use sqlite::SqliteOptions;
 
@@ -87,6 +87,17 @@ impl Store {
     /// Keep only the newest `keep` rejected records.
     pub async fn prune_rejects(&self, keep: u64) -> Result<u64, StoreError> {
         dispatch!(self, db => db.prune_rejects(keep).await)
+    }
+
+    /// Write and commit a probe row: does the database take writes (after a failure)?
+    pub async fn probe_write(&self) -> Result<(), StoreError> {
+        dispatch!(self, db => db.probe_write().await)
+    }
+
+    /// The local directory whose filesystem holds the database, for the free-space watermark;
+    /// `None` for a database on another machine.
+    pub fn local_directory(&self) -> Option<std::path::PathBuf> {
+        dispatch!(self, db => db.directory())
     }
 
     /// Is the database answering?

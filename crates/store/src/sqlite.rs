@@ -99,6 +99,28 @@ fn check_id(what: &'static str, value: &str) -> Result<(), StoreError> {
     }
 }
 
+/// Whether a pooled connection may be handed out again: it must hold no transaction.
+///
+/// SQLite rolls a whole transaction back by itself on some errors (`SQLITE_FULL`, `SQLITE_IOERR`,
+/// `SQLITE_NOMEM`, and `SQLITE_BUSY` at commit). sqlx does not know: it counts transaction depth
+/// itself and lowers it only when its own `COMMIT` or `ROLLBACK` succeeds. After such an error the
+/// dropped transaction's `ROLLBACK` fails ("no transaction is active"), the depth stays at 1, and
+/// the next `begin()` on that connection issues `SAVEPOINT` instead of `BEGIN`. Once one more
+/// write fails there, `ROLLBACK TO SAVEPOINT` leaves a real transaction open, and every later
+/// "commit" only releases a savepoint inside it: the caller is told the batch is committed while
+/// nothing reaches the database file, and the open transaction holds the write lock ("database is
+/// locked") until the process ends and loses it all. That is how a full disk made trackgate
+/// acknowledge records it never stored. A connection left with any transaction depth is
+/// therefore closed (which rolls back whatever SQLite still holds) and replaced, never reused.
+fn leaves_no_transaction_open(conn: &mut sqlx::SqliteConnection) -> bool {
+    use sqlx::Connection as _;
+    let clean = !conn.is_in_transaction();
+    if !clean {
+        tracing::warn!("discarding a database connection left inside a failed transaction");
+    }
+    clean
+}
+
 fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
 }
@@ -122,6 +144,7 @@ impl Sqlite {
         let pool = SqlitePoolOptions::new()
             .max_connections(opts.max_connections.max(2))
             .acquire_timeout(Duration::from_secs(30))
+            .before_acquire(|conn, _| Box::pin(async move { Ok(leaves_no_transaction_open(conn)) }))
             .connect_with(connect)
             .await?;
         Migrator::new(Embedded).await?.run(&pool).await?;
@@ -150,6 +173,31 @@ impl Sqlite {
             }
         }
         Ok(())
+    }
+
+    /// A real write, committed: does the database take writes again?
+    pub(crate) async fn probe_write(&self) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO meta (key, value) VALUES ('write_probe', ?) \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(crate::now_ms().to_be_bytes().to_vec())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The directory holding the database file.
+    pub(crate) fn directory(&self) -> Option<std::path::PathBuf> {
+        let file = self.pool.connect_options().get_filename().to_path_buf();
+        let dir = file.parent()?;
+        Some(if dir.as_os_str().is_empty() {
+            std::path::PathBuf::from(".")
+        } else {
+            dir.to_path_buf()
+        })
     }
 
     pub(crate) async fn ping(&self) -> Result<(), StoreError> {

@@ -289,3 +289,56 @@ async fn resends_are_classified_across_statements() {
     );
     assert_eq!(s.count_positions().await.unwrap(), 3002);
 }
+
+/// What a full disk does underneath sqlx, replayed on every pooled connection: SQLite rolls the
+/// transaction back by itself (here: a plain `ROLLBACK` inside it), so sqlx's own `ROLLBACK` on
+/// drop fails and its transaction depth stays at 1; one more failed write on that connection
+/// (`SAVEPOINT`, then `ROLLBACK TO`) leaves a real transaction open. A batch written after that
+/// must still reach the database file when `write_batch` says it did.
+#[tokio::test]
+async fn a_connection_left_in_a_failed_transaction_never_swallows_a_commit() {
+    use sqlx::Connection as _;
+    let dir = tempfile::tempdir().unwrap();
+    let s = open_at(dir.path(), master()).await.unwrap();
+    let pool = s.sqlite_for_tests().pool.clone();
+    // All of the pool's connections (`open_at` allows 4), so the batch lands on one of them.
+    let mut conns = Vec::new();
+    for _ in 0..4 {
+        conns.push(pool.acquire().await.unwrap());
+    }
+    for c in &mut conns {
+        let mut tx = c.begin().await.unwrap();
+        sqlx::query("ROLLBACK").execute(&mut *tx).await.unwrap();
+        drop(tx);
+        let mut tx = c.begin().await.unwrap();
+        sqlx::query("SELECT COUNT(*) FROM positions")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        drop(tx);
+    }
+    drop(conns);
+
+    let rows: Vec<Row> = (1..=3).map(|i| row("A", i, i * 100, &format!("a{i}"))).collect();
+    let outcomes = s.write_batch(&rows, &[]).await.unwrap();
+    assert_eq!(outcomes, vec![Outcome::Inserted; 3]);
+
+    // Read through a connection of our own, as after a restart.
+    let url = format!("sqlite://{}?mode=ro", dir.path().join("t.db").display());
+    let other = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM positions")
+        .fetch_one(&other)
+        .await
+        .unwrap();
+    assert_eq!(
+        stored, 3,
+        "write_batch said committed, but the rows are not in the file"
+    );
+    // And the connection pool still writes.
+    s.write_batch(&[row("A", 4, 400, "a4")], &[]).await.unwrap();
+    let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM positions")
+        .fetch_one(&other)
+        .await
+        .unwrap();
+    assert_eq!(stored, 4);
+}

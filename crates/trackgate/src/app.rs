@@ -7,13 +7,16 @@ use crate::auth::{Auth, Authenticator, dev::DevKey};
 use crate::config::{Config, MasterKeySource, Mode, MqttConfig, MqttPassword};
 use crate::feed::Feed;
 use crate::keys::KeyCache;
+use crate::listener::limits::Capped;
+use crate::listener::{self, Listener};
 use crate::metrics::Metrics;
-use crate::pipeline::{Queue, Writer, WriterSettings};
+use crate::pipeline::{DiskWatch, Queue, StoreHealth, Writer, WriterSettings};
 use crate::ratelimit::RateLimiter;
 use crate::sources::http::{self, HttpState};
 use crate::sources::mqtt;
+use crate::throttle::FailureThrottle;
 use crate::verify::Verifier;
-use crate::{fsutil, listener, ops, tls, web};
+use crate::{fsutil, ops, tls, web};
 use anyhow::Context;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -97,7 +100,8 @@ pub async fn serve_until(config: Config, shutdown: CancellationToken) -> anyhow:
         config.ingest.key_cache_max_entries,
         metrics.clone(),
     ));
-    let (queue, rx, permits) = Queue::new(config.ingest.queue_capacity, metrics.clone());
+    let health = Arc::new(StoreHealth::new(config.ingest.stall_timeout, metrics.clone()));
+    let (queue, rx, permits) = Queue::new(config.ingest.queue_capacity, metrics.clone(), health.clone());
     let feed = Feed::new(FEED_BATCHES);
     let writer = Writer::new(
         store.clone(),
@@ -110,6 +114,7 @@ pub async fn serve_until(config: Config, shutdown: CancellationToken) -> anyhow:
             write_retry: config.ingest.write_retry,
             rejects_keep: config.ingest.rejects_keep,
         },
+        health.clone(),
     )
     .with_feed(feed.clone());
     let auth = operator_auth(&config)?;
@@ -130,15 +135,31 @@ pub async fn serve_until(config: Config, shutdown: CancellationToken) -> anyhow:
     let background = CancellationToken::new();
     let drain = CancellationToken::new();
     tasks.spawn(writer.run(drain.clone()));
+    let disk = store.local_directory().map(|dir| DiskWatch {
+        dir,
+        min_free: config.min_free_bytes,
+    });
+    let monitor = health.clone();
+    let monitor_stop = background.clone();
+    tasks.spawn(async move { monitor.monitor(disk, HEALTH_EVERY, monitor_stop).await });
     tasks.spawn(
         keys.clone()
             .follow_changes(config.ingest.key_refresh, background.clone()),
     );
 
+    let throttle = Arc::new(FailureThrottle::new(config.auth_throttle, metrics.clone()));
+    let sweeper = throttle.clone();
+    let sweeper_stop = background.clone();
+    tasks.spawn(async move { sweeper.run_sweeper(THROTTLE_SWEEP_EVERY, sweeper_stop).await });
     let verifier = Arc::new(Verifier::new(keys.clone(), config.retention_ms()));
     let mqtt = match (&config.mqtt, config.embedded_broker) {
         (Some(m), _) => Some(mqtt_settings(&config, m)?),
-        (None, Some(listen)) => Some(embedded_broker(listen, &tls_files, keys.clone())?),
+        (None, Some(listen)) => Some(embedded_broker(
+            listen,
+            &tls_files,
+            keys.clone(),
+            Arc::new(FailureThrottle::new(config.auth_throttle, metrics.clone())),
+        )?),
         (None, None) => None,
     };
     let mqtt_task = match mqtt {
@@ -162,6 +183,13 @@ pub async fn serve_until(config: Config, shutdown: CancellationToken) -> anyhow:
         metrics: metrics.clone(),
         max_body_bytes: config.http.max_body_bytes,
         max_records: config.http.max_records,
+        body_timeout: config.http.limits.body_timeout,
+        min_body_bytes_per_second: config.http.limits.min_body_bytes_per_second,
+        unverified: Capped::new(
+            config.http.limits.unverified_body_bytes,
+            config.http.limits.unverified_body_bytes_per_address,
+        ),
+        throttle: throttle.clone(),
         stopping: shutdown.clone(),
     });
     let api_state = ApiState::new(ApiInner {
@@ -176,24 +204,30 @@ pub async fn serve_until(config: Config, shutdown: CancellationToken) -> anyhow:
         let web = web::WebState::new(&config.ui, &config.auth, auth.clone(), config.mode == Mode::Production)?;
         routes = routes.merge(web::router(web));
     }
-    let https_task = tokio::spawn(listener::serve_tls(
+    let https_task = tokio::spawn(listener::serve(
         https,
-        tls_config,
+        Listener {
+            name: "https",
+            limits: config.http.limits.clone(),
+            tls: Some(tls_config),
+            metrics: metrics.clone(),
+        },
         routes,
-        config.http.handshake_timeout,
         shutdown.clone(),
     ));
-    let ops_stop = background.clone();
-    let ops_store = store.clone();
-    tasks.spawn(async move {
-        let app = ops::router(metrics, ops_store);
-        if let Err(e) = axum::serve(ops_listener, app)
-            .with_graceful_shutdown(ops_stop.cancelled_owned())
-            .await
-        {
-            tracing::error!(error = %e, "ops listener failed");
-        }
-    });
+    // The ops listener gets the same timeouts and caps, without TLS (it binds to loopback).
+    let ops = Listener {
+        name: "ops",
+        limits: config.http.limits.clone(),
+        tls: None,
+        metrics: metrics.clone(),
+    };
+    tasks.spawn(listener::serve(
+        ops_listener,
+        ops,
+        ops::router(metrics, store.clone(), health),
+        background.clone(),
+    ));
 
     shutdown.cancelled().await;
     let drained = tokio::time::timeout(config.grace_period, async {
@@ -226,6 +260,12 @@ pub async fn serve_until(config: Config, shutdown: CancellationToken) -> anyhow:
     Ok(exit)
 }
 
+/// How often addresses quiet after authentication failures are forgotten.
+const THROTTLE_SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// How often free space is measured and a stall looked for.
+const HEALTH_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// Committed batches a live stream may fall behind by before it is closed.
 const FEED_BATCHES: usize = 1024;
 
@@ -256,8 +296,9 @@ fn embedded_broker(
     listen: std::net::SocketAddr,
     tls_files: &crate::config::TlsFiles,
     keys: Arc<KeyCache>,
+    throttle: Arc<FailureThrottle<String>>,
 ) -> anyhow::Result<mqtt::MqttSettings> {
-    let b = crate::broker::start(listen, tls_files, keys, tokio::runtime::Handle::current())?;
+    let b = crate::broker::start(listen, tls_files, keys, throttle, tokio::runtime::Handle::current())?;
     tracing::info!(listener = "mqtts", addr = %b.listen, "listening (embedded MQTT broker)");
     Ok(mqtt::MqttSettings {
         host: "localhost".to_owned(),
@@ -279,6 +320,7 @@ fn embedded_broker(
     _: std::net::SocketAddr,
     _: &crate::config::TlsFiles,
     _: Arc<KeyCache>,
+    _: Arc<FailureThrottle<String>>,
 ) -> anyhow::Result<mqtt::MqttSettings> {
     anyhow::bail!("built without the `embedded-broker` feature")
 }

@@ -6,11 +6,13 @@
 //! Limits, documented for operators: rumqttd keeps sessions in memory only, so a message it has
 //! acknowledged to a device but trackgate has not yet committed is lost if the process dies, and it
 //! has no per-topic ACL (a device's records are still checked against the topic and its own key).
+//! Failed logins are throttled per login name (rumqttd's login hook does not see the address).
 //! Production deployments that promise "nothing acknowledged is lost" use an external broker with
 //! persistence (see config/mosquitto.example.conf).
 
 use crate::config::TlsFiles;
 use crate::keys::KeyCache;
+use crate::throttle::FailureThrottle;
 use anyhow::Context;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -34,6 +36,7 @@ pub fn start(
     listen: SocketAddr,
     tls: &TlsFiles,
     keys: Arc<KeyCache>,
+    throttle: Arc<FailureThrottle<String>>,
     runtime: tokio::runtime::Handle,
 ) -> anyhow::Result<EmbeddedBroker> {
     // rumqttd binds on its own thread and only logs a failure: check the port first, so a port in
@@ -56,24 +59,31 @@ pub fn start(
     };
     let expected = service_password.clone();
     connections.set_auth_handler(move |_client_id: String, user: String, pass: String| {
-        let (keys, expected, runtime) = (keys.clone(), expected.clone(), runtime.clone());
+        let (keys, expected, runtime, throttle) = (keys.clone(), expected.clone(), runtime.clone(), throttle.clone());
         async move {
             if user == SERVICE_USER {
                 return bool::from(pass.as_bytes().ct_eq(expected.as_bytes()));
             }
-            // Key lookups use trackgate's runtime and database pool, not rumqttd's threads.
-            let lookup = runtime.spawn(async move { keys.get(&user).await.map(|p| (user, p)) });
-            match lookup.await {
-                Ok(Ok((user, Some(p)))) if p.kind == Kind::Device && p.enabled => p
-                    .keys
-                    .iter()
-                    .any(|k| verify_mqtt_password(&k.secret, &user, pass.as_bytes())),
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "broker login refused: key store unavailable");
-                    false
+            // Key lookups (and the delay of a throttled failure) use trackgate's runtime and
+            // database pool, not rumqttd's threads.
+            let check = runtime.spawn(async move {
+                let ok = match keys.get(&user).await {
+                    Ok(Some(p)) if p.kind == Kind::Device && p.enabled => p
+                        .keys
+                        .iter()
+                        .any(|k| verify_mqtt_password(&k.secret, &user, pass.as_bytes())),
+                    Ok(_) => false,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "broker login refused: key store unavailable");
+                        return false;
+                    }
+                };
+                if !ok {
+                    tokio::time::sleep(throttle.failed(user, "mqtt")).await;
                 }
-                _ => false,
-            }
+                ok
+            });
+            check.await.unwrap_or(false)
         }
     });
     let server = rumqttd::ServerSettings {

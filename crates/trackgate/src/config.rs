@@ -78,6 +78,13 @@ pub struct RawHttp {
     pub rate_limit_per_second: Option<f64>,
     pub rate_limit_burst: Option<f64>,
     pub handshake_timeout_ms: Option<u64>,
+    pub idle_timeout_ms: Option<u64>,
+    pub body_timeout_ms: Option<u64>,
+    pub min_body_bytes_per_second: Option<u64>,
+    pub max_connections: Option<u64>,
+    pub max_connections_per_address: Option<u64>,
+    pub unverified_body_bytes: Option<u64>,
+    pub unverified_body_bytes_per_address: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -101,6 +108,7 @@ pub struct RawDatabase {
     pub sqlite_synchronous: Option<String>,
     pub sqlite_cache_mib: Option<u32>,
     pub sqlite_wal_autocheckpoint: Option<u32>,
+    pub min_free_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -114,12 +122,15 @@ pub struct RawIngest {
     pub key_refresh_ms: Option<u64>,
     pub key_cache_max_entries: Option<u64>,
     pub write_retry_secs: Option<u64>,
+    pub stall_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawSecurity {
     pub master_key_file: Option<PathBuf>,
+    pub auth_failures_per_minute: Option<u64>,
+    pub auth_failure_delay_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -179,7 +190,11 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
     pub ops_listen: SocketAddr,
     pub database: trackgate_store::OpenOptions,
+    /// Under this many free bytes on the database's filesystem, new work is refused.
+    pub min_free_bytes: u64,
     pub ingest: IngestConfig,
+    /// Throttling of failed authentications per client address.
+    pub auth_throttle: AuthThrottle,
     pub master_key: MasterKeySource,
     pub grace_period: Duration,
     pub log_format: LogFormat,
@@ -237,7 +252,33 @@ pub struct HttpConfig {
     /// Requests per second per key; 0 turns rate limiting off.
     pub rate_limit_per_second: f64,
     pub rate_limit_burst: f64,
+    pub limits: ConnectionLimits,
+}
+
+/// What one client may hold of a listener: connections, time and unverified bytes.
+#[derive(Debug, Clone)]
+pub struct ConnectionLimits {
+    /// TLS handshake and request headers must be complete within this.
     pub handshake_timeout: Duration,
+    /// A connection with no request in flight for this long is closed.
+    pub idle_timeout: Duration,
+    /// A body must arrive within this plus its length at the minimum rate.
+    pub body_timeout: Duration,
+    pub min_body_bytes_per_second: u64,
+    /// Open connections, in total and from one address.
+    pub max_connections: usize,
+    pub max_connections_per_address: usize,
+    /// Body bytes buffered before their request signature is checked, in total and for one
+    /// address.
+    pub unverified_body_bytes: usize,
+    pub unverified_body_bytes_per_address: usize,
+}
+
+/// Failed authentications from one address beyond `per_minute` are answered after `delay`.
+#[derive(Debug, Clone, Copy)]
+pub struct AuthThrottle {
+    pub per_minute: u32,
+    pub delay: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -256,6 +297,8 @@ pub struct IngestConfig {
     pub key_refresh: Duration,
     pub key_cache_max_entries: usize,
     pub write_retry: Duration,
+    /// A write not committed for this long closes the door to new work.
+    pub stall_timeout: Duration,
 }
 
 impl RawConfig {
@@ -319,25 +362,83 @@ impl RawConfig {
                 .with_context(|| format!("`{key}` must be an address such as 127.0.0.1:8443, not {v:?}"))
         };
         let h = self.http;
+        let handshake_timeout = Duration::from_millis(range(
+            "http.handshake_timeout_ms",
+            h.handshake_timeout_ms,
+            10_000,
+            100,
+            600_000,
+        )? as u64);
+        let max_body_bytes = range(
+            "http.max_body_bytes",
+            h.max_body_bytes,
+            4 * 1024 * 1024,
+            1024,
+            256 * 1024 * 1024,
+        )?;
+        let limits = ConnectionLimits {
+            handshake_timeout,
+            idle_timeout: Duration::from_millis(range(
+                "http.idle_timeout_ms",
+                h.idle_timeout_ms,
+                60_000,
+                100,
+                3_600_000,
+            )? as u64),
+            body_timeout: Duration::from_millis(
+                range("http.body_timeout_ms", h.body_timeout_ms, 10_000, 100, 600_000)? as u64,
+            ),
+            min_body_bytes_per_second: range(
+                "http.min_body_bytes_per_second",
+                h.min_body_bytes_per_second,
+                65_536,
+                1,
+                1 << 40,
+            )? as u64,
+            max_connections: range("http.max_connections", h.max_connections, 10_000, 1, 10_000_000)?,
+            max_connections_per_address: range(
+                "http.max_connections_per_address",
+                h.max_connections_per_address,
+                512,
+                1,
+                10_000_000,
+            )?,
+            unverified_body_bytes: range(
+                "http.unverified_body_bytes",
+                h.unverified_body_bytes,
+                256 * 1024 * 1024,
+                1024,
+                1 << 40,
+            )?,
+            unverified_body_bytes_per_address: range(
+                "http.unverified_body_bytes_per_address",
+                h.unverified_body_bytes_per_address,
+                32 * 1024 * 1024,
+                1024,
+                1 << 40,
+            )?,
+        };
+        if limits.unverified_body_bytes_per_address < max_body_bytes {
+            bail!(
+                "`http.unverified_body_bytes_per_address` ({}) must be at least `http.max_body_bytes` ({max_body_bytes}), \
+                 or a largest request could never be read",
+                limits.unverified_body_bytes_per_address
+            );
+        }
+        if limits.unverified_body_bytes < limits.unverified_body_bytes_per_address {
+            bail!(
+                "`http.unverified_body_bytes` ({}) must be at least `http.unverified_body_bytes_per_address` ({})",
+                limits.unverified_body_bytes,
+                limits.unverified_body_bytes_per_address
+            );
+        }
         let http = HttpConfig {
             listen: addr("http.listen", h.listen, "127.0.0.1:8443")?,
-            max_body_bytes: range(
-                "http.max_body_bytes",
-                h.max_body_bytes,
-                4 * 1024 * 1024,
-                1024,
-                256 * 1024 * 1024,
-            )?,
+            max_body_bytes,
             max_records: range("http.max_records", h.max_records, 10_000, 1, 1_000_000)?,
             rate_limit_per_second: frange("http.rate_limit_per_second", h.rate_limit_per_second, 1000.0, 0.0, 1e9)?,
             rate_limit_burst: frange("http.rate_limit_burst", h.rate_limit_burst, 2000.0, 1.0, 1e9)?,
-            handshake_timeout: Duration::from_millis(range(
-                "http.handshake_timeout_ms",
-                h.handshake_timeout_ms,
-                10_000,
-                100,
-                600_000,
-            )? as u64),
+            limits,
         };
         let tls = match (self.tls.cert, self.tls.key) {
             (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
@@ -362,6 +463,13 @@ impl RawConfig {
                 bail!("`database.sqlite_synchronous` must be \"full\" or \"normal\", not {other:?}")
             }
         };
+        let min_free_bytes = range(
+            "database.min_free_bytes",
+            d.min_free_bytes,
+            100 * 1024 * 1024,
+            0,
+            1 << 50,
+        )? as u64;
         let database = trackgate_store::OpenOptions {
             url,
             max_connections: range("database.max_connections", d.max_connections.map(u64::from), 8, 2, 256)? as u32,
@@ -405,6 +513,13 @@ impl RawConfig {
                 100_000_000,
             )?,
             write_retry: Duration::from_secs(range("ingest.write_retry_secs", i.write_retry_secs, 30, 0, 3600)? as u64),
+            stall_timeout: Duration::from_millis(range(
+                "ingest.stall_timeout_ms",
+                i.stall_timeout_ms,
+                5000,
+                100,
+                600_000,
+            )? as u64),
         };
         let largest = http.max_records.max(trackgate_proto::MAX_MQTT_ENVELOPES);
         if ingest.queue_capacity < largest {
@@ -414,7 +529,24 @@ impl RawConfig {
                 ingest.queue_capacity,
             );
         }
-        let master_key = match (master_key_env, self.security.master_key_file) {
+        let sec = self.security;
+        let auth_throttle = AuthThrottle {
+            per_minute: range(
+                "security.auth_failures_per_minute",
+                sec.auth_failures_per_minute,
+                60,
+                1,
+                1_000_000,
+            )? as u32,
+            delay: Duration::from_millis(range(
+                "security.auth_failure_delay_ms",
+                sec.auth_failure_delay_ms,
+                1000,
+                0,
+                60_000,
+            )? as u64),
+        };
+        let master_key = match (master_key_env, sec.master_key_file) {
             (Some(hex), _) => MasterKeySource::Env(hex),
             (None, Some(file)) => MasterKeySource::File(file),
             (None, None) if mode == Mode::Dev => MasterKeySource::DevFile(data_dir.join("master.key")),
@@ -490,7 +622,9 @@ impl RawConfig {
             tls,
             ops_listen: addr("ops.listen", self.ops.listen, "127.0.0.1:9090")?,
             database,
+            min_free_bytes,
             ingest,
+            auth_throttle,
             master_key,
             grace_period: Duration::from_secs(range(
                 "shutdown.grace_period_secs",

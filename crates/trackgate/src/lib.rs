@@ -40,6 +40,7 @@ pub mod ops;
 pub mod pipeline;
 pub mod ratelimit;
 pub mod sources;
+pub mod throttle;
 pub mod tls;
 pub mod verify;
 pub mod web;

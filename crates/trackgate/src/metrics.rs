@@ -27,6 +27,25 @@ pub struct Metrics {
     pub queue_capacity: IntGauge,
     /// Failed batch writes (each retry counts).
     pub database_errors: IntCounter,
+    /// Failed write attempts by kind (disk_full, locked, read_only, io, other).
+    pub storage_failures: IntCounterVec,
+    /// 1 while a storage failure episode runs (no write has committed since a failure).
+    pub storage_failing: IntGauge,
+    /// 1 while a write has not committed for longer than `ingest.stall_timeout_ms`.
+    pub storage_stalled: IntGauge,
+    /// Free bytes on the database's filesystem, and the watermark under which work is refused.
+    pub storage_free_bytes: IntGauge,
+    pub storage_min_free_bytes: IntGauge,
+    /// 1 while new work is admitted (what `/readyz` says).
+    pub ready: IntGauge,
+    /// Open connections by listener (https, ops).
+    pub connections_open: IntGaugeVec,
+    /// Connections closed or refused by trackgate, by listener and reason.
+    pub connections_closed: IntCounterVec,
+    /// Authentication failures by transport.
+    pub auth_failures: IntCounterVec,
+    /// Authentication failures answered late because their address is over its failure rate.
+    pub auth_throttled: IntCounterVec,
     /// Principals held in the key cache.
     pub key_cache_entries: IntGauge,
     /// 1 while connected to the MQTT broker.
@@ -128,6 +147,56 @@ impl Metrics {
                 registry.register(Box::new(c.clone())).expect("unique metric");
                 c
             },
+            storage_failures: counter_vec(
+                "trackgate_storage_failures_total",
+                "Failed write attempts (batches and probes), by kind: disk_full, locked, read_only, io, other.",
+                &["kind"],
+            ),
+            storage_failing: gauge(
+                "trackgate_storage_failing",
+                "1 while writes fail and none has committed since; new work is refused.",
+            ),
+            storage_stalled: gauge(
+                "trackgate_storage_stalled",
+                "1 while a write has not committed for longer than ingest.stall_timeout_ms; new work is refused.",
+            ),
+            storage_free_bytes: gauge(
+                "trackgate_storage_free_bytes",
+                "Bytes free on the filesystem holding the database.",
+            ),
+            storage_min_free_bytes: gauge(
+                "trackgate_storage_min_free_bytes",
+                "database.min_free_bytes: under it new work is refused.",
+            ),
+            ready: gauge(
+                "trackgate_ready",
+                "1 while new work is admitted (what /readyz says), else 0.",
+            ),
+            connections_open: {
+                let g = IntGaugeVec::new(
+                    Opts::new("trackgate_connections_open", "Open client connections, by listener."),
+                    &["listener"],
+                )
+                .expect("valid metric");
+                registry.register(Box::new(g.clone())).expect("unique metric");
+                g
+            },
+            connections_closed: counter_vec(
+                "trackgate_connections_closed_total",
+                "Connections trackgate closed or refused itself, by listener and reason \
+                 (limit_total, limit_address, handshake_timeout, idle, body_timeout).",
+                &["listener", "reason"],
+            ),
+            auth_failures: counter_vec(
+                "trackgate_auth_failures_total",
+                "Failed authentications (request signatures, unknown keys, MQTT logins), by transport.",
+                &["transport"],
+            ),
+            auth_throttled: counter_vec(
+                "trackgate_auth_throttled_total",
+                "Failed authentications answered late because their address was over its failure rate, by transport.",
+                &["transport"],
+            ),
             key_cache_entries: gauge(
                 "trackgate_key_cache_entries",
                 "Devices and suppliers held in the key cache.",
@@ -166,7 +235,22 @@ impl Metrics {
         for o in ["received", "acknowledged", "redelivery_expected"] {
             m.mqtt_messages.with_label_values(&[o]);
         }
+        for l in ["https", "ops"] {
+            m.connections_open.with_label_values(&[l]);
+            for r in [
+                "limit_total",
+                "limit_address",
+                "handshake_timeout",
+                "idle",
+                "body_timeout",
+            ] {
+                m.connections_closed.with_label_values(&[l, r]);
+            }
+        }
+        m.ready.set(1);
         for t in ["https", "mqtt"] {
+            m.auth_failures.with_label_values(&[t]);
+            m.auth_throttled.with_label_values(&[t]);
             for o in ["accepted", "duplicate", "rejected"] {
                 m.records.with_label_values(&[t, o]);
             }

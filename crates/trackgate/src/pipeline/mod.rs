@@ -10,10 +10,12 @@
 //! not fit is answered 503 with nothing of it stored. Submissions are never split: a request's
 //! rows commit in one transaction. Acks are released only after the commit, in queue order.
 
+mod health;
 mod queue;
 mod writer;
 
-pub use queue::{Ack, Queue, QueueClosed, QueueFull, Source, Submission, WriteFailed};
+pub use health::{DiskWatch, Refusal, StoreHealth};
+pub use queue::{Ack, Queue, QueueClosed, Refused, Source, Submission, WriteFailed};
 pub use writer::{Writer, WriterSettings};
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! The bounded queue: capacity is counted in rows (rejects count too), held as semaphore permits
 //! from admission until the writer has committed.
 
+use super::health::{Refusal, StoreHealth};
 use crate::metrics::Metrics;
 use std::sync::Arc;
 use tokio::sync::{Semaphore, mpsc, oneshot};
@@ -11,10 +12,16 @@ use trackgate_store::{Outcome, RejectRow, Row};
 #[error("the batch could not be committed")]
 pub struct WriteFailed;
 
-/// The queue cannot take the whole submission now.
-#[derive(Debug, Clone, Copy, thiserror::Error)]
-#[error("the ingest queue is full")]
-pub struct QueueFull;
+/// Why a submission was not admitted: nothing of it was stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    #[error("the ingest queue is full; retry later")]
+    Full,
+    #[error("trackgate is shutting down; retry on another node or later")]
+    Closed,
+    #[error("{}", .0.detail())]
+    Store(Refusal),
+}
 
 /// The writer has stopped (shutdown).
 #[derive(Debug, Clone, Copy, thiserror::Error)]
@@ -48,11 +55,17 @@ pub struct Queue {
     permits: Arc<Semaphore>,
     capacity: usize,
     metrics: Metrics,
+    health: Arc<StoreHealth>,
 }
 
 impl Queue {
-    /// A queue of `capacity` rows and the receiving end for the writer.
-    pub fn new(capacity: usize, metrics: Metrics) -> (Queue, mpsc::UnboundedReceiver<Submission>, Arc<Semaphore>) {
+    /// A queue of `capacity` rows that admits work while `health` allows, and the receiving end
+    /// for the writer.
+    pub fn new(
+        capacity: usize,
+        metrics: Metrics,
+        health: Arc<StoreHealth>,
+    ) -> (Queue, mpsc::UnboundedReceiver<Submission>, Arc<Semaphore>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let permits = Arc::new(Semaphore::new(capacity));
         metrics.queue_capacity.set(capacity as i64);
@@ -62,6 +75,7 @@ impl Queue {
                 permits: permits.clone(),
                 capacity,
                 metrics,
+                health,
             },
             rx,
             permits,
@@ -103,6 +117,11 @@ impl Queue {
         })
     }
 
+    /// The store's health, which decides admission.
+    pub fn health(&self) -> &Arc<StoreHealth> {
+        &self.health
+    }
+
     /// Admit the whole submission now, or refuse it (HTTPS: answer 503).
     pub fn try_submit(
         &self,
@@ -110,23 +129,33 @@ impl Queue {
         row_index: Vec<u32>,
         rejects: Vec<RejectRow>,
         source: Source,
-    ) -> Result<Result<Ack, QueueClosed>, QueueFull> {
+    ) -> Result<Ack, Refused> {
+        if let Some(r) = self.health.refusal() {
+            return Err(Refused::Store(r));
+        }
         let (sub, ack) = self.package(rows, row_index, rejects, source);
         match self.permits.try_acquire_many(sub.permits) {
             Ok(p) => p.forget(),
-            Err(_) => return Err(QueueFull),
+            Err(_) => return Err(Refused::Full),
         }
-        Ok(self.send(sub).map(|_| ack))
+        self.send(sub).map_err(|QueueClosed| Refused::Closed)?;
+        Ok(ack)
     }
 
-    /// Wait until the whole submission fits (MQTT: the broker holds the backlog meanwhile).
+    /// Wait until the store admits work and the whole submission fits (MQTT: the device's or the
+    /// broker's in-flight window holds the backlog meanwhile), or `stop` is cancelled.
     pub async fn submit(
         &self,
         rows: Vec<Row>,
         row_index: Vec<u32>,
         rejects: Vec<RejectRow>,
         source: Source,
+        stop: &tokio_util::sync::CancellationToken,
     ) -> Result<Ack, QueueClosed> {
+        self.health.admitted(stop).await;
+        if stop.is_cancelled() {
+            return Err(QueueClosed);
+        }
         let (sub, ack) = self.package(rows, row_index, rejects, source);
         self.permits
             .acquire_many(sub.permits)

@@ -51,6 +51,10 @@ async fn store(dir: &std::path::Path) -> Store {
     Store::open(&opts, MasterKey::from_bytes(&[3; 32])).await.unwrap()
 }
 
+fn health() -> std::sync::Arc<StoreHealth> {
+    std::sync::Arc::new(StoreHealth::new(Duration::from_secs(60), Metrics::new()))
+}
+
 fn settings(max_rows: usize) -> WriterSettings {
     WriterSettings {
         batch_max_rows: max_rows,
@@ -62,26 +66,26 @@ fn settings(max_rows: usize) -> WriterSettings {
 
 #[tokio::test]
 async fn admission_is_whole_or_nothing() {
-    let (queue, _rx, permits) = Queue::new(10, Metrics::new());
+    let (queue, _rx, permits) = Queue::new(10, Metrics::new(), health());
     let a = queue.try_submit(rows("A", 0..6), index(6), vec![], source());
-    assert!(matches!(a, Ok(Ok(_))));
+    assert!(matches!(a, Ok(_)));
     assert_eq!(permits.available_permits(), 4);
     let b = queue.try_submit(rows("A", 6..11), index(5), vec![], source());
-    assert!(matches!(b, Err(QueueFull)), "5 rows do not fit in the 4 left");
+    assert!(matches!(b, Err(Refused::Full)), "5 rows do not fit in the 4 left");
     assert_eq!(permits.available_permits(), 4, "a refused submission takes no room");
     assert!(matches!(
         queue.try_submit(rows("A", 6..10), index(4), vec![], source()),
-        Ok(Ok(_))
+        Ok(_)
     ));
 }
 
 #[tokio::test]
 async fn a_closed_queue_gives_its_room_back() {
-    let (queue, rx, permits) = Queue::new(10, Metrics::new());
+    let (queue, rx, permits) = Queue::new(10, Metrics::new(), health());
     drop(rx);
     assert!(matches!(
         queue.try_submit(rows("A", 0..3), index(3), vec![], source()),
-        Ok(Err(QueueClosed))
+        Err(Refused::Closed)
     ));
     assert_eq!(permits.available_permits(), 10);
 }
@@ -91,19 +95,27 @@ async fn batches_respect_max_rows_without_splitting_and_acks_follow_commit_in_or
     let dir = tempfile::tempdir().unwrap();
     let store = store(dir.path()).await;
     let metrics = Metrics::new();
-    let (queue, rx, permits) = Queue::new(100, metrics.clone());
+    let (queue, rx, permits) = Queue::new(100, metrics.clone(), health());
     // Three submissions of 4 rows with batches of at most 5: none fits beside another.
     let acks: Vec<Ack> = (0..3)
         .map(|i| {
             queue
                 .try_submit(rows("A", i * 4..i * 4 + 4), index(4), vec![], source())
                 .unwrap()
-                .unwrap()
         })
         .collect();
     let drain = CancellationToken::new();
-    let writer =
-        tokio::spawn(Writer::new(store.clone(), rx, permits.clone(), metrics.clone(), settings(5)).run(drain.clone()));
+    let writer = tokio::spawn(
+        Writer::new(
+            store.clone(),
+            rx,
+            permits.clone(),
+            metrics.clone(),
+            settings(5),
+            queue.health().clone(),
+        )
+        .run(drain.clone()),
+    );
     for ack in acks {
         assert_eq!(ack.await.unwrap().unwrap(), vec![Outcome::Inserted; 4]);
     }
@@ -113,14 +125,8 @@ async fn batches_respect_max_rows_without_splitting_and_acks_follow_commit_in_or
     assert_eq!(store.count_positions().await.unwrap(), 12);
 
     // Small submissions share a batch; a resend is a duplicate.
-    let a = queue
-        .try_submit(rows("B", 0..2), index(2), vec![], source())
-        .unwrap()
-        .unwrap();
-    let b = queue
-        .try_submit(rows("B", 0..1), index(1), vec![], source())
-        .unwrap()
-        .unwrap();
+    let a = queue.try_submit(rows("B", 0..2), index(2), vec![], source()).unwrap();
+    let b = queue.try_submit(rows("B", 0..1), index(1), vec![], source()).unwrap();
     assert_eq!(a.await.unwrap().unwrap(), [Outcome::Inserted, Outcome::Inserted]);
     assert_eq!(b.await.unwrap().unwrap(), [Outcome::Duplicate]);
     assert_eq!(metrics.batch_rows.get_sample_count(), 4, "both went in one batch");
@@ -134,20 +140,26 @@ async fn drain_writes_everything_queued_before_the_writer_stops() {
     let dir = tempfile::tempdir().unwrap();
     let store = store(dir.path()).await;
     let metrics = Metrics::new();
-    let (queue, rx, permits) = Queue::new(1000, metrics.clone());
+    let (queue, rx, permits) = Queue::new(1000, metrics.clone(), health());
     let acks: Vec<Ack> = (0..20)
         .map(|i| {
             queue
                 .try_submit(rows("C", i * 10..i * 10 + 10), index(10), vec![], source())
                 .unwrap()
-                .unwrap()
         })
         .collect();
     let drain = CancellationToken::new();
     drain.cancel();
-    Writer::new(store.clone(), rx, permits, metrics, settings(50))
-        .run(drain)
-        .await;
+    Writer::new(
+        store.clone(),
+        rx,
+        permits,
+        metrics,
+        settings(50),
+        queue.health().clone(),
+    )
+    .run(drain)
+    .await;
     for ack in acks {
         assert_eq!(ack.await.unwrap().unwrap().len(), 10);
     }
@@ -159,13 +171,20 @@ async fn a_conflict_is_answered_and_kept_for_support() {
     let dir = tempfile::tempdir().unwrap();
     let store = store(dir.path()).await;
     let metrics = Metrics::new();
-    let (queue, rx, permits) = Queue::new(100, metrics.clone());
+    let (queue, rx, permits) = Queue::new(100, metrics.clone(), health());
     let drain = CancellationToken::new();
-    let writer = tokio::spawn(Writer::new(store.clone(), rx, permits, metrics, settings(100)).run(drain.clone()));
-    let first = queue
-        .try_submit(rows("D", 0..1), index(1), vec![], source())
-        .unwrap()
-        .unwrap();
+    let writer = tokio::spawn(
+        Writer::new(
+            store.clone(),
+            rx,
+            permits,
+            metrics,
+            settings(100),
+            queue.health().clone(),
+        )
+        .run(drain.clone()),
+    );
+    let first = queue.try_submit(rows("D", 0..1), index(1), vec![], source()).unwrap();
     assert_eq!(first.await.unwrap().unwrap(), [Outcome::Inserted]);
     let mut changed = rows("D", 0..1);
     changed[0].record = "different".into();
@@ -173,7 +192,7 @@ async fn a_conflict_is_answered_and_kept_for_support() {
         transport: "https",
         key_name: Some("ACME/s1".into()),
     };
-    let second = queue.try_submit(changed, vec![7], vec![], src).unwrap().unwrap();
+    let second = queue.try_submit(changed, vec![7], vec![], src).unwrap();
     assert_eq!(second.await.unwrap().unwrap(), [Outcome::Conflict]);
     drain.cancel();
     writer.await.unwrap();

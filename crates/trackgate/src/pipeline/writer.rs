@@ -1,7 +1,12 @@
 //! The one writer: gathers submissions into a batch until it holds `batch_max_rows` rows or
 //! `batch_linger` has passed since its first submission, writes the batch in one transaction,
 //! and only then answers each submission and gives its room in the queue back.
+//!
+//! Every attempt is reported to [`StoreHealth`]: a failing or stalled store closes the door to new
+//! work, and a commit (of a batch, or of the probe the writer sends while idle and failing) opens
+//! it again.
 
+use super::health::StoreHealth;
 use super::queue::{Submission, WriteFailed};
 use crate::feed::Feed;
 use crate::metrics::Metrics;
@@ -29,10 +34,14 @@ pub struct Writer {
     settings: WriterSettings,
     batches_since_prune: u32,
     feed: Option<Feed>,
+    health: Arc<StoreHealth>,
 }
 
 /// Prune the rejects table once per this many batches.
 const PRUNE_EVERY: u32 = 200;
+
+/// While the store is failing and no work is queued, probe it this often.
+const PROBE_EVERY: Duration = Duration::from_millis(500);
 
 impl Writer {
     pub fn new(
@@ -41,6 +50,7 @@ impl Writer {
         permits: Arc<Semaphore>,
         metrics: Metrics,
         settings: WriterSettings,
+        health: Arc<StoreHealth>,
     ) -> Self {
         Writer {
             store,
@@ -50,6 +60,7 @@ impl Writer {
             settings,
             batches_since_prune: 0,
             feed: None,
+            health,
         }
     }
 
@@ -78,6 +89,10 @@ impl Writer {
                     },
                     _ = drain.cancelled() => {
                         draining = true;
+                        continue;
+                    }
+                    _ = tokio::time::sleep(PROBE_EVERY), if self.health.is_failing() => {
+                        self.probe().await;
                         continue;
                     }
                 },
@@ -180,6 +195,16 @@ impl Writer {
         }
     }
 
+    /// Nothing is queued while the store is failing (new work is refused): find out whether it
+    /// takes writes again.
+    async fn probe(&self) {
+        self.health.write_started();
+        match self.store.probe_write().await {
+            Ok(()) => self.health.write_committed(),
+            Err(e) => self.health.write_failed(&e),
+        }
+    }
+
     async fn write_with_retry(
         &self,
         rows: &[Row],
@@ -188,15 +213,21 @@ impl Writer {
     ) -> Result<Vec<Outcome>, WriteFailed> {
         let mut backoff = Duration::from_millis(50);
         loop {
+            self.health.write_started();
             match self.store.write_batch(rows, rejects).await {
-                Ok(outcomes) => return Ok(outcomes),
+                Ok(outcomes) => {
+                    self.health.write_committed();
+                    return Ok(outcomes);
+                }
                 Err(e) => {
+                    // The episode is logged once by the health state; retries only count.
                     self.metrics.database_errors.inc();
+                    self.health.write_failed(&e);
                     if started.elapsed() + backoff > self.settings.write_retry {
-                        tracing::error!(error = %e, rows = rows.len(), "batch write failed; its requests are answered unavailable");
+                        tracing::warn!(error = %e, rows = rows.len(), "batch not committed within `ingest.write_retry_secs`; its requests are answered unavailable");
                         return Err(WriteFailed);
                     }
-                    tracing::warn!(error = %e, rows = rows.len(), retry_in_ms = backoff.as_millis() as u64, "batch write failed; retrying");
+                    tracing::debug!(error = %e, rows = rows.len(), retry_in_ms = backoff.as_millis() as u64, "batch write failed; retrying");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(2));
                 }

@@ -13,8 +13,12 @@ pub enum ApiError {
     Unauthorized,
     RateLimited(Duration),
     Malformed(String),
+    /// The body did not arrive within the time allowed for it.
+    BodyTimeout(Duration),
     /// Overloaded, shutting down, or the database is unavailable: nothing was stored.
     Unavailable(&'static str),
+    /// Not admitted to the queue (full, shutting down, store failing): nothing was stored.
+    Refused(crate::pipeline::Refused),
     NotFound,
     MethodNotAllowed,
 }
@@ -27,7 +31,8 @@ impl ApiError {
             ApiError::Stale | ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Malformed(_) => StatusCode::BAD_REQUEST,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ApiError::Unavailable(_) | ApiError::Refused(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         }
@@ -56,12 +61,31 @@ impl IntoResponse for ApiError {
                 Some(wait.as_secs_f64().ceil().max(1.0) as u64),
             ),
             ApiError::Malformed(d) => ("malformed", d, None),
+            ApiError::BodyTimeout(allowed) => (
+                "timeout",
+                format!("the request body did not arrive within {} s", allowed.as_secs()),
+                None,
+            ),
             ApiError::Unavailable(d) => ("unavailable", d.into(), Some(1)),
+            ApiError::Refused(r) => {
+                // A failing store takes seconds to come back; a full queue drains in milliseconds.
+                let wait = if matches!(r, crate::pipeline::Refused::Store(_)) {
+                    5
+                } else {
+                    1
+                };
+                ("unavailable", r.to_string(), Some(wait))
+            }
             ApiError::NotFound => ("not_found", "no such endpoint".into(), None),
             ApiError::MethodNotAllowed => ("method_not_allowed", "use POST".into(), None),
         };
         let body = serde_json::json!({ "error": error, "detail": detail });
         let mut resp = (status, axum::Json(body)).into_response();
+        if status == StatusCode::REQUEST_TIMEOUT {
+            // The rest of the body may still be on its way: this connection carries nothing more.
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if let Some(secs) = retry_after {
             resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }

@@ -4,23 +4,33 @@
 //! signature over the raw body (401), the key's rate (429), body structure (400), envelope count
 //! (413). Nothing is parsed before the signature holds. Then every record is verified, the
 //! verified ones are queued whole or not at all (503), and the answer waits for the commit.
+//!
+//! Before any of that, a store that cannot commit refuses with 503. Within the 401 step, a key
+//! that names no active key is refused before the body is read; the body is then read under a
+//! deadline (`http.body_timeout_ms` plus its length at `http.min_body_bytes_per_second`) and a
+//! budget of unverified bytes per address and in total, given back once the signature holds.
+//! Failed authentications are counted per address and answered late past their budget
+//! ([`crate::throttle`]).
 
 use super::error::ApiError;
 use crate::keys::KeyCache;
+use crate::listener::limits::{Capped, Held};
 use crate::metrics::Metrics;
-use crate::pipeline::{Queue, Source};
+use crate::pipeline::{Queue, Refused, Source};
 use crate::ratelimit::RateLimiter;
+use crate::throttle::FailureThrottle;
 use crate::verify::Verifier;
 use axum::body::{Body, Bytes};
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use serde::Serialize;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use trackgate_proto::envelope::Origin;
 use trackgate_proto::sign::{self, RequestParts};
@@ -41,6 +51,12 @@ pub struct Inner {
     pub metrics: Metrics,
     pub max_body_bytes: usize,
     pub max_records: usize,
+    /// A body must arrive within this plus its length at `min_body_bytes_per_second`.
+    pub body_timeout: Duration,
+    pub min_body_bytes_per_second: u64,
+    /// Body bytes held before their signature is checked, per address and in total.
+    pub unverified: Capped,
+    pub throttle: Arc<FailureThrottle<IpAddr>>,
     /// Cancelled when shutdown starts: new requests are answered 503.
     pub stopping: CancellationToken,
 }
@@ -129,10 +145,17 @@ fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
 impl HttpState {
     async fn handle(&self, req: Request) -> Result<Answer, ApiError> {
         let s = &self.0;
+        let peer = req
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
         if s.stopping.is_cancelled() {
-            return Err(ApiError::Unavailable(
-                "trackgate is shutting down; retry on another node or later",
-            ));
+            return Err(ApiError::Refused(Refused::Closed));
+        }
+        // A store that cannot commit, or a disk under its watermark, refuses before the body is
+        // read: the answer would be 503 anyway, after holding the client and its bytes.
+        if let Some(r) = s.queue.health().refusal() {
+            return Err(ApiError::Refused(Refused::Store(r)));
         }
         let (parts, body) = req.into_parts();
         let kind = body_kind(&parts.headers)?;
@@ -144,29 +167,35 @@ impl HttpState {
             return Err(self.too_large_body());
         }
 
-        // Authentication: the window is checked before any key is looked up.
-        let timestamp = header_str(&parts.headers, "x-tg-timestamp").ok_or(ApiError::Unauthorized)?;
-        let ts = sign::parse_request_timestamp(timestamp).ok_or(ApiError::Unauthorized)?;
+        // Authentication: the window is checked before any key is looked up, and the key before
+        // any body byte is read.
+        let timestamp = header_str(&parts.headers, "x-tg-timestamp");
+        let ts = timestamp.and_then(sign::parse_request_timestamp);
+        let (Some(timestamp), Some(ts)) = (timestamp, ts) else {
+            return Err(self.auth_failed(peer, ApiError::Unauthorized).await);
+        };
         let now_secs = (trackgate_store::now_ms() / 1000) as u64;
         if !sign::request_is_fresh(ts, now_secs) {
-            return Err(ApiError::Stale);
+            return Err(self.auth_failed(peer, ApiError::Stale).await);
         }
-        let key_name = header_str(&parts.headers, "x-tg-key").ok_or(ApiError::Unauthorized)?;
-        let (owner, kid) = ids::parse_key_name(key_name).ok_or(ApiError::Unauthorized)?;
-        let sig = header_str(&parts.headers, "x-tg-signature")
-            .and_then(sign::parse_sig_hex)
-            .ok_or(ApiError::Unauthorized)?;
-        let body = self.read_body(body).await?;
+        let key_name = header_str(&parts.headers, "x-tg-key");
+        let named = key_name.and_then(ids::parse_key_name);
+        let sig = header_str(&parts.headers, "x-tg-signature").and_then(sign::parse_sig_hex);
+        let (Some(key_name), Some((owner, kid)), Some(sig)) = (key_name, named, sig) else {
+            return Err(self.auth_failed(peer, ApiError::Unauthorized).await);
+        };
         let principal = s.keys.get(owner).await.map_err(|e| {
             tracing::error!(error = %e, "key lookup failed");
             ApiError::Unavailable("the key store is unavailable")
         })?;
-        let principal = principal.ok_or(ApiError::Unauthorized)?;
-        let key = principal
-            .keys
-            .iter()
-            .find(|k| k.kid == kid)
-            .ok_or(ApiError::Unauthorized)?;
+        let key = principal.as_ref().and_then(|p| match p.kind {
+            Kind::Supplier if !p.enabled => None,
+            _ => p.keys.iter().find(|k| k.kid == kid),
+        });
+        let (Some(principal), Some(key)) = (principal.as_ref(), key) else {
+            return Err(self.auth_failed(peer, ApiError::Unauthorized).await);
+        };
+        let (body, unverified) = self.read_body(body, peer, declared).await?;
         let signed = RequestParts {
             timestamp,
             method: Method::POST.as_str(),
@@ -174,10 +203,11 @@ impl HttpState {
             body: &body,
         };
         if !sign::verify_request(&key.secret, &signed, &sig) {
-            return Err(ApiError::Unauthorized);
+            return Err(self.auth_failed(peer, ApiError::Unauthorized).await);
         }
+        // Verified: these bytes are a known key's, bounded by its rate and the queue from here.
+        drop(unverified);
         let origin = match principal.kind {
-            Kind::Supplier if !principal.enabled => return Err(ApiError::Unauthorized),
             Kind::Supplier => Origin::Supplier(owner),
             Kind::Device => Origin::Device(owner),
         };
@@ -220,18 +250,10 @@ impl HttpState {
                 transport: TRANSPORT,
                 key_name: Some(key_name.to_owned()),
             };
-            let ack = match s
+            let ack = s
                 .queue
                 .try_submit(checked.rows, checked.row_index, checked.rejects, source)
-            {
-                Ok(Ok(ack)) => ack,
-                Ok(Err(_closed)) => {
-                    return Err(ApiError::Unavailable("trackgate is shutting down"));
-                }
-                Err(_full) => {
-                    return Err(ApiError::Unavailable("the ingest queue is full; retry later"));
-                }
-            };
+                .map_err(ApiError::Refused)?;
             let outcomes = ack
                 .await
                 .map_err(|_| ApiError::Unavailable("trackgate is shutting down"))?
@@ -256,12 +278,63 @@ impl HttpState {
         ApiError::TooLarge(format!("request body over {} bytes", self.0.max_body_bytes))
     }
 
-    async fn read_body(&self, body: Body) -> Result<Bytes, ApiError> {
-        match Limited::new(body, self.0.max_body_bytes).collect().await {
-            Ok(collected) => Ok(collected.to_bytes()),
-            Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(self.too_large_body()),
-            Err(_) => Err(ApiError::Malformed("the request body could not be read".into())),
+    /// A failed authentication from `peer`: counted, and answered late once the address is over
+    /// its failure budget.
+    async fn auth_failed(&self, peer: IpAddr, e: ApiError) -> ApiError {
+        let wait = self.0.throttle.failed(peer, TRANSPORT);
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
         }
+        e
+    }
+
+    /// Read the whole body under its deadline, holding budget for every byte until the caller
+    /// drops the [`Held`] (once the signature holds).
+    async fn read_body(&self, mut body: Body, peer: IpAddr, declared: Option<u64>) -> Result<(Bytes, Held), ApiError> {
+        let s = &self.0;
+        let expected = declared.unwrap_or(s.max_body_bytes as u64);
+        let allowed = s.body_timeout + Duration::from_secs_f64(expected as f64 / s.min_body_bytes_per_second as f64);
+        let deadline = tokio::time::Instant::now() + allowed;
+        let mut held = s.unverified.holding(peer);
+        let mut chunks: Vec<Bytes> = Vec::new();
+        let mut len = 0usize;
+        loop {
+            let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+                Ok(Some(Ok(frame))) => frame,
+                Ok(None) => break,
+                Ok(Some(Err(_))) => return Err(ApiError::Malformed("the request body could not be read".into())),
+                Err(_) => {
+                    s.metrics
+                        .connections_closed
+                        .with_label_values(&[TRANSPORT, "body_timeout"])
+                        .inc();
+                    return Err(ApiError::BodyTimeout(allowed));
+                }
+            };
+            let Ok(data) = frame.into_data() else { continue };
+            len += data.len();
+            if len > s.max_body_bytes {
+                return Err(self.too_large_body());
+            }
+            if held.grow(data.len()).is_err() {
+                return Err(ApiError::Unavailable(
+                    "too many request bodies are being received; retry later",
+                ));
+            }
+            chunks.push(data);
+        }
+        let body = match chunks.len() {
+            0 => Bytes::new(),
+            1 => chunks.pop().expect("one chunk"),
+            _ => {
+                let mut all = Vec::with_capacity(len);
+                for c in &chunks {
+                    all.extend_from_slice(c);
+                }
+                Bytes::from(all)
+            }
+        };
+        Ok((body, held))
     }
 
     fn count(&self, a: &Answer) {

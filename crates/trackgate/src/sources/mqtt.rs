@@ -297,7 +297,7 @@ async fn process(
                 key_name: device.clone(),
             };
             let submitted = tokio::select! {
-                s = queue.submit(checked.rows, checked.row_index, checked.rejects, source) => s,
+                s = queue.submit(checked.rows, checked.row_index, checked.rejects, source, &stop) => s,
                 _ = stop.cancelled() => break,
             };
             match submitted {

@@ -1,0 +1,177 @@
+//! The listeners: accept TCP, admit the connection under the caps of [`limits`], complete the TLS
+//! handshake within a deadline (HTTPS), serve HTTP/1.1 or HTTP/2 (by ALPN) with an axum router,
+//! and close connections that sit idle ([`idle`]). The ops listener is served the same way
+//! without TLS. On shutdown a listener stops accepting and lets open connections finish their
+//! requests.
+//!
+//! Every resource a client holds before it has authenticated is bounded here or in the ingest
+//! handler: connections (total and per address), time (handshake and header deadline, idle
+//! timeout, body deadline) and bytes (unverified body bytes, [`limits::Capped`]).
+
+pub mod idle;
+pub mod limits;
+
+use crate::config::ConnectionLimits;
+use crate::metrics::Metrics;
+use axum::Router;
+use axum::extract::ConnectInfo;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use idle::Activity;
+use limits::Capped;
+use rustls::ServerConfig;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// After an idle connection is asked to close (HTTP/2: GOAWAY), it is dropped after this.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// One listener's name (for logs and metrics), its limits and its TLS, if any.
+#[derive(Clone)]
+pub struct Listener {
+    pub name: &'static str,
+    pub limits: ConnectionLimits,
+    pub tls: Option<Arc<ServerConfig>>,
+    pub metrics: Metrics,
+}
+
+/// Serve until `stop` is cancelled, then wait for open connections to finish their requests.
+pub async fn serve(listener: TcpListener, how: Listener, app: Router, stop: CancellationToken) {
+    let acceptor = how.tls.clone().map(TlsAcceptor::from);
+    let connections = Capped::new(how.limits.max_connections, how.limits.max_connections_per_address);
+    let open = how.metrics.connections_open.with_label_values(&[how.name]);
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // A client that never finishes its request headers is dropped rather than kept forever.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(how.limits.handshake_timeout);
+    builder.http2().timer(TokioTimer::new());
+    let tracker = TaskTracker::new();
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = stop.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => {
+                    backoff = Duration::from_millis(10);
+                    a
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning, and say
+                    // so once per backoff step rather than per attempt.
+                    tracing::warn!(listener = how.name, error = %e, retry_in_ms = backoff.as_millis() as u64, "accept failed");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    continue;
+                }
+            },
+        };
+        let held = match connections.take(peer.ip(), 1) {
+            Ok(h) => h,
+            Err(over) => {
+                // Closed before any byte is read: the cheapest answer there is.
+                how.metrics
+                    .connections_closed
+                    .with_label_values(&[how.name, over.as_str()])
+                    .inc();
+                tracing::debug!(listener = how.name, %peer, limit = over.as_str(), "connection refused");
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let activity = Activity::new();
+        // Handlers see the peer's address (the audit log and the limits use it).
+        let app = app
+            .clone()
+            .layer(axum::middleware::from_fn_with_state(activity.clone(), idle::track))
+            .layer(axum::Extension(ConnectInfo(peer)));
+        let service = TowerToHyperService::new(app);
+        let (builder, acceptor, how, stop, open) = (
+            builder.clone(),
+            acceptor.clone(),
+            how.clone(),
+            stop.clone(),
+            open.clone(),
+        );
+        tracker.spawn(async move {
+            let _held = held;
+            open.inc();
+            match acceptor {
+                None => serve_connection(tcp, &builder, service, &activity, &how, &stop).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(how.limits.handshake_timeout, acceptor.accept(tcp)).await {
+                        Ok(Ok(tls)) => serve_connection(tls, &builder, service, &activity, &how, &stop).await,
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => {
+                            how.metrics
+                                .connections_closed
+                                .with_label_values(&[how.name, "handshake_timeout"])
+                                .inc();
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                        }
+                    }
+                }
+            }
+            open.dec();
+        });
+    }
+    drop(listener);
+    tracker.close();
+    tracker.wait().await;
+}
+
+/// Serve one connection until it ends, it has been idle for the idle timeout, or `stop` asks it
+/// to finish its requests and close.
+async fn serve_connection<I, S>(
+    io: I,
+    builder: &auto::Builder<TokioExecutor>,
+    service: TowerToHyperService<S>,
+    activity: &Activity,
+    how: &Listener,
+    stop: &CancellationToken,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: tower::Service<axum::http::Request<hyper::body::Incoming>, Response = axum::response::Response>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    let mut conn = std::pin::pin!(conn);
+    let mut stopping = false;
+    // Set when an idle connection was asked to close: it is dropped at this instant.
+    let mut drop_at: Option<tokio::time::Instant> = None;
+    loop {
+        tokio::select! {
+            done = conn.as_mut() => {
+                if let Err(e) = done {
+                    tracing::debug!(listener = how.name, error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            _ = stop.cancelled(), if !stopping => {
+                // Shutdown: finish the requests in flight (they wait for their commit), then close.
+                // The daemon's grace period bounds how long that may take.
+                stopping = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = activity.idle_for(how.limits.idle_timeout), if !stopping && drop_at.is_none() => {
+                how.metrics.connections_closed.with_label_values(&[how.name, "idle"]).inc();
+                conn.as_mut().graceful_shutdown();
+                drop_at = Some(tokio::time::Instant::now() + CLOSE_GRACE);
+            }
+            _ = tokio::time::sleep_until(drop_at.unwrap_or_else(tokio::time::Instant::now)), if drop_at.is_some() => {
+                return;
+            }
+        }
+    }
+}
