@@ -322,24 +322,25 @@ impl Server {
 
     /// POST signed with an explicit `X-TG-Timestamp`.
     pub async fn post_at(&self, client: &reqwest::Client, key: &Key, ct: &str, body: &str, ts: &str) -> Reply {
-        let parts = RequestParts {
-            timestamp: ts,
-            method: "POST",
-            path: "/v1/records",
-            body: body.as_bytes(),
-        };
-        let sig = hex::encode(sign::request_signature(&key.secret, &parts));
-        let resp = client
-            .post(self.url("/v1/records"))
-            .header("content-type", ct)
-            .header("x-tg-key", key.name())
-            .header("x-tg-timestamp", ts)
-            .header("x-tg-signature", sig)
-            .body(body.to_owned())
-            .send()
-            .await
-            .expect("request sent");
-        Reply::from(resp).await
+        self.try_post_at(client, key, ct, body, ts).await.expect("request sent")
+    }
+
+    /// POST signed by `key` now; `None` when no answer came (the connection failed or was cut).
+    pub async fn try_post(&self, client: &reqwest::Client, key: &Key, ct: &str, body: &str) -> Option<Reply> {
+        let ts = (now_ms() / 1000).to_string();
+        self.try_post_at(client, key, ct, body, &ts).await
+    }
+
+    async fn try_post_at(&self, client: &reqwest::Client, key: &Key, ct: &str, body: &str, ts: &str) -> Option<Reply> {
+        post_signed(client, &self.url("/v1/records"), key, ct, body, ts).await
+    }
+
+    /// The status of `/readyz` (0 when the ops listener does not answer).
+    pub async fn readyz(&self) -> u16 {
+        match reqwest::get(format!("http://{}/readyz", self.ops)).await {
+            Ok(r) => r.status().as_u16(),
+            Err(_) => 0,
+        }
     }
 
     /// The metrics page as text.
@@ -372,6 +373,36 @@ impl Drop for Server {
 
 fn merge_note(extra: &str) -> String {
     format!("# test overrides\n{extra}\n")
+}
+
+/// POST `body` to `url` (a `/v1/records` URL) signed by `key` with `X-TG-Timestamp: ts`; `None`
+/// when no whole answer came (the connection failed or was cut).
+pub async fn post_signed(
+    client: &reqwest::Client,
+    url: &str,
+    key: &Key,
+    ct: &str,
+    body: &str,
+    ts: &str,
+) -> Option<Reply> {
+    let parts = RequestParts {
+        timestamp: ts,
+        method: "POST",
+        path: "/v1/records",
+        body: body.as_bytes(),
+    };
+    let sig = hex::encode(sign::request_signature(&key.secret, &parts));
+    let resp = client
+        .post(url)
+        .header("content-type", ct)
+        .header("x-tg-key", key.name())
+        .header("x-tg-timestamp", ts)
+        .header("x-tg-signature", sig)
+        .body(body.to_owned())
+        .send()
+        .await
+        .ok()?;
+    Reply::try_from(resp).await
 }
 
 /// Run the CLI with a given config file.
@@ -411,19 +442,20 @@ pub struct Reply {
 }
 
 impl Reply {
-    async fn from(resp: reqwest::Response) -> Reply {
+    /// The response read whole; `None` if its body was cut off.
+    async fn try_from(resp: reqwest::Response) -> Option<Reply> {
         let status = resp.status().as_u16();
         let retry_after = resp
             .headers()
             .get("retry-after")
             .map(|v| v.to_str().unwrap().to_owned());
-        let text = resp.text().await.unwrap();
+        let text = resp.text().await.ok()?;
         let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        Reply {
+        Some(Reply {
             status,
             retry_after,
             body,
-        }
+        })
     }
 
     /// `(accepted, duplicates)` of a 200.

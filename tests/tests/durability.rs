@@ -159,7 +159,10 @@ async fn sigterm_drains_commits_and_answers_before_exit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_queue_answers_503_and_stores_nothing_of_that_request() {
-    let (dir, server) = started("ingest.queue_capacity = 1000\nhttp.max_records = 1000\ningest.write_retry_secs = 120");
+    // The stall timeout is out of the way: this test is about the full queue, not the stalled store.
+    let (dir, server) = started(
+        "ingest.queue_capacity = 1000\nhttp.max_records = 1000\ningest.write_retry_secs = 120\ningest.stall_timeout_ms = 600000",
+    );
     let (dev, sup) = (vector_device(), vector_supplier());
     let batch = |from: u64| {
         format!(

@@ -8,7 +8,7 @@ use sqlx::query_builder::Separated;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
-use sqlx::{QueryBuilder, Row as _};
+use sqlx::{Connection as _, QueryBuilder, Row as _};
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::future::Future;
@@ -116,9 +116,23 @@ fn leaves_no_transaction_open(conn: &mut sqlx::SqliteConnection) -> bool {
     use sqlx::Connection as _;
     let clean = !conn.is_in_transaction();
     if !clean {
-        tracing::warn!("discarding a database connection left inside a failed transaction");
+        tracing::debug!("discarding a database connection left inside a failed transaction");
     }
     clean
+}
+
+/// A write on `conn` failed: close the connection instead of returning it to the pool. Besides a
+/// transaction SQLite may have rolled back by itself (see [`leaves_no_transaction_open`]), a
+/// connection opened while the database file could not be written is read-only for good (SQLite
+/// falls back to read-only at open), and would keep failing after the disk is writable again.
+fn discard_on_error<T>(
+    conn: &mut sqlx::pool::PoolConnection<sqlx::Sqlite>,
+    result: Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    if result.is_err() {
+        conn.close_on_drop();
+    }
+    result
 }
 
 fn is_unique_violation(e: &sqlx::Error) -> bool {
@@ -177,7 +191,13 @@ impl Sqlite {
 
     /// A real write, committed: does the database take writes again?
     pub(crate) async fn probe_write(&self) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut conn = self.pool.acquire().await?;
+        let result = Self::probe_on(&mut conn).await;
+        discard_on_error(&mut conn, result)
+    }
+
+    async fn probe_on(conn: &mut sqlx::SqliteConnection) -> Result<(), StoreError> {
+        let mut tx = conn.begin().await?;
         sqlx::query(
             "INSERT INTO meta (key, value) VALUES ('write_probe', ?) \
              ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -210,7 +230,17 @@ impl Sqlite {
     }
 
     pub(crate) async fn write_batch(&self, rows: &[Row], rejects: &[RejectRow]) -> Result<Vec<Outcome>, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut conn = self.pool.acquire().await?;
+        let result = Self::write_batch_on(&mut conn, rows, rejects).await;
+        discard_on_error(&mut conn, result)
+    }
+
+    async fn write_batch_on(
+        conn: &mut sqlx::SqliteConnection,
+        rows: &[Row],
+        rejects: &[RejectRow],
+    ) -> Result<Vec<Outcome>, StoreError> {
+        let mut tx = conn.begin().await?;
 
         // The first row of each (device, seq) in the batch; later ones can only be resends.
         // (Built only when a chunk holds resends.)
