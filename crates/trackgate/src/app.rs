@@ -91,10 +91,11 @@ pub async fn serve_until(config: Config, shutdown: CancellationToken) -> anyhow:
         (None, Mode::Dev) => tls::ensure_dev_certificate(&config.data_dir)?,
         (None, Mode::Production) => anyhow::bail!("production mode needs `tls.cert` and `tls.key`"),
     };
-    let (tls_config, fingerprint) = tls::server_config(&tls_files)?;
-    tracing::info!(cert = %tls_files.cert.display(), sha256 = %fingerprint, "TLS certificate");
+    let (tls_config, leaf) = tls::server_config(&tls_files)?;
+    tracing::info!(cert = %tls_files.cert.display(), sha256 = %leaf.fingerprint, not_after = leaf.not_after, "TLS certificate");
 
     let metrics = Metrics::new();
+    metrics.tls_not_after.set(leaf.not_after);
     let keys = Arc::new(KeyCache::new(
         store.clone(),
         config.ingest.key_cache_max_entries,

@@ -311,7 +311,12 @@ impl RawConfig {
             ),
             None => (DEV_TOML.to_owned(), "embedded defaults".to_owned()),
         };
-        toml::from_str(&text).map_err(|e| anyhow::anyhow!("config ({name}): {e}"))
+        Self::parse(&text).map_err(|e| anyhow::anyhow!("config ({name}): {e}"))
+    }
+
+    /// The TOML text of a config file. Fuzzed (`fuzz/fuzz_targets/config.rs`).
+    pub fn parse(text: &str) -> Result<RawConfig, toml::de::Error> {
+        toml::from_str(text)
     }
 
     /// Apply the environment overrides of [`env`].

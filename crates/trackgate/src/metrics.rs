@@ -58,6 +58,8 @@ pub struct Metrics {
     /// Time from a message's receipt to its PUBACK.
     pub mqtt_ack_seconds: Histogram,
     pub build_info: IntGaugeVec,
+    /// The HTTPS certificate's `notAfter`, Unix seconds.
+    pub tls_not_after: IntGauge,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -229,6 +231,10 @@ impl Metrics {
                 LATENCY_BUCKETS,
             ),
             build_info,
+            tls_not_after: gauge(
+                "trackgate_tls_certificate_expiry_timestamp_seconds",
+                "notAfter of the HTTPS listener's certificate, in Unix seconds.",
+            ),
             registry,
         };
         // Every bounded label value exists from the start, so a scrape shows zeros, not gaps.
@@ -248,6 +254,13 @@ impl Metrics {
             }
         }
         m.ready.set(1);
+        // The statuses of PROTOCOL.md §4 (and 408 for a body that never arrives).
+        for status in ["200", "400", "401", "408", "413", "415", "429", "503"] {
+            m.http_requests.with_label_values(&[status]);
+        }
+        for class in ["2xx", "4xx", "5xx"] {
+            m.http_request_seconds.with_label_values(&[class]);
+        }
         for t in ["https", "mqtt"] {
             m.auth_failures.with_label_values(&[t]);
             m.auth_throttled.with_label_values(&[t]);

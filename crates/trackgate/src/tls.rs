@@ -35,8 +35,17 @@ pub fn ensure_dev_certificate(data_dir: &Path) -> anyhow::Result<TlsFiles> {
     Ok(files)
 }
 
-/// The rustls server configuration, and the SHA-256 fingerprint of the leaf certificate.
-pub fn server_config(files: &TlsFiles) -> anyhow::Result<(Arc<ServerConfig>, String)> {
+/// The leaf certificate's identity, for the log and the expiry alert.
+#[derive(Debug, Clone)]
+pub struct LeafInfo {
+    /// SHA-256 fingerprint, colon-separated hex.
+    pub fingerprint: String,
+    /// `notAfter`, in Unix seconds.
+    pub not_after: i64,
+}
+
+/// The rustls server configuration, and what the leaf certificate says of itself.
+pub fn server_config(files: &TlsFiles) -> anyhow::Result<(Arc<ServerConfig>, LeafInfo)> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
         .with_context(|| format!("reading TLS certificate {}", files.cert.display()))?
         .collect::<Result<_, _>>()
@@ -44,7 +53,12 @@ pub fn server_config(files: &TlsFiles) -> anyhow::Result<(Arc<ServerConfig>, Str
     let leaf = certs
         .first()
         .with_context(|| format!("no certificate in {}", files.cert.display()))?;
-    let fingerprint = fingerprint(leaf);
+    let (_, parsed) = x509_parser::parse_x509_certificate(leaf)
+        .map_err(|e| anyhow::anyhow!("parsing TLS certificate {}: {e}", files.cert.display()))?;
+    let info = LeafInfo {
+        fingerprint: fingerprint(leaf),
+        not_after: parsed.validity().not_after.timestamp(),
+    };
     let key = PrivateKeyDer::from_pem_file(&files.key)
         .with_context(|| format!("reading TLS private key {}", files.key.display()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -55,7 +69,7 @@ pub fn server_config(files: &TlsFiles) -> anyhow::Result<(Arc<ServerConfig>, Str
         .with_single_cert(certs, key)
         .with_context(|| format!("TLS certificate {} does not match its key", files.cert.display()))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok((Arc::new(config), fingerprint))
+    Ok((Arc::new(config), info))
 }
 
 /// A TLS client configuration for trackgate's own outgoing connections (the MQTT broker): TLS 1.2
@@ -116,8 +130,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let files = ensure_dev_certificate(dir.path()).unwrap();
         let first = std::fs::read(&files.cert).unwrap();
-        let (config, fp) = server_config(&files).unwrap();
-        assert_eq!(fp.len(), 32 * 3 - 1);
+        let (config, leaf) = server_config(&files).unwrap();
+        assert_eq!(leaf.fingerprint.len(), 32 * 3 - 1);
+        // rcgen's self-signed certificates are valid until 4096.
+        assert!(leaf.not_after > 4_000_000_000, "{}", leaf.not_after);
         assert_eq!(config.alpn_protocols, vec![b"h2".to_vec(), b"http/1.1".to_vec()]);
         ensure_dev_certificate(dir.path()).unwrap();
         assert_eq!(

@@ -108,14 +108,14 @@ async fn records(State(s): State<HttpState>, req: Request) -> Response {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum BodyKind {
+pub enum BodyKind {
     Json,
     Ndjson,
 }
 
 /// `application/json` or `application/x-ndjson`, case-insensitive; parameters are ignored except
-/// a charset, which must be utf-8.
-fn body_kind(headers: &HeaderMap) -> Result<BodyKind, ApiError> {
+/// a charset, which must be utf-8. Fuzzed (`fuzz/fuzz_targets/request_headers.rs`).
+pub fn body_kind(headers: &HeaderMap) -> Result<BodyKind, ApiError> {
     const WRONG: &str = "Content-Type must be application/json or application/x-ndjson";
     let value = headers
         .get(header::CONTENT_TYPE)
