@@ -352,3 +352,31 @@ async fn a_payload_of_more_than_1000_envelopes_is_rejected_whole_as_too_large() 
     assert!(out.status.success());
     rig.wait_stored(1000).await;
 }
+
+/// A broker whose certificate trackgate does not trust is an error, never a connection: there is
+/// no switch that turns verification off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_certificate_trackgate_does_not_trust_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(&dir.path().join("broker")).unwrap();
+    let stranger = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let wrong_ca = dir.path().join("stranger.pem");
+    std::fs::write(&wrong_ca, stranger.cert.pem()).unwrap();
+    let settings = broker.trackgate_settings().replace(
+        &format!("mqtt.ca = {:?}", broker.ca),
+        &format!("mqtt.ca = {wrong_ca:?}"),
+    );
+    assert!(settings.contains("stranger.pem"), "{settings}");
+    let server = Server::start_in(&dir.path().join("trackgate"), &settings).unwrap();
+    let mut refused = false;
+    for _ in 0..300 {
+        let log = server.log_text();
+        if log.contains("MQTT connection lost") && log.contains("certificate") {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(refused, "no certificate error in the log:\n{}", server.log_text());
+    assert_eq!(server.metric("trackgate_mqtt_connected").await, 0.0);
+}
