@@ -205,11 +205,14 @@ pub async fn serve_until(config: Config, shutdown: CancellationToken) -> anyhow:
         let web = web::WebState::new(&config.ui, &config.auth, auth.clone(), config.mode == Mode::Production)?;
         routes = routes.merge(web::router(web));
     }
+    // HTTPS and ops each get the cap; both must fit the file-descriptor limit.
+    let mut limits = config.http.limits.clone();
+    listener::fit_to_descriptors(&mut limits, 2);
     let https_task = tokio::spawn(listener::serve(
         https,
         Listener {
             name: "https",
-            limits: config.http.limits.clone(),
+            limits: limits.clone(),
             tls: Some(tls_config),
             metrics: metrics.clone(),
         },
@@ -219,7 +222,7 @@ pub async fn serve_until(config: Config, shutdown: CancellationToken) -> anyhow:
     // The ops listener gets the same timeouts and caps, without TLS (it binds to loopback).
     let ops = Listener {
         name: "ops",
-        limits: config.http.limits.clone(),
+        limits,
         tls: None,
         metrics: metrics.clone(),
     };

@@ -32,6 +32,45 @@ use tokio_util::task::TaskTracker;
 /// After an idle connection is asked to close (HTTP/2: GOAWAY), it is dropped after this.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
+/// File descriptors kept for everything that is not a client connection: the database, the
+/// listeners, the broker's connections, logs.
+const RESERVED_FDS: u64 = 256;
+
+/// Raise the soft file-descriptor limit to the hard one, and keep `max_connections` (for all
+/// `listeners` together) under it, so that accepting never fails for want of descriptors: a
+/// client over the cap is closed at once instead.
+pub fn fit_to_descriptors(limits: &mut ConnectionLimits, listeners: u64) {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let got = getrlimit(Resource::Nofile);
+    if let (Some(cur), Some(max)) = (got.current, got.maximum)
+        && cur < max
+        && setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: Some(max),
+                maximum: Some(max),
+            },
+        )
+        .is_err()
+    {
+        tracing::warn!(soft = cur, hard = max, "cannot raise the file-descriptor limit");
+    }
+    let Some(available) = getrlimit(Resource::Nofile).current else {
+        return;
+    };
+    let fit = (available.saturating_sub(RESERVED_FDS) / listeners.max(1)) as usize;
+    if limits.max_connections > fit {
+        tracing::warn!(
+            configured = limits.max_connections,
+            fd_limit = available,
+            using = fit,
+            "`http.max_connections` lowered to fit the file-descriptor limit"
+        );
+        limits.max_connections = fit.max(1);
+        limits.max_connections_per_address = limits.max_connections_per_address.min(limits.max_connections);
+    }
+}
+
 /// One listener's name (for logs and metrics), its limits and its TLS, if any.
 #[derive(Clone)]
 pub struct Listener {
