@@ -4,7 +4,7 @@
 
 use crate::api::{self, ApiInner, ApiState};
 use crate::auth::{Auth, Authenticator, dev::DevKey};
-use crate::config::{Config, MasterKeySource, Mode, MqttConfig, MqttPassword};
+use crate::config::{Config, ConnectionLimits, MasterKeySource, Mode, MqttConfig, MqttPassword};
 use crate::feed::Feed;
 use crate::keys::KeyCache;
 use crate::listener::limits::Capped;
@@ -205,9 +205,14 @@ pub async fn serve_until(config: Config, shutdown: CancellationToken) -> anyhow:
         let web = web::WebState::new(&config.ui, &config.auth, auth.clone(), config.mode == Mode::Production)?;
         routes = routes.merge(web::router(web));
     }
-    // HTTPS and ops each get the cap; both must fit the file-descriptor limit.
+    // The ops listener has a small cap of its own; HTTPS gets what the descriptor limit leaves.
     let mut limits = config.http.limits.clone();
-    listener::fit_to_descriptors(&mut limits, 2);
+    listener::fit_to_descriptors(&mut limits, listener::OPS_MAX_CONNECTIONS);
+    let ops_limits = ConnectionLimits {
+        max_connections: listener::OPS_MAX_CONNECTIONS,
+        max_connections_per_address: listener::OPS_MAX_CONNECTIONS,
+        ..limits.clone()
+    };
     let https_task = tokio::spawn(listener::serve(
         https,
         Listener {
@@ -219,10 +224,10 @@ pub async fn serve_until(config: Config, shutdown: CancellationToken) -> anyhow:
         routes,
         shutdown.clone(),
     ));
-    // The ops listener gets the same timeouts and caps, without TLS (it binds to loopback).
+    // The ops listener gets the same timeouts, without TLS (it binds to loopback).
     let ops = Listener {
         name: "ops",
-        limits,
+        limits: ops_limits,
         tls: None,
         metrics: metrics.clone(),
     };

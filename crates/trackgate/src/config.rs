@@ -411,14 +411,14 @@ impl RawConfig {
             unverified_body_bytes: range(
                 "http.unverified_body_bytes",
                 h.unverified_body_bytes,
-                256 * 1024 * 1024,
+                64 * 1024 * 1024,
                 1024,
                 1 << 40,
             )?,
             unverified_body_bytes_per_address: range(
                 "http.unverified_body_bytes_per_address",
                 h.unverified_body_bytes_per_address,
-                32 * 1024 * 1024,
+                16 * 1024 * 1024,
                 1024,
                 1 << 40,
             )?,

@@ -2,11 +2,15 @@
 //! last response body ended. Streams (server-sent events) count as in flight until they end, so a
 //! live map is never cut; a keep-alive connection that sends nothing is.
 
+use axum::Router;
 use axum::body::Body;
-use axum::extract::{Request, State};
-use axum::middleware::Next;
+use axum::extract::ConnectInfo;
+use axum::http::Request;
 use axum::response::Response;
+use hyper::body::Incoming;
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
+use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -68,13 +72,35 @@ impl Drop for InFlight {
     }
 }
 
-/// Middleware: every request counts as in flight on the connection's [`Activity`] until its
-/// response body ends.
-pub async fn track(State(activity): State<Arc<Activity>>, req: Request, next: Next) -> Response {
-    let guard = activity.start();
-    next.run(req)
-        .await
-        .map(|body| Body::new(Tracked { body, _guard: guard }))
+/// The router as one connection serves it: every request carries the peer's address (the audit
+/// log and the limits read it) and counts as in flight on the connection's [`Activity`] until its
+/// response body ends. A thin wrapper rather than `Router::layer`, which would rebuild every route
+/// for every connection.
+#[derive(Clone)]
+pub struct PerConnection {
+    pub router: Router,
+    pub activity: Arc<Activity>,
+    pub peer: SocketAddr,
+}
+
+impl tower::Service<Request<Incoming>> for PerConnection {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut req: Request<Incoming>) -> Self::Future {
+        req.extensions_mut().insert(ConnectInfo(self.peer));
+        let guard = self.activity.start();
+        let served = tower::ServiceExt::oneshot(self.router.clone(), req);
+        Box::pin(async move {
+            let resp = served.await?;
+            Ok(resp.map(|body| Body::new(Tracked { body, _guard: guard })))
+        })
+    }
 }
 
 /// A response body that holds its request's [`InFlight`] until it is dropped.

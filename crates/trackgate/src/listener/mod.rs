@@ -14,7 +14,6 @@ pub mod limits;
 use crate::config::ConnectionLimits;
 use crate::metrics::Metrics;
 use axum::Router;
-use axum::extract::ConnectInfo;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
@@ -36,10 +35,10 @@ const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// listeners, the broker's connections, logs.
 const RESERVED_FDS: u64 = 256;
 
-/// Raise the soft file-descriptor limit to the hard one, and keep `max_connections` (for all
-/// `listeners` together) under it, so that accepting never fails for want of descriptors: a
-/// client over the cap is closed at once instead.
-pub fn fit_to_descriptors(limits: &mut ConnectionLimits, listeners: u64) {
+/// Raise the soft file-descriptor limit to the hard one, and keep `max_connections` under what
+/// is left after `others` (descriptors other listeners may hold), so that accepting never fails
+/// for want of descriptors: a client over the cap is closed at once instead.
+pub fn fit_to_descriptors(limits: &mut ConnectionLimits, others: usize) {
     use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
     let got = getrlimit(Resource::Nofile);
     if let (Some(cur), Some(max)) = (got.current, got.maximum)
@@ -58,7 +57,7 @@ pub fn fit_to_descriptors(limits: &mut ConnectionLimits, listeners: u64) {
     let Some(available) = getrlimit(Resource::Nofile).current else {
         return;
     };
-    let fit = (available.saturating_sub(RESERVED_FDS) / listeners.max(1)) as usize;
+    let fit = available.saturating_sub(RESERVED_FDS + others as u64) as usize;
     if limits.max_connections > fit {
         tracing::warn!(
             configured = limits.max_connections,
@@ -70,6 +69,10 @@ pub fn fit_to_descriptors(limits: &mut ConnectionLimits, listeners: u64) {
         limits.max_connections_per_address = limits.max_connections_per_address.min(limits.max_connections);
     }
 }
+
+/// The ops listener (loopback, for Prometheus and health checks) holds at most this many
+/// connections, with the HTTPS listener's timeouts.
+pub const OPS_MAX_CONNECTIONS: usize = 256;
 
 /// One listener's name (for logs and metrics), its limits and its TLS, if any.
 #[derive(Clone)]
@@ -126,12 +129,11 @@ pub async fn serve(listener: TcpListener, how: Listener, app: Router, stop: Canc
         };
         let _ = tcp.set_nodelay(true);
         let activity = Activity::new();
-        // Handlers see the peer's address (the audit log and the limits use it).
-        let app = app
-            .clone()
-            .layer(axum::middleware::from_fn_with_state(activity.clone(), idle::track))
-            .layer(axum::Extension(ConnectInfo(peer)));
-        let service = TowerToHyperService::new(app);
+        let service = TowerToHyperService::new(idle::PerConnection {
+            router: app.clone(),
+            activity: activity.clone(),
+            peer,
+        });
         let (builder, acceptor, how, stop, open) = (
             builder.clone(),
             acceptor.clone(),

@@ -180,7 +180,6 @@ impl StoreHealth {
                 s.low_space = None;
                 drop(s);
                 self.changed.notify_waiters();
-                return;
             }
             _ => {}
         }
