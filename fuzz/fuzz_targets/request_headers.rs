@@ -24,7 +24,12 @@ fuzz_target!(|data: &[u8]| {
         assert!(ids::is_valid_id(owner) && ids::is_valid_kid(kid));
     }
     if let Some(sig) = sign::parse_sig_hex(sig) {
-        let parts = RequestParts { timestamp: ts, method: "POST", path: "/v1/records", body: data };
+        let parts = RequestParts {
+            timestamp: ts,
+            method: "POST",
+            path: "/v1/records",
+            body: data,
+        };
         let secret = Secret::from_bytes([9; 32]);
         let good = sign::request_signature(&secret, &parts);
         assert_eq!(sign::verify_request(&secret, &parts, &sig), sig == good);
