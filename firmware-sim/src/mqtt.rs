@@ -45,7 +45,9 @@ const LAST_WORDS: Duration = Duration::from_millis(500);
 /// What a device needs to connect: who it is and where the broker is.
 struct Device {
     member: Member,
-    /// A wrong-topic fault publishes under this (the next) device's topic.
+    /// A wrong-topic fault publishes, on this device's own topic, a record naming this (the next)
+    /// device: the endpoint (or a broker's ACL) would refuse a publish under another device's
+    /// topic outright, so a mismatch reaches trackgate only this way (a relay's mistake).
     other: String,
     per_message: usize,
     tls: Arc<rustls::ClientConfig>,
@@ -169,7 +171,7 @@ async fn connection(device: &Device, mut rx: mpsc::Receiver<Vec<Out>>, last_word
             tally.clone(),
         );
         let own = topic::telemetry(&member.id);
-        let wrong = topic::telemetry(other);
+        let (own_dev, other_dev) = (format!("\"dev\":\"{}\"", member.id), format!("\"dev\":\"{other}\""));
         tokio::spawn(async move {
             // With `per_message` > 1, records wait here until an array is full (or the run ends).
             let mut held: Vec<Out> = Vec::new();
@@ -189,8 +191,10 @@ async fn connection(device: &Device, mut rx: mpsc::Receiver<Vec<Out>>, last_word
                 tally.sent(&outs);
                 let (astray, rest): (Vec<Out>, Vec<Out>) =
                     outs.into_iter().partition(|o| o.fault == Some(Fault::WrongTopic));
-                let mut messages: Vec<(&str, String, u64)> =
-                    astray.into_iter().map(|o| (wrong.as_str(), o.envelope, 1)).collect();
+                let mut messages: Vec<(&str, String, u64)> = astray
+                    .into_iter()
+                    .map(|o| (own.as_str(), o.envelope.replacen(&own_dev, &other_dev, 1), 1))
+                    .collect();
                 match rest.len() {
                     0 => {}
                     1 => messages.push((own.as_str(), rest.into_iter().next().expect("one").envelope, 1)),

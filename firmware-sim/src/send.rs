@@ -82,7 +82,8 @@ pub struct SendArgs {
     #[arg(long, default_value_t = 0.0)]
     pub offline: f64,
     /// Faults to inject, as fractions of records (of requests, for `stale` over HTTPS):
-    /// bad-signature, replay, malformed, stale, wrong-topic (MQTT only). E.g.
+    /// bad-signature, replay, malformed, stale, wrong-topic (MQTT only: a record naming another
+    /// device, on its own topic). E.g.
     /// `bad-signature=0.01,replay=0.01`.
     #[arg(long, default_value = "")]
     pub faults: Faults,

@@ -125,6 +125,8 @@ pub struct Server {
     pub config: PathBuf,
     pub https: SocketAddr,
     pub ops: SocketAddr,
+    /// trackgate's own MQTT endpoint, when it is on.
+    pub mqtt: Option<SocketAddr>,
     child: Option<Child>,
     log: PathBuf,
     ca: Vec<u8>,
@@ -150,7 +152,7 @@ impl Server {
 
     /// Start exactly as the Quick start does (`trackgate serve`, embedded defaults, data in
     /// `dir/data`), with only the listen addresses moved off their fixed ports and JSON logs.
-    pub fn start_defaults(dir: &Path, broker_port: u16) -> anyhow::Result<Server> {
+    pub fn start_defaults(dir: &Path, mqtt_port: u16) -> anyhow::Result<Server> {
         std::fs::create_dir_all(dir)?;
         let log = dir.join(format!("trackgate-{}.log", now_ms()));
         let child = Command::new(binary())
@@ -160,7 +162,7 @@ impl Server {
             .env_remove("TRACKGATE_CONFIG")
             .env("TRACKGATE_HTTP_LISTEN", "127.0.0.1:0")
             .env("TRACKGATE_OPS_LISTEN", "127.0.0.1:0")
-            .env("TRACKGATE_BROKER_LISTEN", format!("127.0.0.1:{broker_port}"))
+            .env("TRACKGATE_MQTT_LISTEN", format!("127.0.0.1:{mqtt_port}"))
             .env("TRACKGATE_LOG_FORMAT", "json")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -193,6 +195,7 @@ impl Server {
             config,
             https: "0.0.0.0:0".parse()?,
             ops: "0.0.0.0:0".parse()?,
+            mqtt: None,
             child: Some(child),
             log,
             ca: Vec::new(),
@@ -205,7 +208,7 @@ impl Server {
     fn wait_listening(&mut self) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
-            let (mut https, mut ops) = (None, None);
+            let (mut https, mut ops, mut mqtt) = (None, None, None);
             for line in BufReader::new(std::fs::File::open(&self.log)?).lines() {
                 let Ok(v) = serde_json::from_str::<Value>(&line?) else {
                     continue;
@@ -216,12 +219,13 @@ impl Server {
                     match f["listener"].as_str() {
                         Some("https") => https = addr,
                         Some("ops") => ops = addr,
+                        Some("mqtt") => mqtt = addr,
                         _ => {}
                     }
                 }
             }
             if let (Some(h), Some(o)) = (https, ops) {
-                (self.https, self.ops) = (h, o);
+                (self.https, self.ops, self.mqtt) = (h, o, mqtt);
                 return Ok(());
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait()? {
@@ -432,6 +436,9 @@ pub fn metric_value(page: &str, series: &str) -> f64 {
         .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
         .map_or(0.0, |v| v.trim().parse().unwrap())
 }
+
+/// Settings that turn trackgate's own MQTT endpoint on, on a free port (`Server::mqtt`).
+pub const MQTT_ENDPOINT: &str = "mqtt_endpoint.enabled = true\nmqtt_endpoint.listen = \"127.0.0.1:0\"\n";
 
 /// A response: status, headers of interest, JSON body.
 #[derive(Debug)]

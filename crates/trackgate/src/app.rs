@@ -13,7 +13,7 @@ use crate::metrics::Metrics;
 use crate::pipeline::{DiskWatch, Queue, StoreHealth, Writer, WriterSettings};
 use crate::ratelimit::RateLimiter;
 use crate::sources::http::{self, HttpState};
-use crate::sources::mqtt;
+use crate::sources::mqtt::{self, endpoint, endpoint::EndpointShared};
 use crate::throttle::FailureThrottle;
 use crate::verify::Verifier;
 use crate::{fsutil, ops, tls, web};
@@ -126,8 +126,19 @@ pub async fn serve_until(config: Config, shutdown: CancellationToken) -> anyhow:
     let ops_listener = TcpListener::bind(config.ops_listen)
         .await
         .with_context(|| format!("binding the ops listener to {} (`ops.listen`)", config.ops_listen))?;
+    let mqtt_listener = match &config.mqtt_endpoint {
+        Some(e) => Some(
+            TcpListener::bind(e.listen)
+                .await
+                .with_context(|| format!("binding the MQTT endpoint to {} (`mqtt_endpoint.listen`)", e.listen))?,
+        ),
+        None => None,
+    };
     tracing::info!(listener = "https", addr = %https.local_addr()?, "listening");
     tracing::info!(listener = "ops", addr = %ops_listener.local_addr()?, "listening");
+    if let Some(l) = &mqtt_listener {
+        tracing::info!(listener = "mqtt", addr = %l.local_addr()?, "listening");
+    }
     if !config.ops_listen.ip().is_loopback() {
         tracing::warn!(addr = %config.ops_listen, "the ops listener (plain HTTP) is not on loopback");
     }
@@ -153,16 +164,7 @@ pub async fn serve_until(config: Config, shutdown: CancellationToken) -> anyhow:
     let sweeper_stop = background.clone();
     tasks.spawn(async move { sweeper.run_sweeper(THROTTLE_SWEEP_EVERY, sweeper_stop).await });
     let verifier = Arc::new(Verifier::new(keys.clone(), config.retention_ms()));
-    let mqtt = match (&config.mqtt, config.embedded_broker) {
-        (Some(m), _) => Some(mqtt_settings(&config, m)?),
-        (None, Some(listen)) => Some(embedded_broker(
-            listen,
-            &tls_files,
-            keys.clone(),
-            Arc::new(FailureThrottle::new(config.auth_throttle, metrics.clone())),
-        )?),
-        (None, None) => None,
-    };
+    let mqtt = config.mqtt.as_ref().map(|m| mqtt_settings(&config, m)).transpose()?;
     let mqtt_task = match mqtt {
         Some(settings) => {
             tracing::info!(host = %settings.host, port = settings.port, filter = %settings.filter, "MQTT ingest on");
@@ -175,6 +177,31 @@ pub async fn serve_until(config: Config, shutdown: CancellationToken) -> anyhow:
             )))
         }
         None => None,
+    };
+    let endpoint_task = match (mqtt_listener, &config.mqtt_endpoint) {
+        (Some(listener), Some(e)) => {
+            let shared = Arc::new(EndpointShared {
+                keys: keys.clone(),
+                verifier: verifier.clone(),
+                queue: queue.clone(),
+                metrics: metrics.clone(),
+                throttle: throttle.clone(),
+                settings: e.session.clone(),
+            });
+            let mut limits = e.limits.clone();
+            listener::fit_to_descriptors(
+                &mut limits,
+                listener::OPS_MAX_CONNECTIONS + config.http.limits.max_connections,
+            );
+            let how = Listener {
+                name: "mqtt",
+                limits,
+                tls: Some(tls::without_alpn(&tls_config)),
+                metrics: metrics.clone(),
+            };
+            Some(tokio::spawn(endpoint::serve(listener, how, shared, shutdown.clone())))
+        }
+        _ => None,
     };
     let state = HttpState::new(http::Inner {
         keys: keys.clone(),
@@ -246,6 +273,9 @@ pub async fn serve_until(config: Config, shutdown: CancellationToken) -> anyhow:
         if let Some(t) = mqtt_task {
             let _ = t.await;
         }
+        if let Some(t) = endpoint_task {
+            let _ = t.await;
+        }
         drain.cancel();
         background.cancel();
         tasks.close();
@@ -297,41 +327,6 @@ fn operator_auth(config: &Config) -> anyhow::Result<Auth> {
     let warm = auth.clone();
     tokio::spawn(async move { warm.warm().await });
     Ok(auth)
-}
-
-/// Start the embedded broker and the settings to consume from it.
-#[cfg(feature = "embedded-broker")]
-fn embedded_broker(
-    listen: std::net::SocketAddr,
-    tls_files: &crate::config::TlsFiles,
-    keys: Arc<KeyCache>,
-    throttle: Arc<FailureThrottle<String>>,
-) -> anyhow::Result<mqtt::MqttSettings> {
-    let b = crate::broker::start(listen, tls_files, keys, throttle, tokio::runtime::Handle::current())?;
-    tracing::info!(listener = "mqtts", addr = %b.listen, "listening (embedded MQTT broker)");
-    Ok(mqtt::MqttSettings {
-        host: "localhost".to_owned(),
-        port: b.listen.port(),
-        client_id: "trackgate-embedded".to_owned(),
-        username: Some(crate::broker::SERVICE_USER.to_owned()),
-        password: Some(b.service_password),
-        tls: tls::client_config(&tls_files.cert, None)?,
-        filter: "devices/+/telemetry".to_owned(),
-        publish_rejections: true,
-        keep_alive: std::time::Duration::from_secs(30),
-        max_in_flight: 1000,
-        max_packet_bytes: mqtt::MAX_PACKET_BYTES,
-    })
-}
-
-#[cfg(not(feature = "embedded-broker"))]
-fn embedded_broker(
-    _: std::net::SocketAddr,
-    _: &crate::config::TlsFiles,
-    _: Arc<KeyCache>,
-    _: Arc<FailureThrottle<String>>,
-) -> anyhow::Result<mqtt::MqttSettings> {
-    anyhow::bail!("built without the `embedded-broker` feature")
 }
 
 /// Resolve the MQTT settings: TLS trust (the dev certificate in dev mode), the password.

@@ -22,7 +22,7 @@ pub mod env {
     pub const MASTER_KEY_FILE: &str = "TRACKGATE_MASTER_KEY_FILE";
     pub const LOG_FORMAT: &str = "TRACKGATE_LOG_FORMAT";
     pub const MQTT_PASSWORD: &str = "TRACKGATE_MQTT_PASSWORD";
-    pub const BROKER_LISTEN: &str = "TRACKGATE_BROKER_LISTEN";
+    pub const MQTT_LISTEN: &str = "TRACKGATE_MQTT_LISTEN";
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -39,16 +39,25 @@ pub struct RawConfig {
     pub shutdown: RawShutdown,
     pub log: RawLog,
     pub mqtt: RawMqtt,
-    pub broker: RawBroker,
+    /// Gone: the embedded broker was replaced by `[mqtt_endpoint]`. Parsed only to say so.
+    pub broker: Option<toml::Value>,
+    pub mqtt_endpoint: RawMqttEndpoint,
     pub auth: crate::auth::config::RawAuth,
     pub ui: crate::web::config::RawUi,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct RawBroker {
-    pub embedded: Option<bool>,
+pub struct RawMqttEndpoint {
+    pub enabled: Option<bool>,
     pub listen: Option<String>,
+    pub max_connections: Option<u64>,
+    pub max_connections_per_address: Option<u64>,
+    pub receive_maximum: Option<u64>,
+    pub max_pending_bytes: Option<u64>,
+    pub accept_qos0: Option<bool>,
+    pub publish_rejections: Option<bool>,
+    pub idle_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -201,12 +210,21 @@ pub struct Config {
     pub log_level: String,
     /// `None` when MQTT ingest is off.
     pub mqtt: Option<MqttConfig>,
-    /// Where the embedded broker listens; `None` when it is off.
-    pub embedded_broker: Option<SocketAddr>,
+    /// trackgate's own MQTT endpoint; `None` when it is off.
+    pub mqtt_endpoint: Option<MqttEndpointConfig>,
     /// Operator sign-in.
     pub auth: crate::auth::config::AuthConfig,
     /// The map page.
     pub ui: crate::web::config::UiConfig,
+}
+
+/// trackgate's own MQTT endpoint: where it listens, what a client may hold, how sessions behave.
+#[derive(Debug, Clone)]
+pub struct MqttEndpointConfig {
+    pub listen: SocketAddr,
+    /// The HTTPS listener's timeouts, with the endpoint's own connection caps.
+    pub limits: ConnectionLimits,
+    pub session: crate::sources::mqtt::endpoint::SessionSettings,
 }
 
 /// The broker trackgate consumes from. Secrets are resolved at start, not kept here.
@@ -339,8 +357,8 @@ impl RawConfig {
         if let Some(v) = get(env::LOG_FORMAT) {
             self.log.format = Some(v);
         }
-        if let Some(v) = get(env::BROKER_LISTEN) {
-            self.broker.listen = Some(v);
+        if let Some(v) = get(env::MQTT_LISTEN) {
+            self.mqtt_endpoint.listen = Some(v);
         }
     }
 
@@ -566,16 +584,57 @@ impl RawConfig {
             "json" => LogFormat::Json,
             other => bail!("`log.format` must be \"text\" or \"json\", not {other:?}"),
         };
-        let embedded_broker = if self.broker.embedded.unwrap_or(false) {
-            if self.mqtt.enabled.unwrap_or(false) {
-                bail!(
-                    "`broker.embedded` and `mqtt.enabled` exclude each other: trackgate consumes from its embedded broker by itself"
-                );
-            }
-            if !cfg!(feature = "embedded-broker") {
-                bail!("`broker.embedded` is on, but this trackgate was built without the `embedded-broker` feature");
-            }
-            Some(addr("broker.listen", self.broker.listen, "127.0.0.1:8883")?)
+        if self.broker.is_some() {
+            bail!(
+                "`[broker]` is gone: trackgate's own MQTT endpoint replaced the embedded broker; \
+                 configure `[mqtt_endpoint]` (enabled, listen) instead"
+            );
+        }
+        let e = self.mqtt_endpoint;
+        let mqtt_endpoint = if e.enabled.unwrap_or(false) {
+            let limits = ConnectionLimits {
+                max_connections: range(
+                    "mqtt_endpoint.max_connections",
+                    e.max_connections,
+                    10_000,
+                    1,
+                    10_000_000,
+                )?,
+                max_connections_per_address: range(
+                    "mqtt_endpoint.max_connections_per_address",
+                    e.max_connections_per_address,
+                    512,
+                    1,
+                    10_000_000,
+                )?,
+                ..http.limits.clone()
+            };
+            let max_packet_bytes = crate::sources::mqtt::MAX_PACKET_BYTES;
+            Some(MqttEndpointConfig {
+                listen: addr("mqtt_endpoint.listen", e.listen, "127.0.0.1:8883")?,
+                session: crate::sources::mqtt::endpoint::SessionSettings {
+                    connect_timeout: limits.handshake_timeout,
+                    idle_timeout: Duration::from_millis(range(
+                        "mqtt_endpoint.idle_timeout_ms",
+                        e.idle_timeout_ms,
+                        300_000,
+                        1000,
+                        86_400_000,
+                    )? as u64),
+                    receive_maximum: range("mqtt_endpoint.receive_maximum", e.receive_maximum, 32, 1, 65_535)? as u16,
+                    max_pending_bytes: range(
+                        "mqtt_endpoint.max_pending_bytes",
+                        e.max_pending_bytes,
+                        16 * 1024 * 1024,
+                        max_packet_bytes as u64,
+                        1 << 40,
+                    )?,
+                    max_packet_bytes,
+                    accept_qos0: e.accept_qos0.unwrap_or(false),
+                    publish_rejections: e.publish_rejections.unwrap_or(true),
+                },
+                limits,
+            })
         } else {
             None
         };
@@ -619,7 +678,7 @@ impl RawConfig {
         Ok(Config {
             auth,
             ui: self.ui.validate()?,
-            embedded_broker,
+            mqtt_endpoint,
             mqtt,
             mode,
             data_dir,

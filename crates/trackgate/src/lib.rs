@@ -26,8 +26,6 @@
 pub mod api;
 pub mod app;
 pub mod auth;
-#[cfg(feature = "embedded-broker")]
-pub mod broker;
 pub mod cli;
 pub mod config;
 pub mod feed;

@@ -35,6 +35,13 @@ pub fn ensure_dev_certificate(data_dir: &Path) -> anyhow::Result<TlsFiles> {
     Ok(files)
 }
 
+/// The same server configuration without ALPN, for MQTT (its clients offer none, or `mqtt`).
+pub fn without_alpn(config: &Arc<ServerConfig>) -> Arc<ServerConfig> {
+    let mut c = (**config).clone();
+    c.alpn_protocols.clear();
+    Arc::new(c)
+}
+
 /// The leaf certificate's identity, for the log and the expiry alert.
 #[derive(Debug, Clone)]
 pub struct LeafInfo {

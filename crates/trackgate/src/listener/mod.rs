@@ -20,6 +20,7 @@ use hyper_util::service::TowerToHyperService;
 use idle::Activity;
 use limits::Capped;
 use rustls::ServerConfig;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -83,18 +84,21 @@ pub struct Listener {
     pub metrics: Metrics,
 }
 
-/// Serve until `stop` is cancelled, then wait for open connections to finish their requests.
-pub async fn serve(listener: TcpListener, how: Listener, app: Router, stop: CancellationToken) {
+/// A client connection after admission (and its TLS handshake, where the listener has TLS).
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Stream for T {}
+
+/// Accept connections until `stop` is cancelled, admit each under the listener's caps, complete
+/// its TLS handshake within the handshake timeout, and hand it to `handle` on a task of its own.
+/// Returns once every connection's task has ended. Shared by the HTTPS, ops and MQTT listeners.
+pub async fn accept<H, F>(listener: TcpListener, how: Listener, stop: CancellationToken, handle: H)
+where
+    H: Fn(Box<dyn Stream>, SocketAddr) -> F + Clone + Send + 'static,
+    F: Future<Output = ()> + Send + 'static,
+{
     let acceptor = how.tls.clone().map(TlsAcceptor::from);
     let connections = Capped::new(how.limits.max_connections, how.limits.max_connections_per_address);
     let open = how.metrics.connections_open.with_label_values(&[how.name]);
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    // A client that never finishes its request headers is dropped rather than kept forever.
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(how.limits.handshake_timeout);
-    builder.http2().timer(TokioTimer::new());
     let tracker = TaskTracker::new();
     let mut backoff = Duration::from_millis(10);
     loop {
@@ -128,34 +132,22 @@ pub async fn serve(listener: TcpListener, how: Listener, app: Router, stop: Canc
             }
         };
         let _ = tcp.set_nodelay(true);
-        let activity = Activity::new();
-        let service = TowerToHyperService::new(idle::PerConnection {
-            router: app.clone(),
-            activity: activity.clone(),
-            peer,
-        });
-        let (builder, acceptor, how, stop, open) = (
-            builder.clone(),
-            acceptor.clone(),
-            how.clone(),
-            stop.clone(),
-            open.clone(),
-        );
+        let (acceptor, how, open, handle) = (acceptor.clone(), how.clone(), open.clone(), handle.clone());
         tracker.spawn(async move {
             let _held = held;
             open.inc();
             match acceptor {
-                None => serve_connection(tcp, &builder, service, &activity, &how, &stop).await,
+                None => handle(Box::new(tcp), peer).await,
                 Some(acceptor) => {
                     match tokio::time::timeout(how.limits.handshake_timeout, acceptor.accept(tcp)).await {
-                        Ok(Ok(tls)) => serve_connection(tls, &builder, service, &activity, &how, &stop).await,
-                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Ok(Ok(tls)) => handle(Box::new(tls), peer).await,
+                        Ok(Err(e)) => tracing::debug!(listener = how.name, %peer, error = %e, "TLS handshake failed"),
                         Err(_) => {
                             how.metrics
                                 .connections_closed
                                 .with_label_values(&[how.name, "handshake_timeout"])
                                 .inc();
-                            tracing::debug!(%peer, "TLS handshake timed out");
+                            tracing::debug!(listener = how.name, %peer, "TLS handshake timed out");
                         }
                     }
                 }
@@ -166,6 +158,31 @@ pub async fn serve(listener: TcpListener, how: Listener, app: Router, stop: Canc
     drop(listener);
     tracker.close();
     tracker.wait().await;
+}
+
+/// Serve HTTP/1.1 and HTTP/2 with `app` until `stop` is cancelled, then wait for open connections
+/// to finish their requests.
+pub async fn serve(listener: TcpListener, how: Listener, app: Router, stop: CancellationToken) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // A client that never finishes its request headers is dropped rather than kept forever.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(how.limits.handshake_timeout);
+    builder.http2().timer(TokioTimer::new());
+    let handler_how = how.clone();
+    let handler_stop = stop.clone();
+    accept(listener, how, stop, move |io, peer| {
+        let activity = Activity::new();
+        let service = TowerToHyperService::new(idle::PerConnection {
+            router: app.clone(),
+            activity: activity.clone(),
+            peer,
+        });
+        let (builder, how, stop) = (builder.clone(), handler_how.clone(), handler_stop.clone());
+        async move { serve_connection(io, &builder, service, &activity, &how, &stop).await }
+    })
+    .await;
 }
 
 /// Serve one connection until it ends, it has been idle for the idle timeout, or `stop` asks it

@@ -1,4 +1,4 @@
-//! MQTT over TLS (PROTOCOL.md §3): trackgate consumes `devices/+/telemetry` as a client with a
+//! MQTT through an external broker (PROTOCOL.md §3): trackgate consumes `devices/+/telemetry` as a client with a
 //! persistent session and QoS 1, and sends a message's PUBACK only after every record in it is
 //! committed or rejected, in the order the messages arrived.
 //!
@@ -20,24 +20,17 @@
 //! otherwise acknowledge a newer message that reuses the id. The redelivered copies are committed
 //! as duplicates and acknowledged then.
 
+use super::{Answer, NotTaken, take};
 use crate::metrics::Metrics;
-use crate::pipeline::{Ack, Queue, Source};
-use crate::verify::{Checked, Verifier};
+use crate::pipeline::{Ack, Queue};
+use crate::verify::Verifier;
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS, TlsConfiguration, Transport};
-use serde::Serialize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
-use trackgate_proto::envelope::Origin;
-use trackgate_proto::{MAX_MQTT_ENVELOPES, Reason, body, topic};
-use trackgate_store::{Outcome, RejectRow};
-
-const TRANSPORT: &str = "mqtt";
-
-/// The largest MQTT packet accepted: 1000 envelopes of 8 KiB, with room for the array around them.
-pub const MAX_PACKET_BYTES: usize = MAX_MQTT_ENVELOPES * (trackgate_proto::MAX_ENVELOPE_BYTES + 1) + 1024;
+use trackgate_proto::topic;
 
 /// How trackgate connects to its broker.
 #[derive(Clone)]
@@ -69,20 +62,6 @@ impl std::fmt::Debug for MqttSettings {
             .field("filter", &self.filter)
             .finish_non_exhaustive()
     }
-}
-
-/// The 200-shaped answer published to `devices/<dev>/rejections`.
-#[derive(Debug, Default, Serialize)]
-struct Answer {
-    accepted: u64,
-    duplicates: u64,
-    rejected: Vec<Rejected>,
-}
-
-#[derive(Debug, Serialize)]
-struct Rejected {
-    index: u32,
-    reason: Reason,
 }
 
 /// A message waiting for its commit.
@@ -256,53 +235,13 @@ async fn process(
         };
         let received = Instant::now();
         let device = topic::telemetry_device(&publish.topic).map(str::to_owned);
-        let checked = match check(&publish, device.as_deref(), &verifier).await {
-            Ok(c) => c,
-            Err(e) => {
+        let taken = take(&publish.payload, device.as_deref(), &verifier, &queue, &metrics, &stop).await;
+        let (answer, rows, failed) = match taken {
+            Ok(t) => (t.answer, t.rows, false),
+            Err(NotTaken::Stopping) => break,
+            Err(NotTaken::KeyStore(e)) => {
                 tracing::error!(error = %e, "device lookup failed; message left for redelivery");
-                let answer = Answer::default();
-                let failed = Pending {
-                    generation,
-                    publish,
-                    received,
-                    device,
-                    answer,
-                    rows: None,
-                    failed: true,
-                };
-                if pending_tx.send(failed).is_err() {
-                    break;
-                }
-                continue;
-            }
-        };
-        let mut answer = Answer::default();
-        for &(index, reason) in &checked.rejected {
-            answer.rejected.push(Rejected { index, reason });
-            metrics
-                .rejections
-                .with_label_values(&[TRANSPORT, reason.as_str()])
-                .inc();
-        }
-        metrics
-            .records
-            .with_label_values(&[TRANSPORT, "rejected"])
-            .inc_by(checked.rejected.len() as u64);
-        let rows = if checked.rows.is_empty() && checked.rejects.is_empty() {
-            None
-        } else {
-            let row_index = checked.row_index.clone();
-            let source = Source {
-                transport: TRANSPORT,
-                key_name: device.clone(),
-            };
-            let submitted = tokio::select! {
-                s = queue.submit(checked.rows, checked.row_index, checked.rejects, source, &stop) => s,
-                _ = stop.cancelled() => break,
-            };
-            match submitted {
-                Ok(ack) => Some((ack, row_index)),
-                Err(_closed) => break,
+                (Answer::default(), None, true)
             }
         };
         let pending = Pending {
@@ -312,43 +251,12 @@ async fn process(
             device,
             answer,
             rows,
-            failed: false,
+            failed,
         };
         if pending_tx.send(pending).is_err() {
             break;
         }
     }
-}
-
-async fn check(
-    publish: &Publish,
-    device: Option<&str>,
-    verifier: &Verifier,
-) -> Result<Checked, trackgate_store::StoreError> {
-    let envelopes = match body::json_envelopes(&publish.payload) {
-        Ok(e) => e,
-        // The whole payload is unreadable: one malformed record.
-        Err(_) => {
-            return Ok(Checked::rejected_all(
-                1,
-                Reason::Malformed,
-                TRANSPORT,
-                device,
-                &publish.payload,
-            ));
-        }
-    };
-    if envelopes.len() > MAX_MQTT_ENVELOPES {
-        return Ok(Checked::rejected_all(
-            envelopes.len(),
-            Reason::TooLarge,
-            TRANSPORT,
-            device,
-            &publish.payload,
-        ));
-    }
-    let origin = Origin::Topic(device.unwrap_or(""));
-    verifier.check(&envelopes, origin, TRANSPORT, device).await
 }
 
 /// Await each message's commit in arrival order, then PUBACK it (unless it came on an earlier
@@ -376,23 +284,7 @@ async fn acknowledge(
             None => Some((Vec::new(), Vec::new())),
         };
         match committed {
-            Some((outcomes, row_index)) => {
-                for (o, index) in outcomes.into_iter().zip(row_index) {
-                    match o {
-                        Outcome::Inserted => p.answer.accepted += 1,
-                        Outcome::Duplicate => p.answer.duplicates += 1,
-                        Outcome::Conflict => {
-                            p.answer.rejected.push(Rejected {
-                                index,
-                                reason: Reason::Conflict,
-                            });
-                            metrics.rejections.with_label_values(&[TRANSPORT, "conflict"]).inc();
-                            metrics.records.with_label_values(&[TRANSPORT, "rejected"]).inc();
-                        }
-                    }
-                }
-                p.answer.rejected.sort_by_key(|r| r.index);
-            }
+            Some((outcomes, row_index)) => p.answer.settle(outcomes, row_index, &metrics),
             // Not committed: no PUBACK, and a new connection so the broker redelivers it.
             None => {
                 tracing::warn!(topic = %p.publish.topic, "message not committed; reconnecting for redelivery");
@@ -403,14 +295,6 @@ async fn acknowledge(
                 continue;
             }
         }
-        metrics
-            .records
-            .with_label_values(&[TRANSPORT, "accepted"])
-            .inc_by(p.answer.accepted);
-        metrics
-            .records
-            .with_label_values(&[TRANSPORT, "duplicate"])
-            .inc_by(p.answer.duplicates);
         if p.generation != generation.load(Ordering::SeqCst) || p.generation <= failed_generation {
             metrics.mqtt_messages.with_label_values(&["redelivery_expected"]).inc();
             continue;
@@ -434,32 +318,4 @@ async fn acknowledge(
         }
     }
     done.cancel();
-}
-
-impl Checked {
-    /// Every record of a payload rejected for one reason, before any parsing of its envelopes.
-    fn rejected_all(
-        n: usize,
-        reason: Reason,
-        transport: &'static str,
-        device: Option<&str>,
-        payload: &[u8],
-    ) -> Checked {
-        let now = trackgate_store::now_ms();
-        let text =
-            String::from_utf8_lossy(&payload[..payload.len().min(trackgate_proto::MAX_ENVELOPE_BYTES)]).into_owned();
-        Checked {
-            rejected: (0..n as u32).map(|i| (i, reason)).collect(),
-            rejects: vec![RejectRow {
-                received_ms: now,
-                transport,
-                key_name: device.map(str::to_owned),
-                device_id: device.map(str::to_owned),
-                index: 0,
-                reason: reason.as_str(),
-                envelope: text,
-            }],
-            ..Default::default()
-        }
-    }
 }
