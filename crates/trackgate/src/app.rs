@@ -187,6 +187,7 @@ pub async fn serve_until(config: Config, shutdown: CancellationToken) -> anyhow:
                 metrics: metrics.clone(),
                 throttle: throttle.clone(),
                 settings: e.session.clone(),
+                subscribers: Default::default(),
             });
             let mut limits = e.limits.clone();
             listener::fit_to_descriptors(

@@ -13,6 +13,11 @@
 //! requires; a message that cannot be committed is never acknowledged, and the connection is
 //! closed so that the device sends it again on its next one. Nothing outlives the connection:
 //! there is no session state to lose, and any node can serve the device next time.
+//!
+//! A message's rejections go to every connection of the device on this node that subscribed to
+//! its rejections topic (a device's firmware, or `mosquitto_sub` beside `mosquitto_pub`), the
+//! publishing connection first and before its PUBACK. They are not kept for a device that is not
+//! connected, and a subscriber on another node does not see them.
 
 use super::codec::{DisconnectReason, Incoming, Outgoing, Qos, ReadError, Refusal, Version, connect_level};
 use super::{Answer, NotTaken, take};
@@ -23,13 +28,16 @@ use crate::pipeline::Queue;
 use crate::throttle::FailureThrottle;
 use crate::verify::Verifier;
 use bytes::{Bytes, BytesMut};
+use dashmap::DashMap;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use trackgate_proto::sign::verify_mqtt_password;
@@ -38,6 +46,10 @@ use trackgate_store::Kind;
 
 /// A CONNECT larger than this is refused: nothing unauthenticated gets more.
 const MAX_CONNECT_BYTES: usize = 64 * 1024;
+
+/// Rejection messages waiting for one subscribed connection; past it they are dropped for that
+/// connection (it is not reading).
+const SUBSCRIBER_BACKLOG: usize = 64;
 
 /// How the endpoint treats its devices.
 #[derive(Debug, Clone)]
@@ -64,11 +76,52 @@ pub struct Shared {
     pub metrics: Metrics,
     pub throttle: Arc<FailureThrottle<IpAddr>>,
     pub settings: SessionSettings,
+    pub subscribers: Subscribers,
+}
+
+/// The connections on this node subscribed to each device's rejections.
+#[derive(Default)]
+pub struct Subscribers {
+    by_device: DashMap<String, Vec<(u64, mpsc::Sender<Bytes>)>>,
+    next_id: AtomicU64,
+}
+
+impl Subscribers {
+    fn id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn add(&self, device: &str, id: u64, tx: mpsc::Sender<Bytes>) {
+        let mut list = self.by_device.entry(device.to_owned()).or_default();
+        if !list.iter().any(|(i, _)| *i == id) {
+            list.push((id, tx));
+        }
+    }
+
+    fn remove(&self, device: &str, id: u64) {
+        self.by_device.remove_if_mut(device, |_, list| {
+            list.retain(|(i, _)| *i != id);
+            list.is_empty()
+        });
+    }
+
+    /// Hand `payload` to the device's other subscribed connections.
+    fn send(&self, device: &str, except: u64, payload: &Bytes) {
+        if let Some(list) = self.by_device.get(device) {
+            for (id, tx) in list.iter() {
+                if *id != except {
+                    let _ = tx.try_send(payload.clone());
+                }
+            }
+        }
+    }
 }
 
 /// A message in flight: its packet id, and what became of it.
 struct Settled {
     pkid: u16,
+    /// Published under a topic the device may not use: acknowledged, not taken.
+    denied: bool,
     bytes: usize,
     received: std::time::Instant,
     outcome: Result<Option<Answer>, ()>,
@@ -128,7 +181,10 @@ pub async fn run(io: Box<dyn Stream>, peer: SocketAddr, shared: Arc<Shared>, sto
     if !conn.flush().await {
         return;
     }
+    let (tx, rx) = mpsc::channel(SUBSCRIBER_BACKLOG);
     let reason = Session {
+        id: shared.subscribers.id(),
+        tx,
         version,
         telemetry: topic::telemetry(&device),
         rejections: topic::rejections(&device),
@@ -143,7 +199,7 @@ pub async fn run(io: Box<dyn Stream>, peer: SocketAddr, shared: Arc<Shared>, sto
         },
         shared,
     }
-    .serve(&mut conn, &stop)
+    .serve(&mut conn, rx, &stop)
     .await;
     if let Some(reason) = reason {
         version.write(Outgoing::Disconnect(reason), &mut conn.out);
@@ -229,6 +285,10 @@ async fn authenticate(keys: &KeyCache, user: &str, password: &str) -> Result<boo
 }
 
 struct Session {
+    /// This connection, among the device's subscribers.
+    id: u64,
+    /// Where other connections send this one the rejections of their messages.
+    tx: mpsc::Sender<Bytes>,
     version: Version,
     device: String,
     telemetry: String,
@@ -241,7 +301,23 @@ struct Session {
 
 impl Session {
     /// The session loop; the MQTT 5 DISCONNECT reason to close with, if any.
-    async fn serve(mut self, conn: &mut Conn, stop: &CancellationToken) -> Option<DisconnectReason> {
+    async fn serve(
+        mut self,
+        conn: &mut Conn,
+        mut rx: mpsc::Receiver<Bytes>,
+        stop: &CancellationToken,
+    ) -> Option<DisconnectReason> {
+        let reason = self.serve_packets(conn, &mut rx, stop).await;
+        self.shared.subscribers.remove(&self.device, self.id);
+        reason
+    }
+
+    async fn serve_packets(
+        &mut self,
+        conn: &mut Conn,
+        rx: &mut mpsc::Receiver<Bytes>,
+        stop: &CancellationToken,
+    ) -> Option<DisconnectReason> {
         let mut in_flight: InFlight = FuturesOrdered::new();
         let mut pending_bytes = 0usize;
         let mut last_heard = Instant::now();
@@ -295,6 +371,7 @@ impl Session {
                         return Some(if stopping { DisconnectReason::ShuttingDown } else { DisconnectReason::Unavailable });
                     }
                 }
+                Some(payload) = rx.recv() => self.publish_rejections(payload, conn),
                 filled = conn.fill(), if can_read => {
                     if !filled {
                         return None;
@@ -352,6 +429,7 @@ impl Session {
                     in_flight.push_back(Box::pin(async move {
                         Settled {
                             pkid,
+                            denied: true,
                             bytes,
                             received,
                             outcome: Ok(None),
@@ -366,6 +444,7 @@ impl Session {
                     Settled {
                         // QoS 0 has no packet id and no PUBACK.
                         pkid: if acknowledge { pkid } else { 0 },
+                        denied: false,
                         bytes,
                         received,
                         outcome: outcome.map(Some),
@@ -374,12 +453,16 @@ impl Session {
             }
             Incoming::Subscribe { pkid, filters } => {
                 let granted: Vec<bool> = filters.iter().map(|f| *f == self.rejections).collect();
-                self.subscribed |= granted.iter().any(|g| *g);
+                if granted.iter().any(|g| *g) {
+                    self.subscribed = true;
+                    self.shared.subscribers.add(&self.device, self.id, self.tx.clone());
+                }
                 self.version.write(Outgoing::SubAck { pkid, granted }, &mut conn.out);
             }
             Incoming::Unsubscribe { pkid, filters } => {
                 if filters.contains(&self.rejections) {
                     self.subscribed = false;
+                    self.shared.subscribers.remove(&self.device, self.id);
                 }
                 self.version.write(
                     Outgoing::UnsubAck {
@@ -403,7 +486,8 @@ impl Session {
 
     /// Answer a settled message; `false` when it was not committed.
     fn settle(&mut self, settled: Settled, conn: &mut Conn) -> bool {
-        let metrics = &self.shared.metrics;
+        let shared = self.shared.clone();
+        let metrics = &shared.metrics;
         let answer = match settled.outcome {
             Err(()) => {
                 metrics.mqtt_messages.with_label_values(&["not_committed"]).inc();
@@ -412,35 +496,46 @@ impl Session {
             Ok(answer) => answer,
         };
         if let Some(answer) = answer
-            && self.subscribed
             && self.shared.settings.publish_rejections
             && !answer.rejected.is_empty()
         {
-            self.next_pkid = self.next_pkid % u16::MAX + 1;
             let payload = Bytes::from(serde_json::to_vec(&answer).expect("serialisable"));
-            self.version.write(
-                Outgoing::Publish {
-                    topic: self.rejections.clone(),
-                    pkid: self.next_pkid,
-                    payload,
-                },
-                &mut conn.out,
-            );
+            self.shared.subscribers.send(&self.device, self.id, &payload);
+            if self.subscribed {
+                self.publish_rejections(payload, conn);
+            }
         }
         if settled.pkid != 0 {
             self.version.write(
                 Outgoing::PubAck {
                     pkid: settled.pkid,
-                    denied: false,
+                    denied: settled.denied,
                 },
                 &mut conn.out,
             );
-            metrics.mqtt_messages.with_label_values(&["acknowledged"]).inc();
-            metrics
-                .mqtt_ack_seconds
-                .observe(settled.received.elapsed().as_secs_f64());
+            if !settled.denied {
+                metrics.mqtt_messages.with_label_values(&["acknowledged"]).inc();
+                metrics
+                    .mqtt_ack_seconds
+                    .observe(settled.received.elapsed().as_secs_f64());
+            }
         }
         true
+    }
+}
+
+impl Session {
+    /// A rejections message to this connection (QoS 1; the device's PUBACK is not awaited).
+    fn publish_rejections(&mut self, payload: Bytes, conn: &mut Conn) {
+        self.next_pkid = self.next_pkid % u16::MAX + 1;
+        self.version.write(
+            Outgoing::Publish {
+                topic: self.rejections.clone(),
+                pkid: self.next_pkid,
+                payload,
+            },
+            &mut conn.out,
+        );
     }
 }
 

@@ -1,0 +1,372 @@
+//! trackgate's own MQTT endpoint against the real `mosquitto_pub` and `mosquitto_sub` clients (and
+//! rumqttc's MQTT 5 client): records stored, rejections reported, each device confined to its own
+//! topics, PUBACKs only after the commit (across kill -9 and a stalled store), Receive Maximum
+//! honoured, and valid devices served while others flood it.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use trackgate_e2e::*;
+use trackgate_proto::sign::mqtt_password;
+
+struct Endpoint {
+    _dir: tempfile::TempDir,
+    server: Server,
+    port: u16,
+    ca: PathBuf,
+}
+
+/// trackgate with its endpoint on, the §5 device and `others` provisioned.
+fn endpoint(extra: &str, others: &[&Key]) -> Endpoint {
+    let (dir, server) = started(&format!("{MQTT_ENDPOINT}{extra}"));
+    for k in others {
+        server.add_device(k, None);
+    }
+    let port = server.mqtt.expect("the endpoint is listening").port();
+    let ca = server.dir.join("data/tls/dev-cert.pem");
+    Endpoint {
+        _dir: dir,
+        server,
+        port,
+        ca,
+    }
+}
+
+/// A client's output lines, collected as they come.
+#[derive(Clone, Default)]
+struct Lines(Arc<Mutex<Vec<String>>>);
+
+impl Lines {
+    fn follow(&self, out: impl std::io::Read + Send + 'static) {
+        let lines = self.0.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                lines.lock().unwrap().push(line);
+            }
+        });
+    }
+
+    fn all(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+
+    fn count(&self, needle: &str) -> usize {
+        self.all().iter().filter(|l| l.contains(needle)).count()
+    }
+
+    /// Wait (at most `limit`) until `n` lines contain `needle`.
+    fn wait_for(&self, needle: &str, n: usize, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if self.count(needle) >= n {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+}
+
+impl Endpoint {
+    /// A Mosquitto client as `key`'s device, its output line-buffered (stdbuf) so that what it
+    /// printed is there even when it is killed.
+    fn client(&self, program: &str, key: &Key, args: &[&str]) -> Command {
+        let mut c = Command::new("stdbuf");
+        c.args([
+            "-oL",
+            "-eL",
+            program,
+            "-h",
+            "localhost",
+            "-p",
+            &self.port.to_string(),
+            "--cafile",
+        ])
+        .arg(&self.ca)
+        .args(["-u", &key.owner, "-P", &mqtt_password(&key.secret, &key.owner)])
+        .args(args);
+        c
+    }
+
+    /// `mosquitto_pub -q 1` of one message on `topic`: it exits 0 only once PUBACKed.
+    fn publish(&self, key: &Key, topic: &str, message: &str, extra: &[&str]) -> Output {
+        let mut args = vec!["-q", "1", "-t", topic, "-m", message];
+        args.extend_from_slice(extra);
+        self.client("mosquitto_pub", key, &args)
+            .output()
+            .expect("mosquitto_pub runs (Debian package mosquitto-clients)")
+    }
+
+    /// `mosquitto_sub -d` on `topic`, its output followed.
+    fn subscribe(&self, key: &Key, topic: &str, extra: &[&str]) -> (Child, Lines) {
+        let mut args = vec!["-q", "1", "-t", topic, "-W", "60", "-d"];
+        args.extend_from_slice(extra);
+        let mut child = self
+            .client("mosquitto_sub", key, &args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("mosquitto_sub runs (Debian package mosquitto-clients)");
+        let lines = Lines::default();
+        lines.follow(child.stdout.take().unwrap());
+        lines.follow(child.stderr.take().unwrap());
+        (child, lines)
+    }
+
+    /// `mosquitto_pub -d -q 1 -l` of `messages`, one per line, with its output followed.
+    fn publish_lines(&self, key: &Key, messages: &[String]) -> (Child, Lines) {
+        let mut child = self
+            .client(
+                "mosquitto_pub",
+                key,
+                &["-d", "-q", "1", "-l", "-t", &telemetry(&key.owner)],
+            )
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("mosquitto_pub runs");
+        let mut stdin = child.stdin.take().unwrap();
+        let body = messages.join("\n") + "\n";
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let _ = stdin.write_all(body.as_bytes());
+        });
+        let lines = Lines::default();
+        lines.follow(child.stdout.take().unwrap());
+        lines.follow(child.stderr.take().unwrap());
+        (child, lines)
+    }
+
+    async fn stored_seqs(&self, device: &str) -> BTreeSet<u64> {
+        let db = self.server.db().await;
+        let seqs: Vec<i64> = sqlx::query_scalar("SELECT seq FROM positions WHERE device_id = ?")
+            .bind(device)
+            .fetch_all(&db)
+            .await
+            .unwrap();
+        db.close().await;
+        seqs.into_iter().map(|s| s as u64).collect()
+    }
+}
+
+fn telemetry(dev: &str) -> String {
+    format!("devices/{dev}/telemetry")
+}
+
+/// The mids mosquitto_pub's `-d` log says were PUBACKed.
+fn pubacked_mids(lines: &Lines) -> BTreeSet<u64> {
+    lines
+        .all()
+        .iter()
+        .filter_map(|l| {
+            let rest = l.split("received PUBACK (Mid: ").nth(1)?;
+            rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mosquitto_pub_records_are_stored_and_rejections_reach_the_subscriber() {
+    let other = Key::derived("TRK-0002", "k1");
+    let e = endpoint("", &[&other]);
+    let dev = vector_device();
+    let topic = telemetry("TRK-0001");
+    let (sub, rejections) = e.subscribe(&dev, "devices/TRK-0001/rejections", &["-C", "3", "-v"]);
+    assert!(
+        rejections.wait_for("SUBACK", 1, Duration::from_secs(20)),
+        "{:?}",
+        rejections.all()
+    );
+
+    // One envelope, and an array of three: mosquitto_pub -q 1 exits 0 only after the PUBACK.
+    let out = e.publish(&dev, &topic, &dev.envelope(&record("TRK-0001", 1)), &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let array = format!(
+        "[{}]",
+        (2..=4)
+            .map(|s| dev.envelope(&record("TRK-0001", s)))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    assert!(e.publish(&dev, &topic, &array, &["-V", "mqttv5"]).status.success());
+    assert_eq!(e.stored_seqs("TRK-0001").await, BTreeSet::from([1, 2, 3, 4]));
+
+    // Bad records are rejected, acknowledged, and reported to the device's subscriber.
+    let bad_sig = dev.envelope(&record("TRK-0001", 5)).replace("\"bat\":87", "\"bat\":88");
+    let mismatch = other.envelope(&record("TRK-0002", 6));
+    for bad in [bad_sig.as_str(), mismatch.as_str(), "{\"m\":"] {
+        let out = e.publish(&dev, &topic, bad, &[]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let out = sub.wait_with_output().unwrap();
+    assert!(out.status.success(), "mosquitto_sub: {:?}", rejections.all());
+    let got: Vec<String> = rejections
+        .all()
+        .into_iter()
+        .filter(|l| l.starts_with("devices/TRK-0001/rejections "))
+        .collect();
+    assert_eq!(got.len(), 3, "{got:?}");
+    for (line, reason) in got.iter().zip(["bad_signature", "topic_mismatch", "malformed"]) {
+        let v: serde_json::Value = serde_json::from_str(line.split_once(' ').unwrap().1).unwrap();
+        assert_eq!(v["rejected"][0]["reason"], reason, "{line}");
+        assert_eq!(v["accepted"], 0);
+    }
+    assert_eq!(e.stored_seqs("TRK-0001").await, BTreeSet::from([1, 2, 3, 4]));
+    assert!(e.stored_seqs("TRK-0002").await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_cannot_publish_or_subscribe_beyond_its_own_topics() {
+    let other = Key::derived("TRK-0002", "k1");
+    let e = endpoint("", &[&other]);
+    let dev = vector_device();
+
+    // Subscriptions to another device's topics, or to everything, are refused.
+    for filter in [
+        "#",
+        "devices/+/telemetry",
+        "devices/TRK-0002/rejections",
+        "devices/TRK-0002/telemetry",
+    ] {
+        let (mut sub, lines) = e.subscribe(&dev, filter, &["-C", "1"]);
+        assert!(
+            lines.wait_for("SUBACK", 1, Duration::from_secs(20)),
+            "{filter}: {:?}",
+            lines.all()
+        );
+        let _ = sub.wait();
+        assert!(
+            lines.wait_for("All subscription requests were denied", 1, Duration::from_secs(5)),
+            "{filter}: {:?}",
+            lines.all()
+        );
+        assert_eq!(
+            lines.count("Subscribed (mid: 1): 128"),
+            1,
+            "{filter}: {:?}",
+            lines.all()
+        );
+    }
+
+    // A publish under another device's topic is acknowledged (3.1.1 has no refusal) or refused
+    // as not authorized (MQTT 5), and never stored.
+    let theirs = other.envelope(&record("TRK-0002", 1));
+    let mine = dev.envelope(&record("TRK-0001", 1));
+    let out = e.publish(&dev, &telemetry("TRK-0002"), &theirs, &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = e.publish(&dev, &telemetry("TRK-0002"), &mine, &["-V", "mqttv5", "-d"]);
+    let said = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("PUBACK") && said.contains("135"),
+        "MQTT 5 reason 0x87: {said}"
+    );
+    assert!(e.stored_seqs("TRK-0002").await.is_empty());
+    assert!(e.stored_seqs("TRK-0001").await.is_empty());
+    assert_eq!(
+        e.server
+            .metric("trackgate_mqtt_messages_total{outcome=\"denied\"}")
+            .await,
+        2.0
+    );
+
+    // Wrong passwords and unknown devices are refused at CONNECT.
+    let wrong = Key::derived("TRK-0001", "nope");
+    let out = e.publish(&wrong, &telemetry("TRK-0001"), &mine, &[]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not authorised")
+            || String::from_utf8_lossy(&out.stderr).contains("bad user name or password"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        e.server
+            .metric("trackgate_auth_failures_total{transport=\"mqtt\"}")
+            .await
+            >= 1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_message_acknowledged_before_kill_9_is_stored_exactly_once() {
+    let devices: Vec<Key> = (1..=4).map(|i| Key::derived(&format!("KILL-{i}"), "k1")).collect();
+    let mut e = endpoint("", &devices.iter().collect::<Vec<_>>());
+    let per_device = 5000u64;
+    // What each device still has to send, and what it saw acknowledged.
+    let mut left: Vec<Vec<u64>> = vec![(1..=per_device).collect(); devices.len()];
+    let mut acked: Vec<BTreeSet<u64>> = vec![BTreeSet::new(); devices.len()];
+    let mut kills = 0;
+    for round in 0..8 {
+        let runs: Vec<(usize, Child, Lines)> = devices
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !left[*i].is_empty())
+            .map(|(i, d)| {
+                let messages: Vec<String> = left[i].iter().map(|&s| d.envelope(&record(&d.owner, s))).collect();
+                let (child, lines) = e.publish_lines(d, &messages);
+                (i, child, lines)
+            })
+            .collect();
+        if runs.is_empty() {
+            break;
+        }
+        // Kill trackgate at a moment between 0.3 and 1.5 s into the round, three times in all.
+        if round < 3 {
+            let wait = Duration::from_millis(300 + (round as u64 * 487) % 1200);
+            tokio::time::sleep(wait).await;
+            e.server.stop_with("-KILL").unwrap();
+            kills += 1;
+            // The devices lose their connection; they send what was not acknowledged next round.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            for (_, child, _) in &runs {
+                let _ = Command::new("kill").args(["-KILL", &child.id().to_string()]).status();
+            }
+        }
+        for (i, mut child, lines) in runs {
+            let _ = child.wait();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            // mosquitto_pub numbers this connection's messages 1, 2, ... in the order sent.
+            for mid in pubacked_mids(&lines) {
+                acked[i].insert(left[i][mid as usize - 1]);
+            }
+        }
+        if !e.server.is_running() {
+            e.server.restart().unwrap();
+            e.port = e.server.mqtt.unwrap().port();
+        }
+        for (l, a) in left.iter_mut().zip(&acked) {
+            l.retain(|s| !a.contains(s));
+        }
+    }
+    assert_eq!(kills, 3);
+    let db = e.server.db().await;
+    for (d, a) in devices.iter().zip(&acked) {
+        let stored = e.stored_seqs(&d.owner).await;
+        let missing: Vec<_> = a.difference(&stored).take(10).collect();
+        assert!(
+            missing.is_empty(),
+            "{}: acknowledged but not stored: {missing:?}",
+            d.owner
+        );
+        assert_eq!(
+            stored.len() as u64,
+            per_device,
+            "{}: every record arrives in the end",
+            d.owner
+        );
+    }
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM positions")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(rows as u64, per_device * devices.len() as u64, "stored exactly once");
+    println!(
+        "kill -9 x{kills}: {} records acknowledged over {} devices, all stored once",
+        acked.iter().map(BTreeSet::len).sum::<usize>(),
+        devices.len()
+    );
+}
