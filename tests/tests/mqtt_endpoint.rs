@@ -370,3 +370,234 @@ async fn every_message_acknowledged_before_kill_9_is_stored_exactly_once() {
         devices.len()
     );
 }
+
+/// Hold SQLite's write lock from another connection, as another process would.
+async fn lock_database(e: &Endpoint) -> sqlx::SqliteConnection {
+    let url = format!("sqlite://{}", e.server.dir.join("data/trackgate.db").display());
+    let mut lock = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
+        .await
+        .unwrap();
+    sqlx::query("BEGIN IMMEDIATE").execute(&mut lock).await.unwrap();
+    lock
+}
+
+fn rss_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .unwrap()
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .unwrap();
+    kb / 1024.0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_store_withholds_pubacks_and_everything_lands_after() {
+    let e = endpoint("", &[]);
+    let dev = vector_device();
+    let before = rss_mb(e.server.pid());
+    let mut lock = lock_database(&e).await;
+    let messages: Vec<String> = (1..=300).map(|s| dev.envelope(&record("TRK-0001", s))).collect();
+    let (mut child, lines) = e.publish_lines(&dev, &messages);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(pubacked_mids(&lines).is_empty(), "a PUBACK went out before the commit");
+    let unacked = e.server.metric("trackgate_mqtt_unacked_messages").await;
+    assert!(
+        (1.0..=32.0).contains(&unacked),
+        "in flight: {unacked} (Receive Maximum 32)"
+    );
+    let grown = rss_mb(e.server.pid()) - before;
+    assert!(grown < 64.0, "RSS grew by {grown} MB while the store stalled");
+    sqlx::query("ROLLBACK").execute(&mut lock).await.unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{:?}", lines.all());
+    assert!(lines.wait_for("received PUBACK", 300, Duration::from_secs(30)));
+    assert_eq!(pubacked_mids(&lines).len(), 300);
+    assert_eq!(e.stored_seqs("TRK-0001").await.len(), 300);
+}
+
+/// A TLS connection from `from` to the endpoint (no MQTT yet).
+async fn tls_to(
+    e: &Endpoint,
+    from: std::net::IpAddr,
+) -> Option<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = std::fs::read(&e.ca).unwrap();
+    for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(&pem) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config =
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    let socket = tokio::net::TcpSocket::new_v4().ok()?;
+    socket.bind(std::net::SocketAddr::new(from, 0)).ok()?;
+    let tcp = socket
+        .connect(std::net::SocketAddr::from(([127, 0, 0, 1], e.port)))
+        .await
+        .ok()?;
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .ok()
+}
+
+/// CONNECT with a wrong password over a fresh connection; the CONNACK return code.
+async fn wrong_login(e: &Endpoint, user: &str) -> Option<u8> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tls_to(e, "127.0.0.1".parse().unwrap()).await?;
+    let mut c = rumqttc::mqttbytes::v4::Connect::new(format!("flood-{user}"));
+    c.set_login(user, "0".repeat(64));
+    let mut buf = bytes::BytesMut::new();
+    rumqttc::mqttbytes::v4::Packet::Connect(c)
+        .write(&mut buf, usize::MAX)
+        .ok()?;
+    conn.write_all(&buf).await.ok()?;
+    conn.flush().await.ok()?;
+    let mut ack = [0u8; 4];
+    tokio::time::timeout(Duration::from_secs(30), conn.read_exact(&mut ack))
+        .await
+        .ok()?
+        .ok()?;
+    (ack[0] == 0x20).then_some(ack[3])
+}
+
+/// Idle TLS connections the flood test holds while it floods.
+const IDLE: u32 = 10_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_and_a_password_flood_leave_valid_devices_served() {
+    // The HTTPS cap is small so that the endpoint's fits the descriptor limit beside it; the
+    // handshake timeout is long so that the idle connections stay for the whole test.
+    let e = endpoint(
+        "http.max_connections = 100\nhttp.handshake_timeout_ms = 120000\nmqtt_endpoint.max_connections = 12000\n\
+         security.auth_failures_per_minute = 30\nsecurity.auth_failure_delay_ms = 300\n",
+        &[],
+    );
+    let dev = vector_device();
+    let want = IDLE;
+    let mut idle = Vec::new();
+    for i in 0..want {
+        let from = std::net::IpAddr::from([127, 4, (i / 400 / 250) as u8, (i / 400 % 250 + 1) as u8]);
+        if let Some(c) = tls_to(&e, from).await {
+            idle.push(c);
+        }
+    }
+    assert_eq!(idle.len() as u32, want);
+    // 200 wrong passwords from one address, 50 at a time, while the device publishes.
+    let flood = async {
+        let mut codes = Vec::new();
+        for round in 0..4 {
+            let tries = (0..50).map(|i| wrong_login(&e, if (round + i) % 2 == 0 { "TRK-0001" } else { "NOBODY" }));
+            codes.extend(futures_util::future::join_all(tries).await);
+        }
+        codes
+    };
+    let device = async {
+        let mut ok = 0;
+        for seq in 1..=5u64 {
+            let out = e.publish(
+                &dev,
+                &telemetry("TRK-0001"),
+                &dev.envelope(&record("TRK-0001", seq)),
+                &[],
+            );
+            if out.status.success() {
+                ok += 1;
+            }
+        }
+        ok
+    };
+    let (codes, ok) = tokio::join!(flood, device);
+    assert!(!codes.contains(&Some(0)), "a wrong password was accepted: {codes:?}");
+    let refused = codes.iter().filter(|c| **c == Some(4)).count();
+    assert!(refused >= 190, "wrong passwords are refused with CONNACK 4: {codes:?}");
+    assert_eq!(ok, 5, "the valid device published and got its PUBACKs");
+    assert_eq!(e.stored_seqs("TRK-0001").await.len(), 5);
+    let m = e.server.metrics().await;
+    assert!(metric_value(&m, "trackgate_auth_failures_total{transport=\"mqtt\"}") >= refused as f64);
+    assert!(metric_value(&m, "trackgate_auth_throttled_total{transport=\"mqtt\"}") >= 150.0);
+    assert!(metric_value(&m, "trackgate_connections_open{listener=\"mqtt\"}") >= f64::from(want));
+    println!("{want} idle TLS connections held; {refused} of 200 wrong passwords refused; the device's 5 PUBACKs came");
+    assert_eq!(
+        e.server
+            .log_text()
+            .matches("authentication failures over the limit")
+            .count(),
+        1,
+        "one log line per episode"
+    );
+    drop(idle);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mqtt_5_client_is_told_receive_maximum_and_it_holds() {
+    use rumqttc::v5::mqttbytes::QoS;
+    use rumqttc::v5::mqttbytes::v5::Packet;
+    use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+    let e = endpoint("mqtt_endpoint.receive_maximum = 4\n", &[]);
+    let dev = vector_device();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(&std::fs::read(&e.ca).unwrap()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let tls =
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    let mut options = MqttOptions::new("rx-max", "localhost", e.port);
+    options
+        .set_credentials("TRK-0001", mqtt_password(&dev.secret, "TRK-0001"))
+        .set_transport(rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(
+            std::sync::Arc::new(tls),
+        )));
+    let (client, mut eventloop) = AsyncClient::new(options, 100);
+    let seen = std::sync::Arc::new(Mutex::new((None::<u16>, 0usize)));
+    let poller = {
+        let seen = seen.clone();
+        tokio::spawn(async move {
+            while let Ok(event) = eventloop.poll().await {
+                match event {
+                    Event::Incoming(Packet::ConnAck(ack)) => {
+                        seen.lock().unwrap().0 = ack.properties.and_then(|p| p.receive_max);
+                    }
+                    Event::Incoming(Packet::PubAck(_)) => seen.lock().unwrap().1 += 1,
+                    _ => {}
+                }
+            }
+        })
+    };
+    let mut lock = lock_database(&e).await;
+    for seq in 1..=20u64 {
+        client
+            .publish(
+                "devices/TRK-0001/telemetry",
+                QoS::AtLeastOnce,
+                false,
+                dev.envelope(&record("TRK-0001", seq)),
+            )
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(seen.lock().unwrap().0, Some(4), "CONNACK announces Receive Maximum 4");
+    assert_eq!(seen.lock().unwrap().1, 0, "no PUBACK before the commit");
+    let unacked = e.server.metric("trackgate_mqtt_unacked_messages").await;
+    assert!((1.0..=4.0).contains(&unacked), "{unacked} in flight");
+    sqlx::query("ROLLBACK").execute(&mut lock).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while seen.lock().unwrap().1 < 20 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(seen.lock().unwrap().1, 20);
+    assert_eq!(e.stored_seqs("TRK-0001").await.len(), 20);
+    poller.abort();
+}
