@@ -16,7 +16,8 @@
 //! - baseline: Mosquitto pass-through to a bare QoS 1 subscriber (the broker's limit);
 //! - trackgate consuming from Mosquitto, the same pre-signed messages;
 //! - the same driven by firmware-sim (PUBACK latency, trackgate's CPU and RSS);
-//! - trackgate's embedded broker.
+//! - trackgate's own MQTT endpoint (no broker), the same pre-signed messages;
+//! - the endpoint driven by firmware-sim, at full rate and at half of it (PUBACK latency).
 #![forbid(unsafe_code)]
 
 mod proc;
@@ -192,6 +193,7 @@ async fn https_cases() {
     let supplier = sim::Case {
         name: "supplier batches of 1000",
         mode: "supplier",
+        endpoint: false,
         per_message: 1,
         devices: 100,
         records_per_device: 2000,
@@ -228,6 +230,7 @@ async fn https_cases() {
     let (single, single_at, _) = sim::run(&sim::Case {
         name: "single records (as devices)",
         mode: "device",
+        endpoint: false,
         per_message: 1,
         devices: 100,
         records_per_device: 200,
@@ -330,6 +333,7 @@ async fn mqtt_cases() {
                 "arrays of 100: firmware-sim via Mosquitto (signing as it goes)"
             },
             mode: "mqtt",
+            endpoint: false,
             per_message,
             devices: DEVICES,
             records_per_device: records_per_device(per_message),
@@ -339,27 +343,74 @@ async fn mqtt_cases() {
         })
         .await;
 
-        // trackgate's embedded broker.
+        // trackgate's own endpoint: no broker in the way.
         let dir = tempfile::tempdir().unwrap();
-        let port = trackgate_e2e::free_port();
-        let embedded_cfg = format!("broker.embedded = true\nbroker.listen = \"127.0.0.1:{port}\"");
-        let server = Server::start_in(&dir.path().join("tg"), &embedded_cfg).unwrap();
+        let server = Server::start_in(&dir.path().join("tg"), trackgate_e2e::MQTT_ENDPOINT).unwrap();
         for d in &devices {
             server.add_device(d, None);
         }
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let port = server.mqtt.expect("the endpoint listens").port();
         let ca = server.dir.join("data/tls/dev-cert.pem");
         let fleet = messages(&devices, per_message);
+        let usage = proc::Usage::start(server.pid());
+        let writer = proc::WriterShare::start(&server).await;
         let t = Instant::now();
         publish(fleet, port, &ca).await;
         wait_stored(&server, total as i64).await;
-        let embedded = t.elapsed();
+        let direct = t.elapsed();
+        let used = usage.finish();
+        let writer = writer.finish(&server, direct).await;
         println!(
-            "  trackgate, embedded broker        {}  ratio {:.2}",
-            rate(total, embedded),
-            baseline.as_secs_f64() / embedded.as_secs_f64()
+            "  trackgate's endpoint               {}  ratio {:.2}  {used}; {writer}",
+            rate(total, direct),
+            baseline.as_secs_f64() / direct.as_secs_f64()
         );
-        let at = report::add("MQTT", format!("{what}: trackgate, embedded broker"), per(embedded));
-        report::ratio(at, baseline.as_secs_f64() / embedded.as_secs_f64());
+        let at = report::add(
+            "MQTT",
+            format!("{what}: trackgate's endpoint, same pre-signed messages"),
+            per(direct),
+        );
+        report::ratio(at, baseline.as_secs_f64() / direct.as_secs_f64());
+        report::used(at, used);
+        let rows = sim::stored_rows(&server.db().await).await;
+        let prefix = format!("{what}: storage limit (ratio: trackgate's endpoint to it), ");
+        let (raw, raw_at) = sim::raw_baseline("MQTT", &prefix, &rows, 1000, Schema::Shipped).await;
+        report::ratio(raw_at, per(direct) / raw);
+        drop(server);
+
+        // The endpoint with firmware-sim as the devices, as fast as it answers and at half that:
+        // what a device waits for its PUBACK.
+        let (full, _, _) = sim::run(&sim::Case {
+            name: if per_message == 1 {
+                "1 record per message: firmware-sim to trackgate's endpoint"
+            } else {
+                "arrays of 100: firmware-sim to trackgate's endpoint"
+            },
+            mode: "mqtt",
+            endpoint: true,
+            per_message,
+            devices: DEVICES,
+            records_per_device: records_per_device(per_message),
+            batch: 1,
+            concurrency: 1,
+            rate: None,
+        })
+        .await;
+        sim::run(&sim::Case {
+            name: if per_message == 1 {
+                "1 record per message: firmware-sim to trackgate's endpoint, at half that rate"
+            } else {
+                "arrays of 100: firmware-sim to trackgate's endpoint, at half that rate"
+            },
+            mode: "mqtt",
+            endpoint: true,
+            per_message,
+            devices: DEVICES,
+            records_per_device: records_per_device(per_message) / 2,
+            batch: 1,
+            concurrency: 1,
+            rate: Some(full / 2.0),
+        })
+        .await;
     }
 }

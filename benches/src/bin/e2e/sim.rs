@@ -15,8 +15,10 @@ use trackgate_store::Row;
 
 pub struct Case {
     pub name: &'static str,
-    /// firmware-sim's `--mode`: supplier, device or mqtt (through Mosquitto).
+    /// firmware-sim's `--mode`: supplier, device or mqtt.
     pub mode: &'static str,
+    /// MQTT to trackgate's own endpoint rather than through Mosquitto.
+    pub endpoint: bool,
     /// Records per MQTT message.
     pub per_message: usize,
     pub devices: usize,
@@ -47,8 +49,12 @@ pub async fn run(case: &Case) -> (f64, usize, Vec<Row>) {
     let dir = tempfile::tempdir().unwrap();
     // Rate limiting off; `E2E_TRACKGATE_TOML` adds settings to try (e.g. ingest.batch_max_rows).
     let extra = std::env::var("E2E_TRACKGATE_TOML").unwrap_or_default();
-    let broker = (case.mode == "mqtt").then(|| Mosquitto::start(&dir.path().join("broker")).unwrap());
-    let mqtt = broker.as_ref().map(|b| b.trackgate_settings()).unwrap_or_default();
+    let broker = (case.mode == "mqtt" && !case.endpoint).then(|| Mosquitto::start(&dir.path().join("broker")).unwrap());
+    let mqtt = match &broker {
+        Some(b) => b.trackgate_settings(),
+        None if case.endpoint => trackgate_e2e::MQTT_ENDPOINT.to_owned(),
+        None => String::new(),
+    };
     let config = format!("http.rate_limit_per_second = 0\n{mqtt}{extra}\n");
     let server = Server::start_in(&dir.path().join("tg"), &config).unwrap();
     let n = case.devices.to_string();
@@ -82,10 +88,12 @@ pub async fn run(case: &Case) -> (f64, usize, Vec<Row>) {
         None => server.dir.join("data/tls/dev-cert.pem"),
     };
     let url = server.url("");
-    let (port, per_message) = (
-        broker.as_ref().map_or(0, |b| b.port).to_string(),
-        case.per_message.to_string(),
-    );
+    let port = match (&broker, server.mqtt) {
+        (Some(b), _) => b.port,
+        (None, Some(endpoint)) => endpoint.port(),
+        (None, None) => 0,
+    };
+    let (port, per_message) = (port.to_string(), case.per_message.to_string());
     let mut args = vec![
         "send",
         "--url",
@@ -105,7 +113,7 @@ pub async fn run(case: &Case) -> (f64, usize, Vec<Row>) {
         "--json",
         "--quiet",
     ];
-    if broker.is_some() {
+    if case.mode == "mqtt" {
         args.extend(["--mqtt-port", &port]);
     }
     let rate_arg = case.rate.map(|r| format!("{r:.0}"));
