@@ -13,7 +13,7 @@ use trackgate_e2e::*;
 use trackgate_proto::sign::mqtt_password;
 
 struct Endpoint {
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
     server: Server,
     port: u16,
     ca: PathBuf,
@@ -28,7 +28,7 @@ fn endpoint(extra: &str, others: &[&Key]) -> Endpoint {
     let port = server.mqtt.expect("the endpoint is listening").port();
     let ca = server.dir.join("data/tls/dev-cert.pem");
     Endpoint {
-        _dir: dir,
+        _dir: Some(dir),
         server,
         port,
         ca,
@@ -600,4 +600,58 @@ async fn an_mqtt_5_client_is_told_receive_maximum_and_it_holds() {
     assert_eq!(seen.lock().unwrap().1, 20);
     assert_eq!(e.stored_seqs("TRK-0001").await.len(), 20);
     poller.abort();
+}
+
+/// Two nodes on one database: the endpoint holds nothing beyond its connections, so a device can
+/// publish through either, and when one dies it sends what was not acknowledged through the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_serve_a_device_and_one_dying_loses_nothing() {
+    let mut a = endpoint("", &[]);
+    // The second node: the same config and data directory (database, certificate, master key).
+    let b_server = Server::start_in(&a.server.dir, "").unwrap();
+    let b = Endpoint {
+        _dir: None,
+        port: b_server.mqtt.expect("the second node's endpoint").port(),
+        ca: a.ca.clone(),
+        server: b_server,
+    };
+    assert_ne!(a.port, b.port);
+    let dev = vector_device();
+    let records: Vec<u64> = (1..=3000).collect();
+    let messages: Vec<String> = records.iter().map(|&s| dev.envelope(&record("TRK-0001", s))).collect();
+
+    // Through node A, which is killed part way.
+    let (mut child, lines) = a.publish_lines(&dev, &messages);
+    assert!(
+        lines.wait_for("received PUBACK", 200, Duration::from_secs(30)),
+        "{:?}",
+        lines.all()
+    );
+    a.server.stop_with("-KILL").unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let _ = Command::new("kill").args(["-KILL", &child.id().to_string()]).status();
+    let _ = child.wait();
+    let acked_a: BTreeSet<u64> = pubacked_mids(&lines)
+        .into_iter()
+        .map(|m| records[m as usize - 1])
+        .collect();
+    assert!(acked_a.len() < records.len(), "node A was killed before the end");
+
+    // The device reconnects to node B and sends what A did not acknowledge.
+    let rest: Vec<u64> = records.iter().copied().filter(|s| !acked_a.contains(s)).collect();
+    let rest_messages: Vec<String> = rest.iter().map(|&s| dev.envelope(&record("TRK-0001", s))).collect();
+    let (mut child, lines) = b.publish_lines(&dev, &rest_messages);
+    assert!(child.wait().unwrap().success(), "{:?}", lines.all());
+    assert_eq!(pubacked_mids(&lines).len(), rest.len());
+
+    let stored = b.stored_seqs("TRK-0001").await;
+    let lost: Vec<_> = acked_a.difference(&stored).take(10).collect();
+    assert!(lost.is_empty(), "acknowledged by node A but not stored: {lost:?}");
+    assert_eq!(stored.len(), records.len(), "every record stored once");
+    println!(
+        "node A acknowledged {} of {} before kill -9; node B took the other {}",
+        acked_a.len(),
+        records.len(),
+        rest.len()
+    );
 }

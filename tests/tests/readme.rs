@@ -84,7 +84,7 @@ async fn on_the_embedded_defaults_both_examples_run_as_written_and_store_their_r
             "openssl-curl",
             vec![("URL", format!("https://localhost:{}", server.https.port()))],
         ),
-        ("mosquitto-embedded", vec![("PORT", port.to_string())]),
+        ("mosquitto-endpoint", vec![("PORT", port.to_string())]),
     ] {
         let out = Command::new("bash")
             .arg("-c")

@@ -621,7 +621,7 @@ impl RawConfig {
                         1000,
                         86_400_000,
                     )? as u64),
-                    receive_maximum: range("mqtt_endpoint.receive_maximum", e.receive_maximum, 32, 1, 65_535)? as u16,
+                    receive_maximum: range("mqtt_endpoint.receive_maximum", e.receive_maximum, 1000, 1, 65_535)? as u16,
                     max_pending_bytes: range(
                         "mqtt_endpoint.max_pending_bytes",
                         e.max_pending_bytes,

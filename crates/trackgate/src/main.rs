@@ -45,9 +45,7 @@ fn main() -> ExitCode {
 
 fn init_tracing(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        // rumqttd (the embedded broker) logs every connection at info: keep it to warnings unless
-        // RUST_LOG or log.level says otherwise.
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(format!("rumqttd=warn,{}", config.log_level)))
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log_level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -29,8 +29,8 @@ use crate::throttle::FailureThrottle;
 use crate::verify::Verifier;
 use bytes::{Bytes, BytesMut};
 use dashmap::DashMap;
-use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
+use futures_util::{FutureExt, StreamExt};
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -362,13 +362,19 @@ impl Session {
             tokio::select! {
                 biased;
                 Some(settled) = in_flight.next(), if !in_flight.is_empty() => {
-                    pending_bytes -= settled.bytes;
-                    self.shared.metrics.mqtt_unacked.dec();
-                    if !self.settle(settled, conn) {
-                        // Not committed: nothing after it may be acknowledged either. The device
-                        // sends everything unacknowledged again on its next connection.
-                        self.shared.metrics.mqtt_unacked.sub(in_flight.len() as i64);
-                        return Some(if stopping { DisconnectReason::ShuttingDown } else { DisconnectReason::Unavailable });
+                    // Every message of the same commit is settled by now: answer them all before
+                    // the one write that carries their PUBACKs.
+                    let mut next = Some(settled);
+                    while let Some(settled) = next {
+                        pending_bytes -= settled.bytes;
+                        self.shared.metrics.mqtt_unacked.dec();
+                        if !self.settle(settled, conn) {
+                            // Not committed: nothing after it may be acknowledged either. The
+                            // device sends everything unacknowledged again on its next connection.
+                            self.shared.metrics.mqtt_unacked.sub(in_flight.len() as i64);
+                            return Some(if stopping { DisconnectReason::ShuttingDown } else { DisconnectReason::Unavailable });
+                        }
+                        next = in_flight.next().now_or_never().flatten();
                     }
                 }
                 Some(payload) = rx.recv() => self.publish_rejections(payload, conn),
