@@ -10,7 +10,7 @@
 //! the device's [`Answer`]; only the transport differs.
 
 pub mod client;
-mod codec;
+pub mod codec;
 pub mod endpoint;
 mod session;
 
