@@ -61,6 +61,26 @@ pub fn built(name: &str) -> PathBuf {
         .clone()
 }
 
+/// A rustls client configuration that trusts the certificates in the PEM file `ca` (a server's
+/// dev certificate), for tests that speak TLS below HTTP.
+pub fn tls_client(ca: &Path, alpn: &[&[u8]]) -> std::sync::Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = std::fs::read(ca).unwrap_or_else(|e| panic!("reading {}: {e}", ca.display()));
+    for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(&pem) {
+        roots
+            .add(cert.expect("a PEM certificate"))
+            .expect("a usable trust anchor");
+    }
+    let mut config =
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("TLS 1.2 and 1.3")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    std::sync::Arc::new(config)
+}
+
 /// A port free on loopback right now (for listeners whose port must be known in advance).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -327,6 +347,12 @@ impl Server {
     pub async fn post(&self, client: &reqwest::Client, key: &Key, content_type: &str, body: &str) -> Reply {
         let ts = (now_ms() / 1000).to_string();
         self.post_at(client, key, content_type, body, &ts).await
+    }
+
+    /// POST one record of `key`'s device with `seq`, signed by that key, now.
+    pub async fn post_record(&self, client: &reqwest::Client, key: &Key, seq: u64) -> Reply {
+        self.post(client, key, "application/json", &key.envelope(&record(&key.owner, seq)))
+            .await
     }
 
     /// POST signed with an explicit `X-TG-Timestamp`.

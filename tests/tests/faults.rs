@@ -426,13 +426,7 @@ async fn the_free_space_watermark_refuses_before_the_disk_is_full() {
     let server = Server::start_in(dir.path(), "database.min_free_bytes = 8388608").unwrap();
     server.add_device(&vector_device(), None);
     let (c, dev) = (server.client(), vector_device());
-    assert_eq!(
-        server
-            .post(&c, &dev, JSON, &dev.envelope(&record("TRK-0001", 1)))
-            .await
-            .counts(),
-        (1, 0)
-    );
+    assert_eq!(server.post_record(&c, &dev, 1).await.counts(), (1, 0));
     let filler = fs.path.join("filler");
     let size = fs.free().saturating_sub(4 * 1024 * 1024);
     sh("fallocate", &["-l", &size.to_string(), filler.to_str().unwrap()]);
@@ -441,7 +435,7 @@ async fn the_free_space_watermark_refuses_before_the_disk_is_full() {
         assert!(Instant::now() < deadline, "/readyz never turned not ready");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let refused = server.post(&c, &dev, JSON, &dev.envelope(&record("TRK-0001", 2))).await;
+    let refused = server.post_record(&c, &dev, 2).await;
     assert_eq!(
         (refused.status, refused.error()),
         (503, "unavailable"),
@@ -463,13 +457,7 @@ async fn the_free_space_watermark_refuses_before_the_disk_is_full() {
         assert!(Instant::now() < deadline, "/readyz never turned ready again");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(
-        server
-            .post(&c, &dev, JSON, &dev.envelope(&record("TRK-0001", 3)))
-            .await
-            .counts(),
-        (1, 0)
-    );
+    assert_eq!(server.post_record(&c, &dev, 3).await.counts(), (1, 0));
     let stored = stored_seqs(&server).await;
     assert_eq!(stored, BTreeSet::from([1, 3]), "the refused record is not stored");
     let log = server.log_text();

@@ -5,7 +5,6 @@
 //! per-address caps can be told apart from the total ones.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -28,19 +27,9 @@ async fn tcp_from(server: &Server, from: IpAddr) -> std::io::Result<TcpStream> {
 
 /// A TLS connection from `from` that trusts the server's dev certificate, offering `alpn`.
 async fn tls_from(server: &Server, from: IpAddr, alpn: &[u8]) -> std::io::Result<TlsStream<TcpStream>> {
-    let mut roots = rustls::RootCertStore::empty();
-    let pem = std::fs::read(server.dir.join("data/tls/dev-cert.pem"))?;
-    for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(&pem) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![alpn.to_vec()];
+    let config = tls_client(&server.dir.join("data/tls/dev-cert.pem"), &[alpn]);
     let tcp = tcp_from(server, from).await?;
-    TlsConnector::from(Arc::new(config))
+    TlsConnector::from(config)
         .connect("localhost".try_into().unwrap(), tcp)
         .await
 }
@@ -121,13 +110,7 @@ async fn idle_connections_are_closed_on_http_1_and_http_2() {
     // Still serving.
     let dev = vector_device();
     let c = server.client();
-    assert_eq!(
-        server
-            .post(&c, &dev, JSON, &dev.envelope(&record("TRK-0001", 1)))
-            .await
-            .counts(),
-        (1, 0)
-    );
+    assert_eq!(server.post_record(&c, &dev, 1).await.counts(), (1, 0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -189,13 +172,7 @@ async fn connection_caps_refuse_the_excess_and_other_addresses_are_served() {
     // Another address is served while the first holds its 20.
     let dev = vector_device();
     let c = client_from(&server, ip("127.0.0.3"));
-    assert_eq!(
-        server
-            .post(&c, &dev, JSON, &dev.envelope(&record("TRK-0001", 1)))
-            .await
-            .counts(),
-        (1, 0)
-    );
+    assert_eq!(server.post_record(&c, &dev, 1).await.counts(), (1, 0));
     // Total cap: 20 more from a third address fill it; the next one from anywhere is refused.
     for _ in 0..19 {
         held.push(tls_from(&server, ip("127.0.0.4"), b"http/1.1").await.unwrap());
@@ -219,13 +196,7 @@ async fn connection_caps_refuse_the_excess_and_other_addresses_are_served() {
     // Given back: served again.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let c = client_from(&server, ip("127.0.0.6"));
-    assert_eq!(
-        server
-            .post(&c, &dev, JSON, &dev.envelope(&record("TRK-0001", 2)))
-            .await
-            .counts(),
-        (1, 0)
-    );
+    assert_eq!(server.post_record(&c, &dev, 2).await.counts(), (1, 0));
 }
 
 /// Resident memory of a process, from /proc.
@@ -291,13 +262,7 @@ async fn unverified_bodies_are_bounded_in_bytes_and_others_are_served() {
     // A legitimate device from a third address is served meanwhile.
     let dev = vector_device();
     let c = client_from(&server, ip("127.0.0.9"));
-    assert_eq!(
-        server
-            .post(&c, &dev, JSON, &dev.envelope(&record("TRK-0001", 1)))
-            .await
-            .counts(),
-        (1, 0)
-    );
+    assert_eq!(server.post_record(&c, &dev, 1).await.counts(), (1, 0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -380,13 +380,7 @@ async fn a_key_over_its_rate_gets_429_with_retry_after() {
     let wait: u64 = reply.retry_after.expect("Retry-After").parse().unwrap();
     assert!((1..=2).contains(&wait), "{wait}");
     // Another key has its own budget.
-    assert_eq!(
-        server
-            .post(&c, &dev, JSON, &dev.envelope(&record("TRK-0001", 1)))
-            .await
-            .counts(),
-        (1, 0)
-    );
+    assert_eq!(server.post_record(&c, &dev, 1).await.counts(), (1, 0));
     assert_eq!(stored(&server.db().await, None).await, 1);
 }
 

@@ -425,24 +425,14 @@ async fn tls_to(
     e: &Endpoint,
     from: std::net::IpAddr,
 ) -> Option<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
-    let mut roots = rustls::RootCertStore::empty();
-    let pem = std::fs::read(&e.ca).unwrap();
-    for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(&pem) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let config =
-        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+    let config = tls_client(&e.ca, &[]);
     let socket = tokio::net::TcpSocket::new_v4().ok()?;
     socket.bind(std::net::SocketAddr::new(from, 0)).ok()?;
     let tcp = socket
         .connect(std::net::SocketAddr::from(([127, 0, 0, 1], e.port)))
         .await
         .ok()?;
-    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+    tokio_rustls::TlsConnector::from(config)
         .connect("localhost".try_into().unwrap(), tcp)
         .await
         .ok()
@@ -543,21 +533,12 @@ async fn an_mqtt_5_client_is_told_receive_maximum_and_it_holds() {
     use rumqttc::v5::{AsyncClient, Event, MqttOptions};
     let e = endpoint("mqtt_endpoint.receive_maximum = 4\n", &[]);
     let dev = vector_device();
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(&std::fs::read(&e.ca).unwrap()) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let tls =
-        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+    let tls = tls_client(&e.ca, &[]);
     let mut options = MqttOptions::new("rx-max", "localhost", e.port);
     options
         .set_credentials("TRK-0001", mqtt_password(&dev.secret, "TRK-0001"))
         .set_transport(rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(
-            std::sync::Arc::new(tls),
+            tls,
         )));
     let (client, mut eventloop) = AsyncClient::new(options, 100);
     let seen = std::sync::Arc::new(Mutex::new((None::<u16>, 0usize)));

@@ -14,7 +14,6 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpSocket;
@@ -36,18 +35,7 @@ fn source(i: usize) -> IpAddr {
 }
 
 fn connector(server: &Server) -> TlsConnector {
-    let mut roots = rustls::RootCertStore::empty();
-    let pem = std::fs::read(server.dir.join("data/tls/dev-cert.pem")).unwrap();
-    for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(&pem) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    TlsConnector::from(Arc::new(config))
+    TlsConnector::from(tls_client(&server.dir.join("data/tls/dev-cert.pem"), &[b"http/1.1"]))
 }
 
 type Conn = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;

@@ -6,13 +6,19 @@
 //!
 //! In the order a record travels:
 //!
-//! - [`sources`]: where records come in. [`sources::http`] serves `POST /v1/records` behind
-//!   [`listener`] (TLS 1.2+ via [`tls`]); it checks the request signature and the key's rate
-//!   ([`ratelimit`]).
+//! - [`listener`]: accept TCP, admit each connection under the caps (total and per address),
+//!   complete TLS 1.2+ ([`tls`]) within a deadline, close idle connections. Shared by every
+//!   listener.
+//! - [`sources`]: where records come in. [`sources::http`] serves `POST /v1/records` (request
+//!   signature, the key's rate ([`ratelimit`]), a body deadline and a budget of unverified bytes);
+//!   [`sources::mqtt`] is trackgate's own MQTT endpoint (devices log in and publish directly) and
+//!   the client for an external broker. Failed authentications are throttled per address
+//!   ([`throttle`]).
 //! - [`verify`]: every envelope parsed and checked against its device's keys from the [`keys`]
 //!   cache; what passes becomes a row.
-//! - [`pipeline`]: the bounded queue and the one writer that batches rows into transactions and
-//!   releases acknowledgements after commit.
+//! - [`pipeline`]: the bounded queue, the one writer that batches rows into transactions and
+//!   releases acknowledgements (a 200, a PUBACK) after commit, and the store's health, which
+//!   refuses new work while the database stalls, fails or runs out of disk.
 //! - the store (crate `trackgate-store`): SQL.
 //! - [`ops`] and [`metrics`]: `/metrics`, `/healthz`, `/readyz` on their own listener.
 //!
