@@ -521,6 +521,28 @@ impl Reply {
     }
 }
 
+/// The seqs stored for `device`.
+pub async fn stored_seqs(server: &Server, device: &str) -> std::collections::BTreeSet<u64> {
+    let db = server.db().await;
+    let seqs: Vec<i64> = sqlx::query_scalar("SELECT seq FROM positions WHERE device_id = ?")
+        .bind(device)
+        .fetch_all(&db)
+        .await
+        .unwrap();
+    db.close().await;
+    seqs.into_iter().map(|s| s as u64).collect()
+}
+
+/// Resident memory of a process in MB, from /proc.
+pub fn rss_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
 /// How many positions are stored, for one device or all.
 pub async fn stored(db: &sqlx::SqlitePool, device: Option<&str>) -> i64 {
     match device {

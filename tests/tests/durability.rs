@@ -85,16 +85,6 @@ async fn traffic(server: &Server, workers: u64, batches: u64, base: u64, seen: A
     }
 }
 
-async fn stored_seqs(server: &Server) -> BTreeSet<u64> {
-    let db = server.db().await;
-    let seqs: Vec<i64> = sqlx::query_scalar("SELECT seq FROM positions WHERE device_id = 'TRK-0001'")
-        .fetch_all(&db)
-        .await
-        .unwrap();
-    db.close().await;
-    seqs.into_iter().map(|s| s as u64).collect()
-}
-
 /// Wait until at least `n` seqs are acknowledged.
 async fn until_acked(seen: &Arc<Mutex<Seen>>, n: usize) {
     for _ in 0..600 {
@@ -124,7 +114,7 @@ async fn records_acknowledged_before_kill_9_are_all_there_after_restart() {
         };
         tokio::join!(sender, killer);
         server.restart().unwrap();
-        let stored = stored_seqs(&server).await;
+        let stored = stored_seqs(&server, "TRK-0001").await;
         let seen = seen.lock().unwrap();
         let lost: Vec<_> = seen.acked.difference(&stored).take(10).collect();
         assert!(lost.is_empty(), "round {round}: acknowledged but not stored: {lost:?}");
@@ -151,7 +141,7 @@ async fn sigterm_drains_commits_and_answers_before_exit() {
     assert_eq!(code, Some(0), "exit code after SIGTERM:\n{}", server.log_text());
     assert!(server.log_text().contains("shut down cleanly"));
     server.restart().unwrap();
-    let stored = stored_seqs(&server).await;
+    let stored = stored_seqs(&server, "TRK-0001").await;
     let seen = seen.lock().unwrap();
     assert!(seen.acked.is_subset(&stored), "an acknowledged record is missing");
     assert!(seen.refused.is_disjoint(&stored), "a refused record was stored");

@@ -189,17 +189,6 @@ impl Traffic {
     }
 }
 
-/// The seqs of the vector device stored in the database.
-async fn stored_seqs(server: &Server) -> BTreeSet<u64> {
-    let db = server.db().await;
-    let seqs: Vec<i64> = sqlx::query_scalar("SELECT seq FROM positions WHERE device_id = 'TRK-0001'")
-        .fetch_all(&db)
-        .await
-        .unwrap();
-    db.close().await;
-    seqs.into_iter().map(|s| s as u64).collect()
-}
-
 /// Print the figures and check the two invariants.
 fn account(name: &str, ledger: &Ledger, stored: &BTreeSet<u64>) {
     let lost: Vec<_> = ledger.acked.difference(stored).collect();
@@ -350,7 +339,7 @@ async fn under(fault: Fault, kill: bool) {
     if kill {
         let ledger = traffic.finish().await;
         server.restart().unwrap();
-        let stored = stored_seqs(&server).await;
+        let stored = stored_seqs(&server, "TRK-0001").await;
         account(&name, &ledger, &stored);
         return;
     }
@@ -383,7 +372,7 @@ async fn under(fault: Fault, kill: bool) {
     // After a clean stop and a restart, everything acknowledged is there.
     server.stop_with("-TERM").unwrap();
     server.restart().unwrap();
-    let stored = stored_seqs(&server).await;
+    let stored = stored_seqs(&server, "TRK-0001").await;
     account(&name, &ledger, &stored);
 }
 
@@ -458,7 +447,7 @@ async fn the_free_space_watermark_refuses_before_the_disk_is_full() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(server.post_record(&c, &dev, 3).await.counts(), (1, 0));
-    let stored = stored_seqs(&server).await;
+    let stored = stored_seqs(&server, "TRK-0001").await;
     assert_eq!(stored, BTreeSet::from([1, 3]), "the refused record is not stored");
     let log = server.log_text();
     assert_eq!(log.matches("under `database.min_free_bytes`").count(), 1, "{log}");

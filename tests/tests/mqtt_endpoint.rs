@@ -142,14 +142,7 @@ impl Endpoint {
     }
 
     async fn stored_seqs(&self, device: &str) -> BTreeSet<u64> {
-        let db = self.server.db().await;
-        let seqs: Vec<i64> = sqlx::query_scalar("SELECT seq FROM positions WHERE device_id = ?")
-            .bind(device)
-            .fetch_all(&db)
-            .await
-            .unwrap();
-        db.close().await;
-        seqs.into_iter().map(|s| s as u64).collect()
+        stored_seqs(&self.server, device).await
     }
 }
 
@@ -379,20 +372,6 @@ async fn lock_database(e: &Endpoint) -> sqlx::SqliteConnection {
         .unwrap();
     sqlx::query("BEGIN IMMEDIATE").execute(&mut lock).await.unwrap();
     lock
-}
-
-fn rss_mb(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .unwrap()
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .unwrap();
-    kb / 1024.0
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
