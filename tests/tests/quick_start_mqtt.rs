@@ -1,4 +1,4 @@
-//! The Quick start run command alone takes MQTT: its embedded broker accepts a device's
+//! The Quick start run command alone takes MQTT: trackgate's own endpoint accepts a device's
 //! `mosquitto_pub` over TLS with the credentials of PROTOCOL.md §3, and nothing else.
 
 use std::process::Command;
