@@ -345,7 +345,10 @@ async fn mqtt_cases() {
 
         // trackgate's own endpoint: no broker in the way.
         let dir = tempfile::tempdir().unwrap();
-        let server = Server::start_in(&dir.path().join("tg"), trackgate_e2e::MQTT_ENDPOINT).unwrap();
+        // `E2E_TRACKGATE_TOML` adds settings to try here too, as in the firmware-sim cases.
+        let extra = std::env::var("E2E_TRACKGATE_TOML").unwrap_or_default();
+        let settings = format!("{}{extra}\n", trackgate_e2e::MQTT_ENDPOINT);
+        let server = Server::start_in(&dir.path().join("tg"), &settings).unwrap();
         for d in &devices {
             server.add_device(d, None);
         }
