@@ -519,7 +519,7 @@ impl RawConfig {
             queue_capacity: range("ingest.queue_capacity", i.queue_capacity, 100_000, 1, 100_000_000)?,
             batch_max_rows: range("ingest.batch_max_rows", i.batch_max_rows, 2000, 1, 100_000)?,
             batch_linger: Duration::from_millis(
-                range("ingest.batch_linger_ms", i.batch_linger_ms, 5, 0, 10_000)? as u64
+                range("ingest.batch_linger_ms", i.batch_linger_ms, 0, 0, 10_000)? as u64
             ),
             retention: Duration::from_secs(
                 range("ingest.retention_days", i.retention_days, 365, 1, 36_500)? as u64 * 86_400,

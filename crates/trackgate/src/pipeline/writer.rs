@@ -1,6 +1,8 @@
 //! The one writer: gathers submissions into a batch until it holds `batch_max_rows` rows or
 //! `batch_linger` has passed since its first submission, writes the batch in one transaction,
-//! and only then answers each submission and gives its room in the queue back.
+//! and only then answers each submission and gives its room in the queue back. With the default
+//! linger of 0 this is group commit: a batch is whatever queued up while the previous commit ran,
+//! so a lone record commits at once and a busy queue still makes large commits.
 //!
 //! Every attempt is reported to [`StoreHealth`]: a failing or stalled store closes the door to new
 //! work, and a commit (of a batch, or of the probe the writer sends while idle and failing) opens
