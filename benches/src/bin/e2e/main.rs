@@ -243,6 +243,48 @@ async fn https_cases() {
     report::ratio(single_at, single / raw);
 }
 
+/// One pre-signed MQTT case: the fleet published through `path`, timed until every row is
+/// stored, beside the broker's pass-through (`baseline`) and the raw insert of the same rows.
+struct PreSigned {
+    what: &'static str,
+    path: &'static str,
+    total: u64,
+    baseline: Duration,
+}
+
+impl PreSigned {
+    async fn measure(&self, server: &Server, fleet: Vec<(Key, Vec<String>)>, port: u16, ca: &Path) {
+        let per = |t: Duration| self.total as f64 / t.as_secs_f64();
+        let usage = proc::Usage::start(server.pid());
+        let writer = proc::WriterShare::start(server).await;
+        let t = Instant::now();
+        publish(fleet, port, ca).await;
+        wait_stored(server, self.total as i64).await;
+        let took = t.elapsed();
+        let used = usage.finish();
+        let writer = writer.finish(server, took).await;
+        let ratio = self.baseline.as_secs_f64() / took.as_secs_f64();
+        println!(
+            "  {:<33} {}  ratio {ratio:.2}  {used}; {writer}",
+            self.path,
+            rate(self.total, took)
+        );
+        let at = report::add(
+            "MQTT",
+            format!("{}: {}, same pre-signed messages", self.what, self.path),
+            per(took),
+        );
+        report::ratio(at, ratio);
+        report::used(at, used);
+        // The storage limit for the same rows: what trackgate stored, inserted raw.
+        let rows = sim::stored_rows(&server.db().await).await;
+        let prefix = format!("{}: storage limit (ratio: {} to it), ", self.what, self.path);
+        let (raw, raw_at) = sim::raw_baseline("MQTT", &prefix, &rows, 1000, Schema::Shipped).await;
+        println!("  ratio to the raw insert: {:.2}", per(took) / raw);
+        report::ratio(raw_at, per(took) / raw);
+    }
+}
+
 async fn mqtt_cases() {
     let devices: Vec<Key> = (0..DEVICES)
         .map(|i| Key::derived(&format!("BENCH-{i:03}"), "k1"))
@@ -294,33 +336,15 @@ async fn mqtt_cases() {
         }
         broker.load_credentials(&server);
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let fleet = messages(&devices, per_message);
-        let usage = proc::Usage::start(server.pid());
-        let writer = proc::WriterShare::start(&server).await;
-        let t = Instant::now();
-        publish(fleet, broker.port, &broker.ca).await;
-        wait_stored(&server, total as i64).await;
-        let via = t.elapsed();
-        let used = usage.finish();
-        let writer = writer.finish(&server, via).await;
-        println!(
-            "  trackgate via Mosquitto           {}  ratio {:.2}  {used}; {writer}",
-            rate(total, via),
-            baseline.as_secs_f64() / via.as_secs_f64()
-        );
-        let at = report::add(
-            "MQTT",
-            format!("{what}: trackgate via Mosquitto, same pre-signed messages"),
-            per(via),
-        );
-        report::ratio(at, baseline.as_secs_f64() / via.as_secs_f64());
-        report::used(at, used);
-        // The storage limit for the same rows: what trackgate stored, inserted raw.
-        let rows = sim::stored_rows(&server.db().await).await;
-        let prefix = format!("{what}: storage limit (ratio: trackgate via Mosquitto to it), ");
-        let (raw, raw_at) = sim::raw_baseline("MQTT", &prefix, &rows, 1000, Schema::Shipped).await;
-        println!("  ratio to the raw insert: {:.2}", per(via) / raw);
-        report::ratio(raw_at, per(via) / raw);
+        let pre_signed = PreSigned {
+            what,
+            path: "trackgate via Mosquitto",
+            total,
+            baseline,
+        };
+        pre_signed
+            .measure(&server, messages(&devices, per_message), broker.port, &broker.ca)
+            .await;
         drop(server);
         drop(broker);
 
@@ -354,31 +378,15 @@ async fn mqtt_cases() {
         }
         let port = server.mqtt.expect("the endpoint listens").port();
         let ca = server.dir.join("data/tls/dev-cert.pem");
-        let fleet = messages(&devices, per_message);
-        let usage = proc::Usage::start(server.pid());
-        let writer = proc::WriterShare::start(&server).await;
-        let t = Instant::now();
-        publish(fleet, port, &ca).await;
-        wait_stored(&server, total as i64).await;
-        let direct = t.elapsed();
-        let used = usage.finish();
-        let writer = writer.finish(&server, direct).await;
-        println!(
-            "  trackgate's endpoint               {}  ratio {:.2}  {used}; {writer}",
-            rate(total, direct),
-            baseline.as_secs_f64() / direct.as_secs_f64()
-        );
-        let at = report::add(
-            "MQTT",
-            format!("{what}: trackgate's endpoint, same pre-signed messages"),
-            per(direct),
-        );
-        report::ratio(at, baseline.as_secs_f64() / direct.as_secs_f64());
-        report::used(at, used);
-        let rows = sim::stored_rows(&server.db().await).await;
-        let prefix = format!("{what}: storage limit (ratio: trackgate's endpoint to it), ");
-        let (raw, raw_at) = sim::raw_baseline("MQTT", &prefix, &rows, 1000, Schema::Shipped).await;
-        report::ratio(raw_at, per(direct) / raw);
+        let pre_signed = PreSigned {
+            what,
+            path: "trackgate's endpoint",
+            total,
+            baseline,
+        };
+        pre_signed
+            .measure(&server, messages(&devices, per_message), port, &ca)
+            .await;
         drop(server);
 
         // The endpoint with firmware-sim as the devices, as fast as it answers and at half that:
