@@ -378,6 +378,18 @@ impl Server {
         }
     }
 
+    /// Wait (at most `limit`, polling every 50 ms) until `/readyz` answers `status`; whether it did.
+    pub async fn wait_readyz(&self, status: u16, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while self.readyz().await != status {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        true
+    }
+
     /// The metrics page as text.
     pub async fn metrics(&self) -> String {
         reqwest::get(format!("http://{}/metrics", self.ops))

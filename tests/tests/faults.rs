@@ -346,15 +346,11 @@ async fn under(fault: Fault, kill: bool) {
 
     // Recovery without a restart: ready again and acknowledging fresh requests.
     traffic.mark.store(true, Ordering::Relaxed);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while server.readyz().await != 200 {
-        assert!(
-            Instant::now() < deadline,
-            "{name}: not ready again after the fault cleared:\n{}",
-            server.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    assert!(
+        server.wait_readyz(200, Duration::from_secs(60)).await,
+        "{name}: not ready again after the fault cleared:\n{}",
+        server.log_text()
+    );
     traffic
         .until("acknowledged again after the fault", Duration::from_secs(60), |l| {
             l.acked_since_mark >= 50
@@ -419,11 +415,10 @@ async fn the_free_space_watermark_refuses_before_the_disk_is_full() {
     let filler = fs.path.join("filler");
     let size = fs.free().saturating_sub(4 * 1024 * 1024);
     sh("fallocate", &["-l", &size.to_string(), filler.to_str().unwrap()]);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while server.readyz().await != 503 {
-        assert!(Instant::now() < deadline, "/readyz never turned not ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    assert!(
+        server.wait_readyz(503, Duration::from_secs(10)).await,
+        "/readyz never turned not ready"
+    );
     let refused = server.post_record(&c, &dev, 2).await;
     assert_eq!(
         (refused.status, refused.error()),
@@ -441,11 +436,10 @@ async fn the_free_space_watermark_refuses_before_the_disk_is_full() {
     assert_eq!(server.metric("trackgate_ready").await, 0.0);
 
     std::fs::remove_file(&filler).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while server.readyz().await != 200 {
-        assert!(Instant::now() < deadline, "/readyz never turned ready again");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    assert!(
+        server.wait_readyz(200, Duration::from_secs(10)).await,
+        "/readyz never turned ready again"
+    );
     assert_eq!(server.post_record(&c, &dev, 3).await.counts(), (1, 0));
     let stored = stored_seqs(&server, "TRK-0001").await;
     assert_eq!(stored, BTreeSet::from([1, 3]), "the refused record is not stored");

@@ -116,8 +116,10 @@ impl Endpoint {
         (child, lines)
     }
 
-    /// `mosquitto_pub -d -q 1 -l` of `messages`, one per line, with its output followed.
-    fn publish_lines(&self, key: &Key, messages: &[String]) -> (Child, Lines) {
+    /// `mosquitto_pub -d -q 1 -l` of one record per line, `key`'s device with each of `seqs`,
+    /// with its output followed. mosquitto_pub numbers the messages 1, 2, ... in this order.
+    fn publish_lines(&self, key: &Key, seqs: &[u64]) -> (Child, Lines) {
+        let messages: Vec<String> = seqs.iter().map(|&s| key.envelope(&record(&key.owner, s))).collect();
         let mut child = self
             .client(
                 "mosquitto_pub",
@@ -148,6 +150,16 @@ impl Endpoint {
 
 fn telemetry(dev: &str) -> String {
     format!("devices/{dev}/telemetry")
+}
+
+/// The seqs of `publish_lines(.., seqs)` whose PUBACK its `-d` log shows.
+fn pubacked_seqs(lines: &Lines, seqs: &[u64]) -> BTreeSet<u64> {
+    pubacked_mids(lines).into_iter().map(|m| seqs[m as usize - 1]).collect()
+}
+
+/// A device that loses its connection: its client dies with it.
+fn kill(child: &Child) {
+    let _ = Command::new("kill").args(["-KILL", &child.id().to_string()]).status();
 }
 
 /// The mids mosquitto_pub's `-d` log says were PUBACKed.
@@ -299,8 +311,7 @@ async fn every_message_acknowledged_before_kill_9_is_stored_exactly_once() {
             .enumerate()
             .filter(|(i, _)| !left[*i].is_empty())
             .map(|(i, d)| {
-                let messages: Vec<String> = left[i].iter().map(|&s| d.envelope(&record(&d.owner, s))).collect();
-                let (child, lines) = e.publish_lines(d, &messages);
+                let (child, lines) = e.publish_lines(d, &left[i]);
                 (i, child, lines)
             })
             .collect();
@@ -316,16 +327,13 @@ async fn every_message_acknowledged_before_kill_9_is_stored_exactly_once() {
             // The devices lose their connection; they send what was not acknowledged next round.
             tokio::time::sleep(Duration::from_millis(200)).await;
             for (_, child, _) in &runs {
-                let _ = Command::new("kill").args(["-KILL", &child.id().to_string()]).status();
+                kill(child);
             }
         }
         for (i, mut child, lines) in runs {
             let _ = child.wait();
             tokio::time::sleep(Duration::from_millis(50)).await;
-            // mosquitto_pub numbers this connection's messages 1, 2, ... in the order sent.
-            for mid in pubacked_mids(&lines) {
-                acked[i].insert(left[i][mid as usize - 1]);
-            }
+            acked[i].extend(pubacked_seqs(&lines, &left[i]));
         }
         if !e.server.is_running() {
             e.server.restart().unwrap();
@@ -380,8 +388,8 @@ async fn a_stalled_store_withholds_pubacks_and_everything_lands_after() {
     let dev = vector_device();
     let before = rss_mb(e.server.pid());
     let mut lock = lock_database(&e).await;
-    let messages: Vec<String> = (1..=300).map(|s| dev.envelope(&record("TRK-0001", s))).collect();
-    let (mut child, lines) = e.publish_lines(&dev, &messages);
+    let seqs: Vec<u64> = (1..=300).collect();
+    let (mut child, lines) = e.publish_lines(&dev, &seqs);
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(pubacked_mids(&lines).is_empty(), "a PUBACK went out before the commit");
     let unacked = e.server.metric("trackgate_mqtt_unacked_messages").await;
@@ -578,10 +586,9 @@ async fn two_nodes_serve_a_device_and_one_dying_loses_nothing() {
     assert_ne!(a.port, b.port);
     let dev = vector_device();
     let records: Vec<u64> = (1..=3000).collect();
-    let messages: Vec<String> = records.iter().map(|&s| dev.envelope(&record("TRK-0001", s))).collect();
 
     // Through node A, which is killed part way.
-    let (mut child, lines) = a.publish_lines(&dev, &messages);
+    let (mut child, lines) = a.publish_lines(&dev, &records);
     assert!(
         lines.wait_for("received PUBACK", 200, Duration::from_secs(30)),
         "{:?}",
@@ -589,18 +596,14 @@ async fn two_nodes_serve_a_device_and_one_dying_loses_nothing() {
     );
     a.server.stop_with("-KILL").unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let _ = Command::new("kill").args(["-KILL", &child.id().to_string()]).status();
+    kill(&child);
     let _ = child.wait();
-    let acked_a: BTreeSet<u64> = pubacked_mids(&lines)
-        .into_iter()
-        .map(|m| records[m as usize - 1])
-        .collect();
+    let acked_a = pubacked_seqs(&lines, &records);
     assert!(acked_a.len() < records.len(), "node A was killed before the end");
 
     // The device reconnects to node B and sends what A did not acknowledge.
     let rest: Vec<u64> = records.iter().copied().filter(|s| !acked_a.contains(s)).collect();
-    let rest_messages: Vec<String> = rest.iter().map(|&s| dev.envelope(&record("TRK-0001", s))).collect();
-    let (mut child, lines) = b.publish_lines(&dev, &rest_messages);
+    let (mut child, lines) = b.publish_lines(&dev, &rest);
     assert!(child.wait().unwrap().success(), "{:?}", lines.all());
     assert_eq!(pubacked_mids(&lines).len(), rest.len());
 
@@ -623,8 +626,7 @@ async fn sigterm_answers_what_was_committed_then_closes() {
     let mut e = endpoint("", &[]);
     let dev = vector_device();
     let seqs: Vec<u64> = (1..=5000).collect();
-    let messages: Vec<String> = seqs.iter().map(|&s| dev.envelope(&record("TRK-0001", s))).collect();
-    let (mut child, lines) = e.publish_lines(&dev, &messages);
+    let (mut child, lines) = e.publish_lines(&dev, &seqs);
     assert!(
         lines.wait_for("received PUBACK", 300, Duration::from_secs(30)),
         "{:?}",
@@ -633,12 +635,9 @@ async fn sigterm_answers_what_was_committed_then_closes() {
     let code = e.server.stop_with("-TERM").unwrap();
     assert_eq!(code, Some(0), "exit code after SIGTERM:\n{}", e.server.log_text());
     assert!(e.server.log_text().contains("shut down cleanly"));
-    let _ = Command::new("kill").args(["-KILL", &child.id().to_string()]).status();
+    kill(&child);
     let _ = child.wait();
-    let acked: BTreeSet<u64> = pubacked_mids(&lines)
-        .into_iter()
-        .map(|m| seqs[m as usize - 1])
-        .collect();
+    let acked = pubacked_seqs(&lines, &seqs);
     e.server.restart().unwrap();
     let stored = e.stored_seqs("TRK-0001").await;
     let lost: Vec<_> = acked.difference(&stored).take(10).collect();

@@ -93,7 +93,8 @@ impl Capped {
     }
 
     /// What is held in total now.
-    pub fn total(&self) -> usize {
+    #[cfg(test)]
+    fn total(&self) -> usize {
         self.lock().total
     }
 }
