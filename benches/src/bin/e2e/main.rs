@@ -37,7 +37,7 @@ use trackgate_proto::sign::mqtt_password;
 const DEVICES: usize = 4;
 /// Records per device: arrays go faster, so they send more, for a run long enough to measure.
 fn records_per_device(per_message: usize) -> u64 {
-    if per_message == 1 { 25_000 } else { 125_000 }
+    if per_message == 1 { 50_000 } else { 125_000 }
 }
 
 fn tls(ca: &Path) -> Arc<rustls::ClientConfig> {
@@ -59,7 +59,7 @@ fn options(id: &str, port: u16, ca: &Path, user: &str, pass: &str) -> MqttOption
     o.set_transport(Transport::Tls(TlsConfiguration::Rustls(tls(ca))))
         .set_credentials(user, pass)
         .set_keep_alive(Duration::from_secs(30))
-        .set_inflight(100)
+        .set_inflight(1000)
         .set_max_packet_size(16 << 20, 16 << 20);
     o
 }

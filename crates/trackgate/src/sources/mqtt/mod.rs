@@ -62,14 +62,15 @@ impl Answer {
             }
         }
         self.rejected.sort_by_key(|r| r.index);
-        metrics
-            .records
-            .with_label_values(&[TRANSPORT, "accepted"])
-            .inc_by(self.accepted);
-        metrics
-            .records
-            .with_label_values(&[TRANSPORT, "duplicate"])
-            .inc_by(self.duplicates);
+        count_records(metrics, "accepted", self.accepted);
+        count_records(metrics, "duplicate", self.duplicates);
+    }
+}
+
+/// Count `n` records of an `outcome` (a message's counts are often 0: no lookup then).
+fn count_records(metrics: &Metrics, outcome: &str, n: u64) {
+    if n > 0 {
+        metrics.records.with_label_values(&[TRANSPORT, outcome]).inc_by(n);
     }
 }
 
@@ -107,10 +108,7 @@ async fn take(
             .with_label_values(&[TRANSPORT, reason.as_str()])
             .inc();
     }
-    metrics
-        .records
-        .with_label_values(&[TRANSPORT, "rejected"])
-        .inc_by(checked.rejected.len() as u64);
+    count_records(metrics, "rejected", checked.rejected.len() as u64);
     if checked.rows.is_empty() && checked.rejects.is_empty() {
         return Ok(Taken { answer, rows: None });
     }

@@ -47,6 +47,11 @@ use trackgate_store::Kind;
 /// A CONNECT larger than this is refused: nothing unauthenticated gets more.
 const MAX_CONNECT_BYTES: usize = 64 * 1024;
 
+/// Room made in a connection's input buffer before a read: one TLS record's plaintext once the
+/// previous read filled what it had, else a little.
+const BUSY_READ_BYTES: usize = 16 * 1024;
+const IDLE_READ_BYTES: usize = 1024;
+
 /// Rejection messages waiting for one subscribed connection; past it they are dropped for that
 /// connection (it is not reading).
 const SUBSCRIBER_BACKLOG: usize = 64;
@@ -133,13 +138,26 @@ struct Conn {
     rd: ReadHalf<Box<dyn Stream>>,
     wr: WriteHalf<Box<dyn Stream>>,
     inbuf: BytesMut,
+    /// The last read filled the room it had.
+    busy: bool,
     out: BytesMut,
 }
 
 impl Conn {
     /// Read more bytes; `false` when the peer closed or the read failed.
     async fn fill(&mut self) -> bool {
-        matches!(self.rd.read_buf(&mut self.inbuf).await, Ok(n) if n > 0)
+        // A device that filled the room it had gets room for a whole TLS record, so that a busy
+        // one's packets come in few reads; an idle one holds little.
+        self.inbuf
+            .reserve(if self.busy { BUSY_READ_BYTES } else { IDLE_READ_BYTES });
+        let room = self.inbuf.capacity() - self.inbuf.len();
+        match self.rd.read_buf(&mut self.inbuf).await {
+            Ok(n) if n > 0 => {
+                self.busy = n == room;
+                true
+            }
+            _ => false,
+        }
     }
 
     async fn flush(&mut self) -> bool {
@@ -163,7 +181,8 @@ pub async fn run(io: Box<dyn Stream>, peer: SocketAddr, shared: Arc<Shared>, sto
     let mut conn = Conn {
         rd,
         wr,
-        inbuf: BytesMut::with_capacity(1024),
+        inbuf: BytesMut::new(),
+        busy: false,
         out: BytesMut::new(),
     };
     let deadline = Instant::now() + shared.settings.connect_timeout;
@@ -191,6 +210,8 @@ pub async fn run(io: Box<dyn Stream>, peer: SocketAddr, shared: Arc<Shared>, sto
         device,
         subscribed: false,
         next_pkid: 0,
+        received: shared.metrics.mqtt_messages.with_label_values(&["received"]),
+        acknowledged: shared.metrics.mqtt_messages.with_label_values(&["acknowledged"]),
         keep_alive: if keep_alive == 0 {
             shared.settings.idle_timeout
         } else {
@@ -295,6 +316,9 @@ struct Session {
     rejections: String,
     subscribed: bool,
     next_pkid: u16,
+    /// `mqtt_messages` counters taken for every message, looked up once.
+    received: prometheus::IntCounter,
+    acknowledged: prometheus::IntCounter,
     keep_alive: Duration,
     shared: Arc<Shared>,
 }
@@ -414,7 +438,7 @@ impl Session {
                 pkid,
                 payload,
             } => {
-                metrics.mqtt_messages.with_label_values(&["received"]).inc();
+                self.received.inc();
                 match qos {
                     Qos::AtLeast => {}
                     Qos::AtMost if self.shared.settings.accept_qos0 => {}
@@ -520,7 +544,7 @@ impl Session {
                 &mut conn.out,
             );
             if !settled.denied {
-                metrics.mqtt_messages.with_label_values(&["acknowledged"]).inc();
+                self.acknowledged.inc();
                 metrics
                     .mqtt_ack_seconds
                     .observe(settled.received.elapsed().as_secs_f64());
