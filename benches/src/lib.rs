@@ -4,7 +4,7 @@
 use sqlx::QueryBuilder;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use std::str::FromStr;
-use trackgate_proto::{Secret, sign};
+use trackgate_proto::{Measurement, Secret, sign};
 use trackgate_store::Row;
 
 /// trackgate's schema, for the raw baselines.
@@ -40,22 +40,16 @@ pub async fn raw_pool(dir: &std::path::Path, schema: &str, synchronous_full: boo
 pub async fn raw_insert(pool: &SqlitePool, rows: &[Row]) {
     let mut tx = pool.begin().await.unwrap();
     for chunk in rows.chunks(32_766 / COLUMNS) {
-        let mut q = QueryBuilder::new(
-            "INSERT INTO positions (device_id, seq, ts, lat, lon, alt, spd, hdg, acc, bat, tmp, ext, record, kid, received_ms) ",
-        );
+        let mut q = QueryBuilder::new(format!(
+            "INSERT INTO positions (device_id, seq, ts, {}, ext, record, kid, received_ms) ",
+            Measurement::NAMES.join(", ")
+        ));
         q.push_values(chunk, |mut b, r| {
-            b.push_bind(r.device_id.as_str())
-                .push_bind(r.seq)
-                .push_bind(r.ts)
-                .push_bind(r.lat)
-                .push_bind(r.lon)
-                .push_bind(r.alt)
-                .push_bind(r.spd)
-                .push_bind(r.hdg)
-                .push_bind(r.acc)
-                .push_bind(r.bat)
-                .push_bind(r.tmp)
-                .push_bind(r.ext.as_deref())
+            b.push_bind(r.device_id.as_str()).push_bind(r.seq).push_bind(r.ts);
+            for v in r.measurement.values() {
+                b.push_bind(v);
+            }
+            b.push_bind(r.ext.as_deref())
                 .push_bind(r.record.as_str())
                 .push_bind(r.kid.as_str())
                 .push_bind(r.received_ms);
@@ -101,14 +95,16 @@ pub fn rows(n: usize, devices: usize, first_seq: i64, ts: i64) -> Vec<Row> {
                 device_id: dev,
                 seq,
                 ts: ts + i as i64,
-                lat: Some(60.0 + (i % 1000) as f64 * 1e-4),
-                lon: Some(24.0 + (i % 1000) as f64 * 1e-4),
-                alt: None,
-                spd: Some(3.2),
-                hdg: Some(181.5),
-                acc: Some(4.5),
-                bat: Some(87.0),
-                tmp: Some(-3.25),
+                measurement: Measurement {
+                    lat: Some(60.0 + (i % 1000) as f64 * 1e-4),
+                    lon: Some(24.0 + (i % 1000) as f64 * 1e-4),
+                    alt: None,
+                    spd: Some(3.2),
+                    hdg: Some(181.5),
+                    acc: Some(4.5),
+                    bat: Some(87.0),
+                    tmp: Some(-3.25),
+                },
                 ext: None,
                 kid: "k1".into(),
                 received_ms: ts,

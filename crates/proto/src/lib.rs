@@ -29,7 +29,7 @@ pub mod topic;
 
 pub use envelope::{DeviceView, Origin, Parsed};
 pub use reason::Reason;
-pub use record::Record;
+pub use record::{Measurement, Record};
 pub use secret::Secret;
 
 /// Largest record (`m` as transmitted), in bytes.

@@ -5,13 +5,12 @@ use crate::{MAX_FUTURE_MS, MAX_SAFE_INTEGER, Reason};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 
-/// A verified, validated record, borrowing from the envelope it came in.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Record<'a> {
-    pub dev: &'a str,
-    pub seq: u64,
-    /// Unix epoch milliseconds, UTC.
-    pub ts: u64,
+/// A record's measurements (PROTOCOL.md §1), each optional; `lat` and `lon` come together.
+///
+/// The one list of them: validation, storage columns and API fields all follow
+/// [`Measurement::NAMES`] and [`Measurement::values`].
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize)]
+pub struct Measurement {
     pub lat: Option<f64>,
     pub lon: Option<f64>,
     pub alt: Option<f64>,
@@ -20,15 +19,70 @@ pub struct Record<'a> {
     pub acc: Option<f64>,
     pub bat: Option<f64>,
     pub tmp: Option<f64>,
+}
+
+impl Measurement {
+    /// The fields' names on the wire, in the API and as storage columns, in this order.
+    pub const NAMES: [&'static str; 8] = ["lat", "lon", "alt", "spd", "hdg", "acc", "bat", "tmp"];
+
+    /// The values in the order of [`Measurement::NAMES`].
+    pub fn values(&self) -> [Option<f64>; 8] {
+        [
+            self.lat, self.lon, self.alt, self.spd, self.hdg, self.acc, self.bat, self.tmp,
+        ]
+    }
+
+    /// From values in the order of [`Measurement::NAMES`].
+    pub fn from_values(values: [Option<f64>; 8]) -> Measurement {
+        let [lat, lon, alt, spd, hdg, acc, bat, tmp] = values;
+        Measurement {
+            lat,
+            lon,
+            alt,
+            spd,
+            hdg,
+            acc,
+            bat,
+            tmp,
+        }
+    }
+
+    /// `(lat, lon)`, when the record has a position.
+    pub fn position(&self) -> Option<(f64, f64)> {
+        self.lat.zip(self.lon)
+    }
+
+    /// Every value within its range (PROTOCOL.md §1), and `lat` and `lon` both or neither.
+    fn in_range(&self) -> bool {
+        let ok = |v: Option<f64>, ok: fn(f64) -> bool| v.is_none_or(ok);
+        self.lat.is_some() == self.lon.is_some()
+            && ok(self.lat, |v| (-90.0..=90.0).contains(&v))
+            && ok(self.lon, |v| (-180.0..=180.0).contains(&v))
+            && ok(self.spd, |v| v >= 0.0)
+            && ok(self.hdg, |v| (0.0..360.0).contains(&v))
+            && ok(self.acc, |v| v >= 0.0)
+            && ok(self.bat, |v| (0.0..=100.0).contains(&v))
+    }
+}
+
+/// A verified, validated record, borrowing from the envelope it came in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record<'a> {
+    pub dev: &'a str,
+    pub seq: u64,
+    /// Unix epoch milliseconds, UTC.
+    pub ts: u64,
+    pub measurement: Measurement,
     /// Vendor object, byte for byte as transmitted.
     pub ext: Option<&'a str>,
     /// The whole record, byte for byte as signed: the ground truth kept with the row.
     pub text: &'a str,
 }
 
-const KNOWN: [&str; 12] = [
-    "dev", "seq", "ts", "lat", "lon", "alt", "spd", "hdg", "acc", "bat", "tmp", "ext",
-];
+/// A member a record may have.
+fn known(name: &str) -> bool {
+    matches!(name, "dev" | "seq" | "ts" | "ext") || Measurement::NAMES.contains(&name)
+}
 
 pub(crate) fn validate<'a>(
     text: &'a str,
@@ -36,7 +90,7 @@ pub(crate) fn validate<'a>(
     members: &[(Cow<'a, str>, &'a RawValue)],
     clock: Clock,
 ) -> Result<Record<'a>, Reason> {
-    if members.iter().any(|(name, _)| !KNOWN.contains(&name.as_ref())) {
+    if members.iter().any(|(name, _)| !known(name)) {
         return Err(Reason::UnknownField);
     }
     let get = |name: &str| members.iter().find(|(n, _)| n == name).map(|(_, v)| v.get());
@@ -44,23 +98,19 @@ pub(crate) fn validate<'a>(
 
     let seq = integer(get("seq").ok_or(Reason::BadValue)?)?;
     let ts = integer(get("ts").ok_or(Reason::BadValue)?)?;
-    let (lat, lon) = match (number("lat")?, number("lon")?) {
-        (Some(lat), Some(lon)) => (Some(lat), Some(lon)),
-        (None, None) => (None, None),
-        _ => return Err(Reason::BadValue),
-    };
+    let mut values = [None; 8];
+    for (value, name) in values.iter_mut().zip(Measurement::NAMES) {
+        *value = number(name)?;
+    }
+    let measurement = Measurement::from_values(values);
+    if !measurement.in_range() {
+        return Err(Reason::BadValue);
+    }
     let rec = Record {
         dev,
         seq,
         ts,
-        lat,
-        lon,
-        alt: number("alt")?,
-        spd: number("spd")?,
-        hdg: number("hdg")?,
-        acc: number("acc")?,
-        bat: number("bat")?,
-        tmp: number("tmp")?,
+        measurement,
         ext: get("ext")
             .map(|e| {
                 if e.starts_with('{') {
@@ -72,16 +122,6 @@ pub(crate) fn validate<'a>(
             .transpose()?,
         text,
     };
-    let in_range = |v: Option<f64>, ok: fn(f64) -> bool| v.is_none_or(ok);
-    if !(in_range(rec.lat, |v| (-90.0..=90.0).contains(&v))
-        && in_range(rec.lon, |v| (-180.0..=180.0).contains(&v))
-        && in_range(rec.spd, |v| v >= 0.0)
-        && in_range(rec.hdg, |v| (0.0..360.0).contains(&v))
-        && in_range(rec.acc, |v| v >= 0.0)
-        && in_range(rec.bat, |v| (0.0..=100.0).contains(&v)))
-    {
-        return Err(Reason::BadValue);
-    }
     let oldest = clock.now_ms.saturating_sub(clock.retention_ms);
     if ts > clock.now_ms.saturating_add(MAX_FUTURE_MS) || ts < oldest {
         return Err(Reason::TsOutOfRange);

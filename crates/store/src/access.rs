@@ -6,6 +6,7 @@
 //! a [`Visibility`], which every location query applies in SQL.
 
 use serde::Serialize;
+use trackgate_proto::Measurement;
 
 /// A user group's role in its organization.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -207,19 +208,39 @@ pub struct Assignment {
     pub shipment_ref: Option<String>,
 }
 
-/// A position fix as the location API serves it.
+/// A position fix as the location API serves it: `seq`, `ts` and the measurements, which always
+/// include `lat` and `lon`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Fix {
-    pub seq: i64,
-    pub ts: i64,
-    pub lat: f64,
-    pub lon: f64,
-    pub alt: Option<f64>,
-    pub spd: Option<f64>,
-    pub hdg: Option<f64>,
-    pub acc: Option<f64>,
-    pub bat: Option<f64>,
-    pub tmp: Option<f64>,
+    seq: i64,
+    ts: i64,
+    #[serde(flatten)]
+    measurement: Measurement,
+}
+
+impl Fix {
+    /// The fix of a record, if it has a position.
+    pub fn new(seq: i64, ts: i64, measurement: Measurement) -> Option<Fix> {
+        measurement.position()?;
+        Some(Fix { seq, ts, measurement })
+    }
+
+    pub fn seq(&self) -> i64 {
+        self.seq
+    }
+
+    pub fn ts(&self) -> i64 {
+        self.ts
+    }
+
+    /// `(lat, lon)`.
+    pub fn position(&self) -> (f64, f64) {
+        self.measurement.position().expect("a fix has a position")
+    }
+
+    pub fn measurement(&self) -> &Measurement {
+        &self.measurement
+    }
 }
 
 /// A visible device: where it is assigned, its latest fix, and its newest record of any kind.

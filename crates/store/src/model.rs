@@ -1,7 +1,7 @@
 //! What crosses the storage boundary.
 
-use trackgate_proto::Record;
 use trackgate_proto::envelope::ActiveKey;
+use trackgate_proto::{Measurement, Record};
 
 /// A verified record, owned, ready to be written. Built once per record on the hot path.
 #[derive(Debug, Clone, PartialEq)]
@@ -9,14 +9,7 @@ pub struct Row {
     pub device_id: String,
     pub seq: i64,
     pub ts: i64,
-    pub lat: Option<f64>,
-    pub lon: Option<f64>,
-    pub alt: Option<f64>,
-    pub spd: Option<f64>,
-    pub hdg: Option<f64>,
-    pub acc: Option<f64>,
-    pub bat: Option<f64>,
-    pub tmp: Option<f64>,
+    pub measurement: Measurement,
     pub ext: Option<String>,
     /// The record exactly as signed.
     pub record: String,
@@ -32,14 +25,7 @@ impl Row {
             device_id: r.dev.to_owned(),
             seq: r.seq as i64,
             ts: r.ts as i64,
-            lat: r.lat,
-            lon: r.lon,
-            alt: r.alt,
-            spd: r.spd,
-            hdg: r.hdg,
-            acc: r.acc,
-            bat: r.bat,
-            tmp: r.tmp,
+            measurement: r.measurement,
             ext: r.ext.map(str::to_owned),
             record: r.text.to_owned(),
             kid: kid.to_owned(),
@@ -131,10 +117,7 @@ pub struct StoredPosition {
     pub device_id: String,
     pub seq: i64,
     pub ts: i64,
-    pub lat: Option<f64>,
-    pub lon: Option<f64>,
-    pub bat: Option<f64>,
-    pub tmp: Option<f64>,
+    pub measurement: Measurement,
     pub ext: Option<String>,
     pub record: String,
 }

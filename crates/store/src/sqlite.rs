@@ -1,6 +1,7 @@
 //! The embedded SQLite backend: WAL, one writer at a time, multi-row inserts sized under the
 //! bind-parameter limit, migrations embedded in the binary.
 
+use crate::columns::{measurement_columns, measurement_from_excluded};
 use crate::model::{KeyInfo, Kind, Outcome, Principal, PrincipalInfo, RejectRow, Row, StoredPosition};
 use crate::{MasterKey, OpenOptions, StoreError};
 use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
@@ -16,7 +17,7 @@ use std::pin::Pin;
 use std::str::FromStr;
 use std::time::Duration;
 use trackgate_proto::envelope::ActiveKey;
-use trackgate_proto::{Secret, ids};
+use trackgate_proto::{Measurement, Secret, ids};
 
 pub(crate) mod access;
 
@@ -268,9 +269,10 @@ impl Sqlite {
         let mut outcomes: Vec<Outcome> = Vec::with_capacity(rows.len());
         for chunk in cached_chunks(rows, MAX_BIND_PARAMS / POSITION_COLUMNS) {
             let at = outcomes.len();
-            let mut q = QueryBuilder::new(
-                "INSERT INTO positions (device_id, seq, ts, lat, lon, alt, spd, hdg, acc, bat, tmp, ext, record, kid, received_ms) ",
-            );
+            let mut q = QueryBuilder::new(format!(
+                "INSERT INTO positions (device_id, seq, ts, {}, ext, record, kid, received_ms) ",
+                measurement_columns("", "")
+            ));
             q.push_values(chunk, |mut b, r| {
                 bind_measurement(&mut b, r);
                 b.push_bind(r.ext.as_deref())
@@ -320,7 +322,7 @@ impl Sqlite {
         // The newest positioned inserted row of each device moves its marker, if newer.
         let mut newest: HashMap<&str, &Row> = HashMap::new();
         for (r, o) in rows.iter().zip(&outcomes) {
-            if *o == Outcome::Inserted && r.lat.is_some() && r.lon.is_some() {
+            if *o == Outcome::Inserted && r.measurement.position().is_some() {
                 newest
                     .entry(r.device_id.as_str())
                     .and_modify(|cur| {
@@ -333,19 +335,19 @@ impl Sqlite {
         }
         let newest: Vec<&Row> = newest.into_values().collect();
         for chunk in cached_chunks(&newest, MAX_BIND_PARAMS / LATEST_COLUMNS) {
-            let mut q = QueryBuilder::new(
-                "INSERT INTO latest_positions (device_id, seq, ts, lat, lon, alt, spd, hdg, acc, bat, tmp, received_ms) ",
-            );
+            let mut q = QueryBuilder::new(format!(
+                "INSERT INTO latest_positions (device_id, seq, ts, {}, received_ms) ",
+                measurement_columns("", "")
+            ));
             q.push_values(chunk, |mut b, r| {
                 bind_measurement(&mut b, r);
                 b.push_bind(r.received_ms);
             });
-            q.push(
-                " ON CONFLICT (device_id) DO UPDATE SET seq = excluded.seq, ts = excluded.ts, lat = excluded.lat, \
-                 lon = excluded.lon, alt = excluded.alt, spd = excluded.spd, hdg = excluded.hdg, acc = excluded.acc, \
-                 bat = excluded.bat, tmp = excluded.tmp, received_ms = excluded.received_ms \
-                 WHERE excluded.ts > latest_positions.ts",
-            );
+            q.push(format_args!(
+                " ON CONFLICT (device_id) DO UPDATE SET seq = excluded.seq, ts = excluded.ts, {}, \
+                 received_ms = excluded.received_ms WHERE excluded.ts > latest_positions.ts",
+                measurement_from_excluded()
+            ));
             q.build().execute(&mut *tx).await?;
         }
 
@@ -665,24 +667,21 @@ impl Sqlite {
     }
 
     pub(crate) async fn positions(&self, device: &str, limit: i64) -> Result<Vec<StoredPosition>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT device_id, seq, ts, lat, lon, bat, tmp, ext, record FROM positions WHERE device_id = ? ORDER BY seq LIMIT ?",
-        )
-        .bind(device)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
+        let sql = format!(
+            "SELECT device_id, seq, ts, {}, ext, record FROM positions WHERE device_id = ? ORDER BY seq LIMIT ?",
+            measurement_columns("", "")
+        );
+        let rows = sqlx::query(&sql).bind(device).bind(limit).fetch_all(&self.pool).await?;
         rows.iter().map(stored_position).collect()
     }
 
     pub(crate) async fn latest_position(&self, device: &str) -> Result<Option<StoredPosition>, StoreError> {
-        let row = sqlx::query(
-            "SELECT l.device_id, l.seq, l.ts, l.lat, l.lon, l.bat, l.tmp, p.ext, p.record FROM latest_positions l \
+        let sql = format!(
+            "SELECT l.device_id, l.seq, l.ts, {}, p.ext, p.record FROM latest_positions l \
              JOIN positions p ON p.device_id = l.device_id AND p.seq = l.seq WHERE l.device_id = ?",
-        )
-        .bind(device)
-        .fetch_optional(&self.pool)
-        .await?;
+            measurement_columns("l", "")
+        );
+        let row = sqlx::query(&sql).bind(device).fetch_optional(&self.pool).await?;
         row.as_ref().map(stored_position).transpose()
     }
 
@@ -706,20 +705,26 @@ impl Sqlite {
     }
 }
 
-/// The columns `positions` and `latest_positions` share, in their order:
-/// device_id, seq, ts, lat, lon, alt, spd, hdg, acc, bat, tmp.
+/// The columns `positions` and `latest_positions` share, in their order: device_id, seq, ts and
+/// the measurement columns.
 fn bind_measurement<'q>(b: &mut Separated<'_, 'q, sqlx::Sqlite, &'static str>, r: &'q Row) {
-    b.push_bind(r.device_id.as_str())
-        .push_bind(r.seq)
-        .push_bind(r.ts)
-        .push_bind(r.lat)
-        .push_bind(r.lon)
-        .push_bind(r.alt)
-        .push_bind(r.spd)
-        .push_bind(r.hdg)
-        .push_bind(r.acc)
-        .push_bind(r.bat)
-        .push_bind(r.tmp);
+    b.push_bind(r.device_id.as_str()).push_bind(r.seq).push_bind(r.ts);
+    for value in r.measurement.values() {
+        b.push_bind(value);
+    }
+}
+
+/// The measurement columns of a row read with `measurement_columns(_, alias)`.
+pub(crate) fn measurement(r: &SqliteRow, alias: &str) -> Result<Measurement, StoreError> {
+    let mut values = [None; 8];
+    for (value, name) in values.iter_mut().zip(Measurement::NAMES) {
+        *value = if alias.is_empty() {
+            r.try_get(name)?
+        } else {
+            r.try_get(format!("{alias}{name}").as_str())?
+        };
+    }
+    Ok(Measurement::from_values(values))
 }
 
 fn stored_position(r: &SqliteRow) -> Result<StoredPosition, StoreError> {
@@ -727,10 +732,7 @@ fn stored_position(r: &SqliteRow) -> Result<StoredPosition, StoreError> {
         device_id: r.try_get("device_id")?,
         seq: r.try_get("seq")?,
         ts: r.try_get("ts")?,
-        lat: r.try_get("lat")?,
-        lon: r.try_get("lon")?,
-        bat: r.try_get("bat")?,
-        tmp: r.try_get("tmp")?,
+        measurement: measurement(r, "")?,
         ext: r.try_get("ext")?,
         record: r.try_get("record")?,
     })

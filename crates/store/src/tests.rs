@@ -1,6 +1,7 @@
 //! Store behaviour against a real SQLite file in a temporary directory.
 
 use super::*;
+use trackgate_proto::Measurement;
 
 fn master() -> MasterKey {
     MasterKey::from_hex(&"42".repeat(32)).unwrap()
@@ -23,14 +24,12 @@ fn row(dev: &str, seq: i64, ts: i64, text: &str) -> Row {
         device_id: dev.into(),
         seq,
         ts,
-        lat: Some(60.0 + seq as f64 / 100.0),
-        lon: Some(24.0),
-        alt: None,
-        spd: None,
-        hdg: None,
-        acc: None,
-        bat: Some(80.0),
-        tmp: None,
+        measurement: Measurement {
+            lat: Some(60.0 + seq as f64 / 100.0),
+            lon: Some(24.0),
+            bat: Some(80.0),
+            ..Measurement::default()
+        },
         ext: None,
         record: text.into(),
         kid: "k1".into(),
@@ -169,7 +168,7 @@ async fn latest_position_only_moves_forward_in_ts() {
     assert_eq!(s.latest_position("A").await.unwrap().unwrap().seq, 5);
     // A record without a position does not move it either.
     let mut no_fix = row("A", 7, 900, "a7");
-    (no_fix.lat, no_fix.lon) = (None, None);
+    (no_fix.measurement.lat, no_fix.measurement.lon) = (None, None);
     s.write_batch(&[no_fix], &[]).await.unwrap();
     assert_eq!(s.latest_position("A").await.unwrap().unwrap().seq, 5);
     s.write_batch(&[row("A", 8, 800, "a8")], &[]).await.unwrap();

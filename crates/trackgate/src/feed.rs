@@ -45,18 +45,7 @@ impl Feed {
             .filter_map(|(r, _)| {
                 Some(FeedPosition {
                     device_id: r.device_id.clone(),
-                    fix: Fix {
-                        seq: r.seq,
-                        ts: r.ts,
-                        lat: r.lat?,
-                        lon: r.lon?,
-                        alt: r.alt,
-                        spd: r.spd,
-                        hdg: r.hdg,
-                        acc: r.acc,
-                        bat: r.bat,
-                        tmp: r.tmp,
-                    },
+                    fix: Fix::new(r.seq, r.ts, r.measurement)?,
                 })
             })
             .collect();

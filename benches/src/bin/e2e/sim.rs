@@ -11,6 +11,7 @@ use std::time::Instant;
 use trackgate_benches::{SCHEMA, raw_insert, raw_pool};
 use trackgate_e2e::mosquitto::Mosquitto;
 use trackgate_e2e::{Server, binary, built, wait_for_stored};
+use trackgate_proto::Measurement;
 use trackgate_store::Row;
 
 pub struct Case {
@@ -234,47 +235,28 @@ pub async fn raw_baseline(
 
 /// Every row trackgate stored, in arrival order: the baseline's identical rows.
 pub async fn stored_rows(db: &sqlx::SqlitePool) -> Vec<Row> {
-    type Columns = (
-        String,
-        i64,
-        i64,
-        Option<f64>,
-        Option<f64>,
-        Option<f64>,
-        Option<f64>,
-        Option<f64>,
-        Option<f64>,
-        Option<f64>,
-        Option<f64>,
-        Option<String>,
-        String,
-        String,
-        i64,
+    use sqlx::Row as _;
+    let sql = format!(
+        "SELECT device_id, seq, ts, {}, ext, record, kid, received_ms FROM positions ORDER BY rowid",
+        Measurement::NAMES.join(", ")
     );
-    let rows: Vec<Columns> = sqlx::query_as(
-        "SELECT device_id, seq, ts, lat, lon, alt, spd, hdg, acc, bat, tmp, ext, record, kid, received_ms \
-         FROM positions ORDER BY rowid",
-    )
-    .fetch_all(db)
-    .await
-    .unwrap();
-    rows.into_iter()
-        .map(|c| Row {
-            device_id: c.0,
-            seq: c.1,
-            ts: c.2,
-            lat: c.3,
-            lon: c.4,
-            alt: c.5,
-            spd: c.6,
-            hdg: c.7,
-            acc: c.8,
-            bat: c.9,
-            tmp: c.10,
-            ext: c.11,
-            record: c.12,
-            kid: c.13,
-            received_ms: c.14,
+    let rows = sqlx::query(&sql).fetch_all(db).await.unwrap();
+    rows.iter()
+        .map(|r| {
+            let mut values = [None; 8];
+            for (v, name) in values.iter_mut().zip(Measurement::NAMES) {
+                *v = r.get(name);
+            }
+            Row {
+                device_id: r.get("device_id"),
+                seq: r.get("seq"),
+                ts: r.get("ts"),
+                measurement: Measurement::from_values(values),
+                ext: r.get("ext"),
+                record: r.get("record"),
+                kid: r.get("kid"),
+                received_ms: r.get("received_ms"),
+            }
         })
         .collect()
 }

@@ -1,6 +1,7 @@
 //! Every rejection reason, in the order the contract gives, plus the §5 envelopes.
 
 use super::*;
+use crate::Measurement;
 use crate::sign::envelope;
 
 const KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
@@ -60,10 +61,16 @@ fn section_5_envelopes_verify() {
         let r = verified.record;
         assert_eq!((r.dev, r.seq, r.ts), ("TRK-0001", 42, 1_763_800_000_123));
         assert_eq!(
-            (r.lat, r.lon, r.spd, r.bat),
-            (Some(60.1699), Some(24.9384), Some(3.2), Some(87.0))
+            r.measurement,
+            Measurement {
+                lat: Some(60.1699),
+                lon: Some(24.9384),
+                spd: Some(3.2),
+                bat: Some(87.0),
+                ..Measurement::default()
+            }
         );
-        assert_eq!((r.alt, r.hdg, r.acc, r.tmp, r.ext), (None, None, None, None, None));
+        assert_eq!(r.ext, None);
         assert_eq!(r.text, RECORD);
     }
 }

@@ -1,14 +1,16 @@
 //! Operators on SQLite: administration (each change written with its audit row in one
 //! transaction), membership resolution, and location reads filtered by [`Visibility`] in SQL.
 
-use super::{Sqlite, check_id, is_unique_violation};
+use super::{Sqlite, check_id, is_unique_violation, measurement};
 use crate::StoreError;
 use crate::access::{
     Assignment, AuditEntry, AuditRecord, BBox, DeviceView, Fix, MemberKeys, Membership, OrderGroup, Organization, Role,
     Rule, RuleKind, Scope, TrackCursor, TrackPage, UserGroup, Visibility,
 };
+use crate::columns::measurement_columns;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row as _, SqliteConnection};
+use std::sync::LazyLock;
 
 /// Longest name, label or rule value accepted.
 const MAX_TEXT: usize = 200;
@@ -87,14 +89,15 @@ pub(super) fn push_visible(b: &mut QueryBuilder<'_, sqlx::Sqlite>, vis: &Visibil
     b.push(")");
 }
 
-const DEVICE_COLUMNS: &str = "SELECT da.device_id, da.org_id, da.order_group_id, da.shipment_label, da.shipment_ref, \
-     l.seq AS l_seq, l.ts AS l_ts, l.lat AS l_lat, l.lon AS l_lon, l.alt AS l_alt, l.spd AS l_spd, l.hdg AS l_hdg, \
-     l.acc AS l_acc, l.bat AS l_bat, l.tmp AS l_tmp, r.ts AS r_ts, r.bat AS r_bat, r.tmp AS r_tmp \
-     FROM device_assignments da \
-     LEFT JOIN latest_positions l ON l.device_id = da.device_id \
-     LEFT JOIN positions r ON r.rowid = \
-       (SELECT p.rowid FROM positions p WHERE p.device_id = da.device_id ORDER BY p.ts DESC LIMIT 1) \
-     WHERE 1";
+/// A device's assignment and its latest fix (columns `l_*`), as [`fix`] and [`assignment`] read
+/// them.
+fn assigned_with_latest() -> String {
+    format!(
+        "SELECT da.device_id, da.org_id, da.order_group_id, da.shipment_label, da.shipment_ref, \
+         l.seq AS l_seq, l.ts AS l_ts, {}",
+        measurement_columns("l", "l_")
+    )
+}
 
 /// The visible devices (one when `id` is given) with their latest fix and newest record.
 pub(super) fn devices_query<'a>(
@@ -103,7 +106,15 @@ pub(super) fn devices_query<'a>(
     id: Option<&'a str>,
 ) -> QueryBuilder<'a, sqlx::Sqlite> {
     let mut b = QueryBuilder::new(prefix);
-    b.push(DEVICE_COLUMNS);
+    b.push(assigned_with_latest());
+    b.push(
+        ", r.ts AS r_ts, r.bat AS r_bat, r.tmp AS r_tmp \
+         FROM device_assignments da \
+         LEFT JOIN latest_positions l ON l.device_id = da.device_id \
+         LEFT JOIN positions r ON r.rowid = \
+           (SELECT p.rowid FROM positions p WHERE p.device_id = da.device_id ORDER BY p.ts DESC LIMIT 1) \
+         WHERE 1",
+    );
     push_visible(&mut b, vis);
     match id {
         Some(id) => b.push(" AND da.device_id = ").push_bind(id),
@@ -119,12 +130,8 @@ pub(super) fn latest_query<'a>(
     bbox: Option<BBox>,
 ) -> QueryBuilder<'a, sqlx::Sqlite> {
     let mut b = QueryBuilder::new(prefix);
-    b.push(
-        "SELECT da.device_id, da.org_id, da.order_group_id, da.shipment_label, da.shipment_ref, \
-         l.seq AS l_seq, l.ts AS l_ts, l.lat AS l_lat, l.lon AS l_lon, l.alt AS l_alt, l.spd AS l_spd, \
-         l.hdg AS l_hdg, l.acc AS l_acc, l.bat AS l_bat, l.tmp AS l_tmp \
-         FROM device_assignments da JOIN latest_positions l ON l.device_id = da.device_id WHERE 1",
-    );
+    b.push(assigned_with_latest());
+    b.push(" FROM device_assignments da JOIN latest_positions l ON l.device_id = da.device_id WHERE 1");
     if let Some(bb) = bbox {
         b.push(" AND l.lat >= ").push_bind(bb.south);
         b.push(" AND l.lat <= ").push_bind(bb.north);
@@ -142,27 +149,22 @@ pub(super) fn latest_query<'a>(
 }
 
 /// One page of a device's positioned records with `from <= ts < to`, in `(ts, row)` order.
-pub(super) const TRACK_SQL: &str = "SELECT rowid AS rid, seq, ts, lat, lon, alt, spd, hdg, acc, bat, tmp \
-     FROM positions \
-     WHERE device_id = ?1 AND ts >= ?2 AND ts < ?3 AND (ts > ?2 OR rowid > ?4) AND lat IS NOT NULL \
-     ORDER BY ts, rowid LIMIT ?5";
+pub(super) static TRACK_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT rowid AS rid, seq, ts, {} \
+         FROM positions \
+         WHERE device_id = ?1 AND ts >= ?2 AND ts < ?3 AND (ts > ?2 OR rowid > ?4) AND lat IS NOT NULL \
+         ORDER BY ts, rowid LIMIT ?5",
+        measurement_columns("", "")
+    )
+});
 
-fn fix(r: &SqliteRow, p: &str) -> Result<Option<Fix>, StoreError> {
-    let col = |c: &str| format!("{p}{c}");
+/// The fix in the columns named with the prefix `alias` (`l_seq`, `l_ts`, `l_lat`, ...), if any.
+fn fix(r: &SqliteRow, alias: &str) -> Result<Option<Fix>, StoreError> {
+    let col = |c: &str| format!("{alias}{c}");
     let ts: Option<i64> = r.try_get(col("ts").as_str())?;
     let Some(ts) = ts else { return Ok(None) };
-    Ok(Some(Fix {
-        seq: r.try_get(col("seq").as_str())?,
-        ts,
-        lat: r.try_get(col("lat").as_str())?,
-        lon: r.try_get(col("lon").as_str())?,
-        alt: r.try_get(col("alt").as_str())?,
-        spd: r.try_get(col("spd").as_str())?,
-        hdg: r.try_get(col("hdg").as_str())?,
-        acc: r.try_get(col("acc").as_str())?,
-        bat: r.try_get(col("bat").as_str())?,
-        tmp: r.try_get(col("tmp").as_str())?,
-    }))
+    Ok(Fix::new(r.try_get(col("seq").as_str())?, ts, measurement(r, alias)?))
 }
 
 fn assignment(r: &SqliteRow) -> Result<Assignment, StoreError> {
@@ -642,7 +644,7 @@ impl Sqlite {
             Some(c) if c.ts >= from_ms => (c.ts, c.row),
             _ => (from_ms, i64::MIN),
         };
-        let rows = sqlx::query(TRACK_SQL)
+        let rows = sqlx::query(&TRACK_SQL)
             .bind(device)
             .bind(start)
             .bind(to_ms)
@@ -658,18 +660,7 @@ impl Sqlite {
                 ts,
                 row: r.try_get("rid")?,
             });
-            points.push(Fix {
-                seq: r.try_get("seq")?,
-                ts,
-                lat: r.try_get("lat")?,
-                lon: r.try_get("lon")?,
-                alt: r.try_get("alt")?,
-                spd: r.try_get("spd")?,
-                hdg: r.try_get("hdg")?,
-                acc: r.try_get("acc")?,
-                bat: r.try_get("bat")?,
-                tmp: r.try_get("tmp")?,
-            });
+            points.extend(Fix::new(r.try_get("seq")?, ts, measurement(r, "")?));
         }
         let next = if rows.len() > limit as usize { last } else { None };
         Ok(TrackPage { points, next })

@@ -2,29 +2,29 @@
 //! (and altitude when known), a track as a `LineString` beside its points.
 
 use serde_json::{Map, Value, json};
+use trackgate_proto::Measurement;
 use trackgate_store::{Assignment, Fix};
 
 /// `[lon, lat]` or `[lon, lat, alt]`: RFC 7946 §3.1.1, longitude first.
 pub fn position(f: &Fix) -> Value {
-    match f.alt {
-        Some(alt) => json!([f.lon, f.lat, alt]),
-        None => json!([f.lon, f.lat]),
+    let (lat, lon) = f.position();
+    match f.measurement().alt {
+        Some(alt) => json!([lon, lat, alt]),
+        None => json!([lon, lat]),
     }
 }
 
+/// `seq`, `ts` and the measurements the geometry does not carry, when present.
 fn fix_properties(f: &Fix) -> Map<String, Value> {
+    const IN_GEOMETRY: [&str; 3] = ["lat", "lon", "alt"];
     let mut p = Map::new();
-    p.insert("seq".into(), json!(f.seq));
-    p.insert("ts".into(), json!(f.ts));
-    for (k, v) in [
-        ("spd", f.spd),
-        ("hdg", f.hdg),
-        ("acc", f.acc),
-        ("bat", f.bat),
-        ("tmp", f.tmp),
-    ] {
-        if let Some(v) = v {
-            p.insert(k.into(), json!(v));
+    p.insert("seq".into(), json!(f.seq()));
+    p.insert("ts".into(), json!(f.ts()));
+    for (name, value) in Measurement::NAMES.into_iter().zip(f.measurement().values()) {
+        if let Some(v) = value
+            && !IN_GEOMETRY.contains(&name)
+        {
+            p.insert(name.into(), json!(v));
         }
     }
     p
@@ -66,8 +66,8 @@ pub fn track(device: &str, points: &[Fix]) -> Vec<Value> {
             "properties": {
                 "device_id": device,
                 "kind": "track",
-                "from_ts": points.first().map(|p| p.ts),
-                "to_ts": points.last().map(|p| p.ts),
+                "from_ts": points.first().map(Fix::ts),
+                "to_ts": points.last().map(Fix::ts),
             },
         }));
     }
@@ -89,18 +89,14 @@ mod tests {
     use super::*;
 
     fn fix(lat: f64, lon: f64, alt: Option<f64>) -> Fix {
-        Fix {
-            seq: 1,
-            ts: 5,
-            lat,
-            lon,
+        let m = Measurement {
+            lat: Some(lat),
+            lon: Some(lon),
             alt,
-            spd: None,
-            hdg: None,
-            acc: None,
             bat: Some(90.0),
-            tmp: None,
-        }
+            ..Measurement::default()
+        };
+        Fix::new(1, 5, m).unwrap()
     }
 
     #[test]

@@ -5,6 +5,7 @@ use super::*;
 use crate::metrics::Metrics;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+use trackgate_proto::Measurement;
 use trackgate_store::{MasterKey, OpenOptions, Outcome, Row, SqliteOptions, Store};
 
 fn rows(dev: &str, seqs: std::ops::Range<i64>) -> Vec<Row> {
@@ -12,14 +13,11 @@ fn rows(dev: &str, seqs: std::ops::Range<i64>) -> Vec<Row> {
         device_id: dev.into(),
         seq,
         ts: seq,
-        lat: Some(1.0),
-        lon: Some(2.0),
-        alt: None,
-        spd: None,
-        hdg: None,
-        acc: None,
-        bat: None,
-        tmp: None,
+        measurement: Measurement {
+            lat: Some(1.0),
+            lon: Some(2.0),
+            ..Measurement::default()
+        },
         ext: None,
         record: format!("{dev}/{seq}"),
         kid: "k1".into(),

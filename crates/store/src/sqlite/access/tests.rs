@@ -4,6 +4,7 @@
 use crate::access::*;
 use crate::{MasterKey, OpenOptions, Row, SqliteOptions, Store};
 use sqlx::Row as _;
+use trackgate_proto::Measurement;
 
 async fn open(dir: &std::path::Path) -> Store {
     let opts = OpenOptions {
@@ -32,14 +33,13 @@ fn row(dev: &str, seq: i64, ts: i64, lat: f64, lon: f64) -> Row {
         device_id: dev.into(),
         seq,
         ts,
-        lat: Some(lat),
-        lon: Some(lon),
-        alt: None,
-        spd: None,
-        hdg: None,
-        acc: None,
-        bat: Some(50.0 + seq as f64),
-        tmp: Some(4.0),
+        measurement: Measurement {
+            lat: Some(lat),
+            lon: Some(lon),
+            bat: Some(50.0 + seq as f64),
+            tmp: Some(4.0),
+            ..Measurement::default()
+        },
         ext: None,
         record: format!("{dev}/{seq}"),
         kid: "k1".into(),
@@ -204,9 +204,9 @@ async fn device_views_carry_assignment_latest_fix_and_last_seen() {
     let s = seeded(dir.path()).await;
     // A later battery-only record: last seen moves, the fix stays.
     let mut battery_only = row("a-n", 3, 3_000, 0.0, 0.0);
-    battery_only.lat = None;
-    battery_only.lon = None;
-    battery_only.bat = Some(12.0);
+    battery_only.measurement.lat = None;
+    battery_only.measurement.lon = None;
+    battery_only.measurement.bat = Some(12.0);
     s.write_batch(&[battery_only], &[]).await.unwrap();
     let d = s
         .devices(&Visibility::everything(), Some("a-n"))
@@ -217,7 +217,7 @@ async fn device_views_carry_assignment_latest_fix_and_last_seen() {
     assert_eq!(d.assignment.order_group_id.as_deref(), Some("north"));
     assert_eq!(d.assignment.shipment_label.as_deref(), Some("crate a-n"));
     let fix = d.position.unwrap();
-    assert_eq!((fix.seq, fix.ts, fix.lat, fix.lon), (2, 2_000, 60.2, 24.8));
+    assert_eq!((fix.seq(), fix.ts(), fix.position()), (2, 2_000, (60.2, 24.8)));
     assert_eq!(d.last_seen_ms, Some(3_000));
     assert_eq!(d.bat, Some(12.0));
     // Not visible: empty, not an error.
@@ -267,7 +267,7 @@ async fn track_pages_in_time_order_and_resume_after_the_cursor() {
     loop {
         let page = s.track("t", 100, 900, after, 2).await.unwrap();
         assert!(page.points.len() <= 2);
-        seen.extend(page.points.iter().map(|p| (p.seq, p.ts)));
+        seen.extend(page.points.iter().map(|p| (p.seq(), p.ts())));
         match page.next {
             Some(c) => after = Some(TrackCursor::decode(&c.encode()).unwrap()),
             None => break,
@@ -407,7 +407,7 @@ async fn location_reads_use_the_indexes_on_a_million_positions() {
         );
     }
     let p = {
-        let q = format!("{explain}{}", super::TRACK_SQL);
+        let q = format!("{explain}{}", *super::TRACK_SQL);
         let rows = sqlx::query(&q)
             .bind("bulk-7")
             .bind(0_i64)
@@ -430,5 +430,5 @@ async fn location_reads_use_the_indexes_on_a_million_positions() {
     // And the query answers from it.
     let page = s.track("bulk-7", 0, i64::MAX, None, 100).await.unwrap();
     assert_eq!(page.points.len(), 100);
-    assert!(page.points.windows(2).all(|w| w[0].ts <= w[1].ts));
+    assert!(page.points.windows(2).all(|w| w[0].ts() <= w[1].ts()));
 }
