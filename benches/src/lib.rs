@@ -8,7 +8,12 @@ use trackgate_proto::{Measurement, Secret, sign};
 use trackgate_store::Row;
 
 /// trackgate's schema, for the raw baselines.
-pub const SCHEMA: &str = include_str!("../../crates/store/migrations/sqlite/0001_init.sql");
+/// trackgate's SQLite schema, as its migrations leave it.
+pub const SCHEMA: &str = concat!(
+    include_str!("../../crates/store/migrations/sqlite/0001_init.sql"),
+    include_str!("../../crates/store/migrations/sqlite/0002_operators.sql"),
+    include_str!("../../crates/store/migrations/sqlite/0003_position_spans.sql"),
+);
 const COLUMNS: usize = 15;
 
 /// A fresh SQLite database at `dir/raw.db` with `schema`, tuned as trackgate tunes its own

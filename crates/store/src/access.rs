@@ -274,23 +274,23 @@ pub struct TrackPage {
     pub next: Option<TrackCursor>,
 }
 
-/// Where a track page ends: opaque to API callers.
+/// Where a track page ends: the last point's `(ts, seq)`, opaque to API callers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TrackCursor {
     pub ts: i64,
-    pub row: i64,
+    pub seq: i64,
 }
 
 impl TrackCursor {
     pub fn encode(&self) -> String {
-        format!("{}.{}", self.ts, self.row)
+        format!("{}.{}", self.ts, self.seq)
     }
 
     pub fn decode(s: &str) -> Option<TrackCursor> {
-        let (ts, row) = s.split_once('.')?;
+        let (ts, seq) = s.split_once('.')?;
         Some(TrackCursor {
             ts: ts.parse().ok()?,
-            row: row.parse().ok()?,
+            seq: seq.parse().ok()?,
         })
     }
 }

@@ -16,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 pub mod access;
+mod batch;
 mod columns;
 pub mod crypto;
 mod error;

@@ -1,6 +1,7 @@
 //! The embedded SQLite backend: WAL, one writer at a time, multi-row inserts sized under the
 //! bind-parameter limit, migrations embedded in the binary.
 
+use crate::batch;
 use crate::columns::{measurement_columns, measurement_from_excluded};
 use crate::model::{KeyInfo, Kind, Outcome, Principal, PrincipalInfo, RejectRow, Row, StoredPosition};
 use crate::{MasterKey, OpenOptions, StoreError};
@@ -26,6 +27,7 @@ const MAX_BIND_PARAMS: usize = 32_766;
 const POSITION_COLUMNS: usize = 15;
 const LATEST_COLUMNS: usize = 12;
 const REJECT_COLUMNS: usize = 8;
+const SPAN_COLUMNS: usize = 6;
 const MASTER_CHECK_AAD: &[u8] = b"trackgate master key check";
 
 /// `items` in chunks of at most `max_rows`, each a power of two long, largest first.
@@ -69,22 +71,32 @@ impl Default for SqliteOptions {
     }
 }
 
-/// The schema, embedded: applied in version order, each once, recorded by sqlx.
+/// The schema, embedded: applied in version order, each once, recorded by sqlx. A database
+/// made by an older version is moved forward at open.
 #[derive(Debug)]
-struct Embedded;
+struct Embedded {
+    /// The newest version to apply (tests make older databases with it).
+    upto: i64,
+}
 
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("../migrations/sqlite/0001_init.sql")),
     (2, "operators", include_str!("../migrations/sqlite/0002_operators.sql")),
+    (
+        3,
+        "position spans",
+        include_str!("../migrations/sqlite/0003_position_spans.sql"),
+    ),
 ];
 
 impl MigrationSource<'static> for Embedded {
     fn resolve(
         self,
     ) -> Pin<Box<dyn Future<Output = Result<Vec<Migration>, sqlx::error::BoxDynError>> + Send + 'static>> {
-        Box::pin(async {
+        Box::pin(async move {
             Ok(MIGRATIONS
                 .iter()
+                .filter(|&&(v, _, _)| v <= self.upto)
                 .map(|&(v, d, sql)| {
                     Migration::new(v, Cow::Borrowed(d), MigrationType::Simple, Cow::Borrowed(sql), false)
                 })
@@ -182,7 +194,7 @@ impl Sqlite {
             .before_acquire(|conn, _| Box::pin(async move { Ok(leaves_no_transaction_open(conn)) }))
             .connect_with(connect)
             .await?;
-        Migrator::new(Embedded).await?.run(&pool).await?;
+        Migrator::new(Embedded { upto: i64::MAX }).await?.run(&pool).await?;
         let db = Sqlite { pool, master };
         db.check_master_key().await?;
         Ok(db)
@@ -319,21 +331,8 @@ impl Sqlite {
             }
         }
 
-        // The newest positioned inserted row of each device moves its marker, if newer.
-        let mut newest: HashMap<&str, &Row> = HashMap::new();
-        for (r, o) in rows.iter().zip(&outcomes) {
-            if *o == Outcome::Inserted && r.measurement.position().is_some() {
-                newest
-                    .entry(r.device_id.as_str())
-                    .and_modify(|cur| {
-                        if (r.ts, r.seq) > (cur.ts, cur.seq) {
-                            *cur = r;
-                        }
-                    })
-                    .or_insert(r);
-            }
-        }
-        let newest: Vec<&Row> = newest.into_values().collect();
+        // Each device's latest position moves forward only, and its spans widen.
+        let newest = batch::latest_positions(rows, &outcomes);
         for chunk in cached_chunks(&newest, MAX_BIND_PARAMS / LATEST_COLUMNS) {
             let mut q = QueryBuilder::new(format!(
                 "INSERT INTO latest_positions (device_id, seq, ts, {}, received_ms) ",
@@ -348,6 +347,29 @@ impl Sqlite {
                  received_ms = excluded.received_ms WHERE excluded.ts > latest_positions.ts",
                 measurement_from_excluded()
             ));
+            q.build().execute(&mut *tx).await?;
+        }
+
+        let spans = batch::spans(rows, &outcomes);
+        for chunk in cached_chunks(&spans, MAX_BIND_PARAMS / SPAN_COLUMNS) {
+            let mut q = QueryBuilder::new(
+                "INSERT INTO position_spans (device_id, hour, min_seq, max_seq, newest_ts, newest_seq) ",
+            );
+            q.push_values(chunk, |mut b, s| {
+                b.push_bind(s.device_id)
+                    .push_bind(s.hour)
+                    .push_bind(s.min_seq)
+                    .push_bind(s.max_seq)
+                    .push_bind(s.newest_ts)
+                    .push_bind(s.newest_seq);
+            });
+            q.push(
+                " ON CONFLICT (device_id, hour) DO UPDATE SET \
+                 min_seq = min(min_seq, excluded.min_seq), max_seq = max(max_seq, excluded.max_seq), \
+                 newest_seq = CASE WHEN (excluded.newest_ts, excluded.newest_seq) > (newest_ts, newest_seq) \
+                   THEN excluded.newest_seq ELSE newest_seq END, \
+                 newest_ts = max(newest_ts, excluded.newest_ts)",
+            );
             q.build().execute(&mut *tx).await?;
         }
 
@@ -763,5 +785,88 @@ mod chunk_tests {
         }
         let sizes: Vec<usize> = cached_chunks(&[0u8; 1818], 2184).map(<[u8]>::len).collect();
         assert_eq!(sizes, [1024, 512, 256, 16, 8, 2]);
+    }
+}
+
+#[cfg(test)]
+mod migration_tests {
+    use super::*;
+    use crate::batch::SPAN_MS;
+    use crate::{Store, access::TrackCursor};
+
+    /// A database made before position spans (migrations 1 and 2) is moved forward at open: its
+    /// spans are built from its rows, the (device_id, ts) index is gone, and tracks read right.
+    #[tokio::test]
+    async fn a_database_from_before_spans_is_moved_forward_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("old.db").display());
+        let old = SqlitePool::connect_with(SqliteConnectOptions::from_str(&url).unwrap().create_if_missing(true))
+            .await
+            .unwrap();
+        Migrator::new(Embedded { upto: 2 })
+            .await
+            .unwrap()
+            .run(&old)
+            .await
+            .unwrap();
+        // (seq, hour, minute): seq 6's clock jumped back an hour; seq 7 has no position.
+        let h0 = 490_000;
+        for (seq, hour, minute) in [
+            (1, h0, 0),
+            (2, h0, 30),
+            (3, h0 + 1, 5),
+            (4, h0 + 1, 5),
+            (6, h0, 45),
+            (7, h0 + 1, 9),
+        ] {
+            let ts = hour * SPAN_MS + minute * 60_000;
+            sqlx::query(
+                "INSERT INTO positions (device_id, seq, ts, lat, lon, record, kid, received_ms) \
+                 VALUES ('old-1', ?, ?, CASE WHEN ? = 7 THEN NULL ELSE 60.0 END, CASE WHEN ? = 7 THEN NULL ELSE 24.0 END, \
+                 'r', 'k1', 0)",
+            )
+            .bind(seq)
+            .bind(ts)
+            .bind(seq)
+            .bind(seq)
+            .execute(&old)
+            .await
+            .unwrap();
+        }
+        old.close().await;
+
+        let opts = OpenOptions {
+            url,
+            max_connections: 2,
+            sqlite: SqliteOptions::default(),
+        };
+        let s = Store::open(&opts, MasterKey::from_bytes(&[3; 32])).await.unwrap();
+        let db = s.sqlite_for_tests();
+        let spans: Vec<(i64, i64, i64, i64, i64)> = sqlx::query_as(
+            "SELECT hour, min_seq, max_seq, newest_ts, newest_seq FROM position_spans WHERE device_id = 'old-1' ORDER BY hour",
+        )
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+        let at = |hour: i64, minute: i64| hour * SPAN_MS + minute * 60_000;
+        assert_eq!(spans, [(h0, 1, 6, at(h0, 45), 6), (h0 + 1, 3, 7, at(h0 + 1, 9), 7)]);
+        let ts_index: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sqlite_master WHERE name = 'positions_device_ts'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        assert_eq!(ts_index, 0);
+
+        // The whole track, two points a page: (ts, seq) order, the jumped record in its place.
+        let mut seen = Vec::new();
+        let mut after: Option<TrackCursor> = None;
+        loop {
+            let page = s.track("old-1", 0, i64::MAX, after, 2).await.unwrap();
+            seen.extend(page.points.iter().map(|p| p.seq()));
+            match page.next {
+                Some(c) => after = Some(c),
+                None => break,
+            }
+        }
+        assert_eq!(seen, [1, 2, 6, 3, 4]);
     }
 }

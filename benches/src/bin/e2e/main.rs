@@ -213,7 +213,7 @@ async fn https_cases() {
     // What stands in the storage's way: bigger commits, and the schema's indexes and keys.
     for (batch, schema) in [
         (10_000, Schema::Shipped),
-        (1000, Schema::WithoutTsIndex),
+        (1000, Schema::WithTsIndex),
         (1000, Schema::IntegerDeviceKeys),
     ] {
         let (r, at) = sim::raw_baseline("HTTPS", "", &rows, batch, schema).await;

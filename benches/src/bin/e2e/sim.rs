@@ -164,8 +164,8 @@ impl Case {
 pub enum Schema {
     /// trackgate's own.
     Shipped,
-    /// Without the `(device_id, ts)` index that serves track queries by time.
-    WithoutTsIndex,
+    /// With the `(device_id, ts)` index of versions before position spans (two indexes a row).
+    WithTsIndex,
     /// Devices as integer keys in `positions` and its indexes, instead of their text ids.
     IntegerDeviceKeys,
 }
@@ -174,9 +174,7 @@ impl Schema {
     fn sql(self) -> String {
         match self {
             Schema::Shipped => SCHEMA.to_owned(),
-            Schema::WithoutTsIndex => {
-                SCHEMA.replace("CREATE INDEX positions_device_ts ON positions (device_id, ts);", "")
-            }
+            Schema::WithTsIndex => format!("{SCHEMA}\nCREATE INDEX positions_device_ts ON positions (device_id, ts);"),
             Schema::IntegerDeviceKeys => {
                 SCHEMA.replacen("device_id   TEXT NOT NULL,", "device_id   INTEGER NOT NULL,", 1)
             }
@@ -186,7 +184,7 @@ impl Schema {
     fn name(self) -> &'static str {
         match self {
             Schema::Shipped => "",
-            Schema::WithoutTsIndex => ", without the (device_id, ts) index",
+            Schema::WithTsIndex => ", with the (device_id, ts) index of earlier versions",
             Schema::IntegerDeviceKeys => ", integer device keys",
         }
     }

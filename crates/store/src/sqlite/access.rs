@@ -7,6 +7,7 @@ use crate::access::{
     Assignment, AuditEntry, AuditRecord, BBox, DeviceView, Fix, MemberKeys, Membership, OrderGroup, Organization, Role,
     Rule, RuleKind, Scope, TrackCursor, TrackPage, UserGroup, Visibility,
 };
+use crate::batch::{SPAN_MS, span_of};
 use crate::columns::measurement_columns;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row as _, SqliteConnection};
@@ -111,8 +112,9 @@ pub(super) fn devices_query<'a>(
         ", r.ts AS r_ts, r.bat AS r_bat, r.tmp AS r_tmp \
          FROM device_assignments da \
          LEFT JOIN latest_positions l ON l.device_id = da.device_id \
-         LEFT JOIN positions r ON r.rowid = \
-           (SELECT p.rowid FROM positions p WHERE p.device_id = da.device_id ORDER BY p.ts DESC LIMIT 1) \
+         LEFT JOIN position_spans s ON s.device_id = da.device_id \
+           AND s.hour = (SELECT MAX(m.hour) FROM position_spans m WHERE m.device_id = da.device_id) \
+         LEFT JOIN positions r ON r.device_id = da.device_id AND r.seq = s.newest_seq \
          WHERE 1",
     );
     push_visible(&mut b, vis);
@@ -148,13 +150,18 @@ pub(super) fn latest_query<'a>(
     b
 }
 
-/// One page of a device's positioned records with `from <= ts < to`, in `(ts, row)` order.
+/// A device's spans (hour, lowest and highest seq) between two hours, oldest first.
+pub(super) const SPANS_SQL: &str = "SELECT hour, min_seq, max_seq FROM position_spans \
+     WHERE device_id = ?1 AND hour >= ?2 AND hour <= ?3 ORDER BY hour";
+
+/// A device's positioned records of one span: seqs from ?2 to ?3, `?4 <= ts < ?5`, after the
+/// cursor `(?6, ?7)`, in `(ts, seq)` order. The sort is over one hour's rows at most.
 pub(super) static TRACK_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "SELECT rowid AS rid, seq, ts, {} \
-         FROM positions \
-         WHERE device_id = ?1 AND ts >= ?2 AND ts < ?3 AND (ts > ?2 OR rowid > ?4) AND lat IS NOT NULL \
-         ORDER BY ts, rowid LIMIT ?5",
+        "SELECT seq, ts, {} FROM positions \
+         WHERE device_id = ?1 AND seq >= ?2 AND seq <= ?3 AND ts >= ?4 AND ts < ?5 \
+           AND (ts > ?6 OR seq > ?7) AND lat IS NOT NULL \
+         ORDER BY ts, seq LIMIT ?8",
         measurement_columns("", "")
     )
 });
@@ -639,30 +646,52 @@ impl Sqlite {
         after: Option<TrackCursor>,
         limit: u32,
     ) -> Result<TrackPage, StoreError> {
-        // Resume after the cursor: a higher start bound, and past the cursor's row at that ts.
-        let (start, row) = match after {
-            Some(c) if c.ts >= from_ms => (c.ts, c.row),
+        // Resume after the cursor: a higher start bound, and past the cursor's seq at that ts.
+        let (start, after_seq) = match after {
+            Some(c) if c.ts >= from_ms => (c.ts, c.seq),
             _ => (from_ms, i64::MIN),
         };
-        let rows = sqlx::query(&TRACK_SQL)
+        let mut points = Vec::new();
+        let mut last = None;
+        if start >= to_ms {
+            return Ok(TrackPage { points, next: None });
+        }
+        // The hours of the range that hold records, each read through (device_id, seq) and
+        // filtered by ts; one row more than the page shows whether there is a next page.
+        let want = i64::from(limit) + 1;
+        let spans: Vec<(i64, i64, i64)> = sqlx::query_as(SPANS_SQL)
             .bind(device)
-            .bind(start)
-            .bind(to_ms)
-            .bind(row)
-            .bind(i64::from(limit) + 1)
+            .bind(span_of(start))
+            .bind(span_of(to_ms - 1))
             .fetch_all(&self.pool)
             .await?;
-        let mut points = Vec::with_capacity(rows.len());
-        let mut last = None;
-        for r in rows.iter().take(limit as usize) {
-            let ts: i64 = r.try_get("ts")?;
-            last = Some(TrackCursor {
-                ts,
-                row: r.try_get("rid")?,
-            });
-            points.extend(Fix::new(r.try_get("seq")?, ts, measurement(r, "")?));
+        let mut found = 0;
+        for (hour, min_seq, max_seq) in spans {
+            let rows = sqlx::query(&TRACK_SQL)
+                .bind(device)
+                .bind(min_seq)
+                .bind(max_seq)
+                .bind(start.max(hour * SPAN_MS))
+                .bind(to_ms.min((hour + 1).saturating_mul(SPAN_MS)))
+                .bind(start)
+                .bind(after_seq)
+                .bind(want - found)
+                .fetch_all(&self.pool)
+                .await?;
+            for r in &rows {
+                found += 1;
+                if found > i64::from(limit) {
+                    break;
+                }
+                let (seq, ts) = (r.try_get("seq")?, r.try_get("ts")?);
+                last = Some(TrackCursor { ts, seq });
+                points.extend(Fix::new(seq, ts, measurement(r, "")?));
+            }
+            if found >= want {
+                break;
+            }
         }
-        let next = if rows.len() > limit as usize { last } else { None };
+        let next = if found > i64::from(limit) { last } else { None };
         Ok(TrackPage { points, next })
     }
 

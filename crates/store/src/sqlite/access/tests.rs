@@ -277,6 +277,61 @@ async fn track_pages_in_time_order_and_resume_after_the_cursor() {
     assert_eq!(seen, [(2, 100), (6, 200), (3, 300), (4, 300), (1, 500)]);
 }
 
+/// Tracks read through the per-hour seq spans: records over several hours, written in several
+/// batches, a clock that jumps back into an earlier hour with a later seq and forward over an
+/// empty hour, and range bounds inside hours. Every page equals the (ts, seq) order of the rows.
+#[tokio::test]
+async fn tracks_across_hours_and_clock_jumps_match_the_rows_in_time_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path()).await;
+    s.add_device("t", None).await.unwrap();
+    let h = crate::batch::SPAN_MS;
+    let base = 480_000 * h;
+    // (seq, ts): hours 0, 1 and 3; seq 9 jumps back into hour 0; seq 12 forward to hour 3.
+    let points: Vec<(i64, i64)> = vec![
+        (1, base + 10),
+        (2, base + 20),
+        (3, base + h - 1),
+        (4, base + h),
+        (5, base + h + 5),
+        (6, base + h + 5),
+        (9, base + 15),
+        (10, base + h + 7),
+        (12, base + 3 * h + 1),
+    ];
+    for batch in points.chunks(4) {
+        let rows: Vec<Row> = batch.iter().map(|&(seq, ts)| row("t", seq, ts, 1.0, 2.0)).collect();
+        s.write_batch(&rows, &[]).await.unwrap();
+    }
+    for (from, to) in [
+        (0, i64::MAX),
+        (base + 15, base + h + 6),
+        (base + h, base + 4 * h),
+        (base + 2 * h, base + 3 * h),
+    ] {
+        for limit in [1, 2, 3, 100] {
+            let mut want: Vec<(i64, i64)> = points
+                .iter()
+                .copied()
+                .filter(|&(_, ts)| from <= ts && ts < to)
+                .collect();
+            want.sort_by_key(|&(seq, ts)| (ts, seq));
+            let mut seen = Vec::new();
+            let mut after = None;
+            loop {
+                let page = s.track("t", from, to, after, limit).await.unwrap();
+                assert!(page.points.len() <= limit as usize);
+                seen.extend(page.points.iter().map(|p| (p.seq(), p.ts())));
+                match page.next {
+                    Some(c) => after = Some(c),
+                    None => break,
+                }
+            }
+            assert_eq!(seen, want, "[{from}, {to}) by {limit}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn admin_changes_are_audited_and_the_audit_log_is_append_only() {
     let dir = tempfile::tempdir().unwrap();
@@ -352,7 +407,7 @@ async fn invalid_input_names_the_field() {
 }
 
 /// The plans the location reads use on a database of a million positions: index searches only,
-/// never a scan of `positions` and never a sort of its rows.
+/// never a scan of `positions`; a track sorts at most one hour of one device's rows.
 #[tokio::test]
 async fn location_reads_use_the_indexes_on_a_million_positions() {
     let dir = tempfile::tempdir().unwrap();
@@ -372,6 +427,15 @@ async fn location_reads_use_the_indexes_on_a_million_positions() {
         "INSERT INTO latest_positions (device_id, seq, ts, lat, lon, received_ms) \
          SELECT device_id, MAX(seq), MAX(ts), 50.0, 10.0, 0 FROM positions GROUP BY device_id \
          ON CONFLICT (device_id) DO NOTHING",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    // Their spans, as the writer keeps them (seq grows with ts here).
+    sqlx::query(
+        "INSERT INTO position_spans (device_id, hour, min_seq, max_seq, newest_ts, newest_seq) \
+         SELECT device_id, ts / 3600000, MIN(seq), MAX(seq), MAX(ts), MAX(seq) FROM positions \
+         WHERE device_id LIKE 'bulk-%' GROUP BY 1, 2",
     )
     .execute(&db.pool)
     .await
@@ -397,21 +461,32 @@ async fn location_reads_use_the_indexes_on_a_million_positions() {
         let one = plan(&db.pool, super::devices_query(explain, vis, Some("bulk-7"))).await;
         let latest = plan(&db.pool, super::latest_query(explain, vis, None)).await;
         for (name, p) in [("devices", &devices), ("device", &one), ("latest", &latest)] {
-            for scan in ["SCAN p", "SCAN r", "SCAN positions", "SCAN l", "SCAN latest_positions"] {
+            for scan in [
+                "SCAN r",
+                "SCAN s",
+                "SCAN m",
+                "SCAN positions",
+                "SCAN l",
+                "SCAN latest_positions",
+            ] {
                 assert!(!p.lines().any(|l| l.starts_with(scan)), "{name} plan scans:\n{p}");
             }
         }
-        assert!(
-            devices.contains("USING COVERING INDEX positions_device_ts"),
-            "{devices}"
-        );
+        for want in [
+            "SEARCH s USING PRIMARY KEY (device_id=? AND hour=?)",
+            "SEARCH r USING INDEX positions_device_seq (device_id=? AND seq=?)",
+        ] {
+            assert!(devices.contains(want), "{want}:\n{devices}");
+        }
     }
-    let p = {
-        let q = format!("{explain}{}", *super::TRACK_SQL);
-        let rows = sqlx::query(&q)
+    let explained = |sql: String| async move {
+        let rows = sqlx::query(&format!("{explain}{sql}"))
             .bind("bulk-7")
             .bind(0_i64)
             .bind(i64::MAX)
+            .bind(0_i64)
+            .bind(i64::MAX)
+            .bind(0_i64)
             .bind(0_i64)
             .bind(100_i64)
             .fetch_all(&db.pool)
@@ -422,11 +497,16 @@ async fn location_reads_use_the_indexes_on_a_million_positions() {
             .collect::<Vec<_>>()
             .join("\n")
     };
+    let spans = explained(super::SPANS_SQL.to_owned()).await;
     assert!(
-        p.contains("SEARCH positions USING INDEX positions_device_ts (device_id=? AND ts>? AND ts<?)"),
+        spans.contains("SEARCH position_spans USING PRIMARY KEY (device_id=? AND hour>? AND hour<?)"),
+        "spans plan:\n{spans}"
+    );
+    let p = explained(super::TRACK_SQL.clone()).await;
+    assert!(
+        p.contains("SEARCH positions USING INDEX positions_device_seq (device_id=? AND seq>? AND seq<?)"),
         "track plan:\n{p}"
     );
-    assert!(!p.contains("TEMP B-TREE"), "track plan sorts:\n{p}");
     // And the query answers from it.
     let page = s.track("bulk-7", 0, i64::MAX, None, 100).await.unwrap();
     assert_eq!(page.points.len(), 100);
