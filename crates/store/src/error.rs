@@ -35,47 +35,87 @@ pub enum StoreError {
 pub const FAILURE_KINDS: [&str; 5] = ["disk_full", "locked", "read_only", "io", "other"];
 
 impl StoreError {
-    /// Could the same operation succeed if tried again later (the database was busy or away)?
+    /// Could the same write succeed if tried again later? Yes when the database was busy,
+    /// locked, full, read-only or unreachable: conditions that pass or that an operator clears.
+    /// No for everything else (a statement the database rejects fails the same way again).
     pub fn is_retryable(&self) -> bool {
-        match self {
-            StoreError::Database(e) => match e {
-                sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => true,
-                sqlx::Error::Database(_) => matches!(self.sqlite_code(), Some(5 | 6)),
-                _ => false,
-            },
-            _ => false,
-        }
+        self.failure_kind() != "other"
     }
 
-    /// What kind of storage failure this is, for one log line per episode and a metric label:
-    /// one of [`FAILURE_KINDS`].
+    /// What kind of storage failure this is, for one log line per episode, a metric label and
+    /// [`StoreError::is_retryable`]: one of [`FAILURE_KINDS`]. Each backend's codes map here.
     pub fn failure_kind(&self) -> &'static str {
-        match self.sqlite_code() {
-            // SQLITE_FULL
-            Some(13) => "disk_full",
-            // SQLITE_BUSY, SQLITE_LOCKED
-            Some(5 | 6) => "locked",
-            // SQLITE_READONLY
-            Some(8) => "read_only",
-            // SQLITE_IOERR, SQLITE_CORRUPT, SQLITE_CANTOPEN, SQLITE_NOTADB
-            Some(10 | 11 | 14 | 26) => "io",
-            _ => match self {
-                StoreError::Database(sqlx::Error::Io(_)) => "io",
-                StoreError::Database(sqlx::Error::PoolTimedOut) => "locked",
-                _ => "other",
-            },
+        match self {
+            StoreError::Database(sqlx::Error::Database(db)) => db.code().as_deref().map_or("other", sqlite_kind),
+            StoreError::Database(sqlx::Error::Io(_) | sqlx::Error::Tls(_)) => "io",
+            StoreError::Database(sqlx::Error::PoolTimedOut) => "locked",
+            StoreError::Database(sqlx::Error::PoolClosed) => "io",
+            _ => "other",
         }
     }
+}
 
-    /// SQLite's primary result code (the low byte of an extended one), when SQLite gave one.
-    fn sqlite_code(&self) -> Option<i32> {
-        match self {
-            StoreError::Database(sqlx::Error::Database(db)) => db
-                .code()
-                .as_deref()
-                .and_then(|c| c.parse::<i32>().ok())
-                .map(|c| c & 0xff),
-            _ => None,
-        }
+/// A SQLite result code's kind: its primary code is the low byte of an extended one.
+fn sqlite_kind(code: &str) -> &'static str {
+    match code.parse::<i32>().map(|c| c & 0xff) {
+        // SQLITE_FULL
+        Ok(13) => "disk_full",
+        // SQLITE_BUSY, SQLITE_LOCKED
+        Ok(5 | 6) => "locked",
+        // SQLITE_READONLY
+        Ok(8) => "read_only",
+        // SQLITE_IOERR, SQLITE_CORRUPT, SQLITE_CANTOPEN, SQLITE_NOTADB
+        Ok(10 | 11 | 14 | 26) => "io",
+        _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sqlx::Connection;
+    use std::str::FromStr;
+
+    /// A statement the database rejects is not retried; a busy database is.
+    #[tokio::test]
+    async fn only_conditions_that_pass_are_retryable() {
+        let mut a = sqlx::SqliteConnection::connect("sqlite::memory:").await.unwrap();
+        sqlx::query("CREATE TABLE t (x INTEGER PRIMARY KEY)")
+            .execute(&mut a)
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO t VALUES (1)").execute(&mut a).await.unwrap();
+        let dup = StoreError::from(
+            sqlx::query("INSERT INTO t VALUES (1)")
+                .execute(&mut a)
+                .await
+                .unwrap_err(),
+        );
+        assert_eq!((dup.failure_kind(), dup.is_retryable()), ("other", false), "{dup}");
+        let syntax = StoreError::from(
+            sqlx::query("INSERT INTO nowhere VALUES (1)")
+                .execute(&mut a)
+                .await
+                .unwrap_err(),
+        );
+        assert!(!syntax.is_retryable(), "{syntax}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("busy.db").display());
+        let mut holder = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        sqlx::query("CREATE TABLE t (x)").execute(&mut holder).await.unwrap();
+        sqlx::query("BEGIN EXCLUSIVE").execute(&mut holder).await.unwrap();
+        let no_wait = sqlx::sqlite::SqliteConnectOptions::from_str(&url)
+            .unwrap()
+            .busy_timeout(std::time::Duration::ZERO);
+        let mut other = sqlx::SqliteConnection::connect_with(&no_wait).await.unwrap();
+        let busy = StoreError::from(
+            sqlx::query("INSERT INTO t VALUES (1)")
+                .execute(&mut other)
+                .await
+                .unwrap_err(),
+        );
+        assert_eq!((busy.failure_kind(), busy.is_retryable()), ("locked", true), "{busy}");
+        assert!(!StoreError::WrongMasterKey.is_retryable());
     }
 }

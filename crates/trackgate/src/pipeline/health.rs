@@ -121,6 +121,12 @@ impl StoreHealth {
         s.pending_since.get_or_insert_with(Instant::now);
     }
 
+    /// A write attempt ended without a commit for a reason of its batch, not of the store (the
+    /// database rejected its statement): nothing is pending, and the store's state stands.
+    pub fn write_rejected(&self) {
+        self.state().pending_since = None;
+    }
+
     /// A write attempt failed.
     pub fn write_failed(&self, e: &trackgate_store::StoreError) {
         let kind = e.failure_kind();

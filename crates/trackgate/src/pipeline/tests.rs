@@ -194,3 +194,46 @@ async fn a_conflict_is_answered_and_kept_for_support() {
     let kept = store.recent_rejects(10).await.unwrap();
     assert_eq!(kept, [(Some("D".into()), "conflict".into(), Some("ACME/s1".into()))]);
 }
+
+/// A batch the database rejects (here a trigger refuses one device's rows) would be rejected
+/// again: it is answered at once, not retried for `write_retry`, and the store stays open.
+#[tokio::test]
+async fn a_batch_the_database_rejects_is_answered_at_once_and_admission_goes_on() {
+    use sqlx::Connection;
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path()).await;
+    let url = format!("sqlite://{}", dir.path().join("t.db").display());
+    let mut side = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query(
+        "CREATE TRIGGER refuse BEFORE INSERT ON positions WHEN NEW.device_id = 'BAD' \
+         BEGIN SELECT RAISE(ABORT, 'refused by the test'); END",
+    )
+    .execute(&mut side)
+    .await
+    .unwrap();
+    let metrics = Metrics::new();
+    let (queue, rx, permits) = Queue::new(100, metrics.clone(), health());
+    let mut patient = settings(100);
+    patient.write_retry = Duration::from_secs(3600);
+    let drain = CancellationToken::new();
+    let writer = tokio::spawn(
+        Writer::new(
+            store.clone(),
+            rx,
+            permits,
+            metrics.clone(),
+            patient,
+            queue.health().clone(),
+        )
+        .run(drain.clone()),
+    );
+    let bad = queue.try_submit(rows("BAD", 0..2), index(2), vec![], source()).unwrap();
+    assert!(bad.await.unwrap().is_err(), "nothing of the batch was stored");
+    assert_eq!(metrics.database_errors.get(), 1, "tried once");
+    assert_eq!(queue.health().refusal(), None, "the store is not failing");
+    let good = queue.try_submit(rows("A", 0..2), index(2), vec![], source()).unwrap();
+    assert_eq!(good.await.unwrap().unwrap(), [Outcome::Inserted, Outcome::Inserted]);
+    drain.cancel();
+    writer.await.unwrap();
+    assert_eq!(store.count_positions().await.unwrap(), 2);
+}

@@ -222,8 +222,15 @@ impl Writer {
                     return Ok(outcomes);
                 }
                 Err(e) => {
-                    // The episode is logged once by the health state; retries only count.
                     self.metrics.database_errors.inc();
+                    if !e.is_retryable() {
+                        // The database works but rejects this batch, and would again: answer
+                        // now. The store is not failing, so admission goes on.
+                        self.health.write_rejected();
+                        tracing::error!(error = %e, rows = rows.len(), "batch rejected by the database; its requests are answered unavailable");
+                        return Err(WriteFailed);
+                    }
+                    // The episode is logged once by the health state; retries only count.
                     self.health.write_failed(&e);
                     if started.elapsed() + backoff > self.settings.write_retry {
                         tracing::warn!(error = %e, rows = rows.len(), "batch not committed within `ingest.write_retry_secs`; its requests are answered unavailable");
