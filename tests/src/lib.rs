@@ -7,6 +7,8 @@ pub mod browser;
 pub mod idp;
 pub mod mosquitto;
 pub mod op;
+pub mod pki;
+pub mod postgres;
 
 use anyhow::{Context, bail};
 use serde_json::Value;

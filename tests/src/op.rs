@@ -22,24 +22,11 @@ impl RealOp {
     /// page as a public client (`trackgate-map`, PKCE, no secret) redirecting there.
     pub fn start(dir: &Path, map_redirect: Option<&str>) -> RealOp {
         std::fs::create_dir_all(dir).unwrap();
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "trackgate test CA");
-        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-        let issuer_ca = rcgen::Issuer::new(ca_params, ca_key);
-        let leaf_key = rcgen::KeyPair::generate().unwrap();
-        let leaf = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
-            .unwrap()
-            .signed_by(&leaf_key, &issuer_ca)
-            .unwrap();
-        let ca = dir.join("op-ca.pem");
-        let (leaf_path, key_path) = (dir.join("op-cert.pem"), dir.join("op-key.pem"));
-        std::fs::write(&ca, ca_cert.pem()).unwrap();
-        std::fs::write(&leaf_path, leaf.pem()).unwrap();
-        std::fs::write(&key_path, leaf_key.serialize_pem()).unwrap();
+        let crate::pki::ServerCert {
+            ca,
+            cert: leaf_path,
+            key: key_path,
+        } = crate::pki::server_cert(dir, "op", &["localhost"]);
 
         let port = crate::free_port();
         let op_dir = Self::dir();

@@ -1,0 +1,307 @@
+//! How positions are best written into PostgreSQL, measured before the backend chooses: the same
+//! rows (as trackgate stores them: 100 devices, 1000 rows a commit, text ids, the record text)
+//! over TLS into a throwaway cluster on this machine, each way into a fresh database:
+//!
+//! - the baseline: raw `COPY` into the table, no conflict handling (the fastest way in);
+//! - multi-row `INSERT .. ON CONFLICT DO NOTHING`, with two indexes a row (`(device_id, seq)`
+//!   unique and `(device_id, ts)`) and with the unique one alone;
+//! - `INSERT .. SELECT FROM UNNEST(arrays) ON CONFLICT DO NOTHING`, one index;
+//! - `COPY` into a temporary staging table, then `INSERT .. SELECT .. ON CONFLICT DO NOTHING`;
+//! - the fastest of those with the per-device hourly spans upserted in the same transaction,
+//!   as the store keeps them.
+//!
+//! Each case runs `--rounds` times (default 3), the cases taking turns so that the cluster's
+//! checkpoints fall on all of them alike; the median is printed, with its ratio to the raw
+//! `COPY`'s median. `target/release/pg_write [--rows N] [--rounds R]`.
+
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+use sqlx::{Connection, QueryBuilder};
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::time::Instant;
+use trackgate_benches::{now_ms, rows};
+use trackgate_e2e::postgres::Postgres;
+use trackgate_proto::Measurement;
+use trackgate_store::Row;
+
+const BATCH: usize = 1000;
+const DEVICES: usize = 100;
+
+const TABLE: &str = "CREATE TABLE positions (device_id TEXT NOT NULL, seq BIGINT NOT NULL, ts BIGINT NOT NULL, \
+     lat DOUBLE PRECISION, lon DOUBLE PRECISION, alt DOUBLE PRECISION, spd DOUBLE PRECISION, \
+     hdg DOUBLE PRECISION, acc DOUBLE PRECISION, bat DOUBLE PRECISION, tmp DOUBLE PRECISION, \
+     ext TEXT, record TEXT NOT NULL, kid TEXT NOT NULL, received_ms BIGINT NOT NULL); \
+     CREATE UNIQUE INDEX positions_device_seq ON positions (device_id, seq); \
+     CREATE TABLE position_spans (device_id TEXT NOT NULL, hour BIGINT NOT NULL, min_seq BIGINT NOT NULL, \
+     max_seq BIGINT NOT NULL, newest_ts BIGINT NOT NULL, newest_seq BIGINT NOT NULL, PRIMARY KEY (device_id, hour));";
+const TS_INDEX: &str = "CREATE INDEX positions_device_ts ON positions (device_id, ts);";
+
+fn columns() -> String {
+    format!(
+        "device_id, seq, ts, {}, ext, record, kid, received_ms",
+        Measurement::NAMES.join(", ")
+    )
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Method {
+    RawCopy,
+    Insert,
+    Unnest,
+    StagedCopy,
+}
+
+struct Case {
+    name: &'static str,
+    method: Method,
+    ts_index: bool,
+    spans: bool,
+}
+
+#[tokio::main]
+async fn main() {
+    let mut args = std::env::args().skip(1);
+    let (mut n, mut rounds) = (200_000usize, 3usize);
+    while let Some(a) = args.next() {
+        match (a.as_str(), args.next()) {
+            ("--rows", Some(v)) => n = v.parse().expect("--rows N"),
+            ("--rounds", Some(v)) => rounds = v.parse().expect("--rounds R"),
+            _ => {
+                eprintln!("usage: pg_write [--rows N] [--rounds R]");
+                std::process::exit(2);
+            }
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pg = Postgres::start(&dir.path().join("pg")).expect("a throwaway PostgreSQL cluster");
+    let version = pg.psql("postgres", "SHOW server_version").unwrap();
+    println!(
+        "PostgreSQL {} over TLS on loopback, {n} rows over {DEVICES} devices, {BATCH} rows a commit, synchronous_commit on",
+        version.trim()
+    );
+    let data = rows(n, DEVICES, 0, now_ms() as i64);
+    let cases = [
+        Case {
+            name: "baseline: raw COPY, one index",
+            method: Method::RawCopy,
+            ts_index: false,
+            spans: false,
+        },
+        Case {
+            name: "multi-row INSERT ON CONFLICT, two indexes",
+            method: Method::Insert,
+            ts_index: true,
+            spans: false,
+        },
+        Case {
+            name: "multi-row INSERT ON CONFLICT, one index",
+            method: Method::Insert,
+            ts_index: false,
+            spans: false,
+        },
+        Case {
+            name: "UNNEST INSERT ON CONFLICT, one index",
+            method: Method::Unnest,
+            ts_index: false,
+            spans: false,
+        },
+        Case {
+            name: "COPY to staging, INSERT ON CONFLICT, one index",
+            method: Method::StagedCopy,
+            ts_index: false,
+            spans: false,
+        },
+        Case {
+            name: "UNNEST INSERT ON CONFLICT, one index, with spans",
+            method: Method::Unnest,
+            ts_index: false,
+            spans: true,
+        },
+        Case {
+            name: "COPY to staging, INSERT ON CONFLICT, one index, with spans",
+            method: Method::StagedCopy,
+            ts_index: false,
+            spans: true,
+        },
+    ];
+    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
+    for round in 0..rounds {
+        for (i, case) in cases.iter().enumerate() {
+            let per_s = measure(&pg, &format!("r{round}c{i}"), case, &data).await;
+            rates[i].push(per_s);
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let base = median(&mut rates[0]);
+    for (case, r) in cases.iter().zip(&mut rates) {
+        let m = median(r);
+        let spread = format!("{:.1} to {:.1}", r[0] / 1000.0, r[r.len() - 1] / 1000.0);
+        println!(
+            "  {:<62} {:>7.1} k rows/s (runs {spread})  ratio {:.2}",
+            case.name,
+            m / 1000.0,
+            m / base
+        );
+    }
+}
+
+/// One case into a fresh database `db`: rows committed per second.
+async fn measure(pg: &Postgres, db: &str, case: &Case, data: &[Row]) -> f64 {
+    pg.create_database(db).unwrap();
+    let opts = PgConnectOptions::from_str(&pg.url(db)).unwrap();
+    let mut conn = PgConnection::connect_with(&opts).await.unwrap();
+    sqlx::raw_sql(TABLE).execute(&mut conn).await.unwrap();
+    if case.ts_index {
+        sqlx::raw_sql(TS_INDEX).execute(&mut conn).await.unwrap();
+    }
+    let t = Instant::now();
+    for chunk in data.chunks(BATCH) {
+        let mut tx = conn.begin().await.unwrap();
+        match case.method {
+            Method::RawCopy => copy(&mut tx, "positions", chunk).await,
+            Method::Insert => insert(&mut tx, chunk).await,
+            Method::Unnest => unnest(&mut tx, chunk).await,
+            Method::StagedCopy => staged(&mut tx, chunk).await,
+        }
+        if case.spans {
+            upsert_spans(&mut tx, chunk).await;
+        }
+        tx.commit().await.unwrap();
+    }
+    let per_s = data.len() as f64 / t.elapsed().as_secs_f64();
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM positions")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(stored, data.len() as i64, "{}", case.name);
+    conn.close().await.unwrap();
+    pg.psql("postgres", &format!("DROP DATABASE \"{db}\"")).unwrap();
+    per_s
+}
+
+/// CSV for COPY: text quoted (quotes doubled), NULL as an unquoted empty field.
+fn csv(rows: &[Row]) -> String {
+    use std::fmt::Write;
+    let text = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+    let mut out = String::with_capacity(rows.len() * 400);
+    for r in rows {
+        let _ = write!(out, "{},{},{}", text(&r.device_id), r.seq, r.ts);
+        for v in r.measurement.values() {
+            out.push(',');
+            if let Some(v) = v {
+                let _ = write!(out, "{v}");
+            }
+        }
+        out.push(',');
+        if let Some(e) = &r.ext {
+            out.push_str(&text(e));
+        }
+        let _ = writeln!(out, ",{},{},{}", text(&r.record), text(&r.kid), r.received_ms);
+    }
+    out
+}
+
+async fn copy(conn: &mut PgConnection, table: &str, rows: &[Row]) {
+    let mut c = conn
+        .copy_in_raw(&format!("COPY {table} ({}) FROM STDIN (FORMAT csv)", columns()))
+        .await
+        .unwrap();
+    c.send(csv(rows).into_bytes()).await.unwrap();
+    c.finish().await.unwrap();
+}
+
+async fn insert(conn: &mut PgConnection, rows: &[Row]) {
+    let mut q = QueryBuilder::new(format!("INSERT INTO positions ({}) ", columns()));
+    q.push_values(rows, |mut b, r| {
+        b.push_bind(r.device_id.as_str()).push_bind(r.seq).push_bind(r.ts);
+        for v in r.measurement.values() {
+            b.push_bind(v);
+        }
+        b.push_bind(r.ext.as_deref())
+            .push_bind(r.record.as_str())
+            .push_bind(r.kid.as_str())
+            .push_bind(r.received_ms);
+    });
+    q.push(" ON CONFLICT DO NOTHING");
+    q.build().execute(conn).await.unwrap();
+}
+
+async fn unnest(conn: &mut PgConnection, rows: &[Row]) {
+    let casts = Measurement::NAMES
+        .iter()
+        .enumerate()
+        .map(|(i, _)| format!("${}::float8[]", i + 4))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "INSERT INTO positions ({}) SELECT * FROM UNNEST($1::text[], $2::int8[], $3::int8[], {casts}, \
+         $12::text[], $13::text[], $14::text[], $15::int8[]) ON CONFLICT DO NOTHING",
+        columns()
+    );
+    let mut q = sqlx::query(&sql)
+        .bind(rows.iter().map(|r| r.device_id.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.seq).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.ts).collect::<Vec<_>>());
+    for i in 0..Measurement::NAMES.len() {
+        q = q.bind(rows.iter().map(|r| r.measurement.values()[i]).collect::<Vec<_>>());
+    }
+    q.bind(rows.iter().map(|r| r.ext.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.record.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.kid.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.received_ms).collect::<Vec<_>>())
+        .execute(conn)
+        .await
+        .unwrap();
+}
+
+async fn staged(conn: &mut PgConnection, rows: &[Row]) {
+    sqlx::raw_sql("CREATE TEMP TABLE IF NOT EXISTS staging (LIKE positions INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    copy(conn, "staging", rows).await;
+    sqlx::raw_sql(&format!(
+        "INSERT INTO positions ({c}) SELECT {c} FROM staging ON CONFLICT DO NOTHING",
+        c = columns()
+    ))
+    .execute(conn)
+    .await
+    .unwrap();
+}
+
+/// Per device and hour: lowest and highest seq, and the newest (ts, seq), widened on conflict.
+async fn upsert_spans(conn: &mut PgConnection, rows: &[Row]) {
+    let mut spans: HashMap<(&str, i64), (i64, i64, i64, i64)> = HashMap::new();
+    for r in rows {
+        let e = spans
+            .entry((r.device_id.as_str(), r.ts.div_euclid(3_600_000)))
+            .or_insert((r.seq, r.seq, r.ts, r.seq));
+        e.0 = e.0.min(r.seq);
+        e.1 = e.1.max(r.seq);
+        if (r.ts, r.seq) > (e.2, e.3) {
+            (e.2, e.3) = (r.ts, r.seq);
+        }
+    }
+    let mut q =
+        QueryBuilder::new("INSERT INTO position_spans (device_id, hour, min_seq, max_seq, newest_ts, newest_seq) ");
+    q.push_values(spans, |mut b, ((dev, hour), (lo, hi, nts, nseq))| {
+        b.push_bind(dev)
+            .push_bind(hour)
+            .push_bind(lo)
+            .push_bind(hi)
+            .push_bind(nts)
+            .push_bind(nseq);
+    });
+    q.push(
+        " ON CONFLICT (device_id, hour) DO UPDATE SET \
+         min_seq = LEAST(position_spans.min_seq, excluded.min_seq), \
+         max_seq = GREATEST(position_spans.max_seq, excluded.max_seq), \
+         newest_seq = CASE WHEN (excluded.newest_ts, excluded.newest_seq) > (position_spans.newest_ts, position_spans.newest_seq) \
+           THEN excluded.newest_seq ELSE position_spans.newest_seq END, \
+         newest_ts = GREATEST(position_spans.newest_ts, excluded.newest_ts)",
+    );
+    q.build().execute(conn).await.unwrap();
+}
