@@ -21,6 +21,7 @@ mod columns;
 pub mod crypto;
 mod error;
 pub mod model;
+mod rules;
 mod sqlite;
 
 pub use access::{

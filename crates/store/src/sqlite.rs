@@ -4,6 +4,7 @@
 use crate::batch;
 use crate::columns::{measurement_columns, measurement_from_excluded};
 use crate::model::{KeyInfo, Kind, Outcome, Principal, PrincipalInfo, RejectRow, Row, StoredPosition};
+use crate::rules::{self, check_id, key_aad};
 use crate::{MasterKey, OpenOptions, StoreError};
 use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 use sqlx::query_builder::Separated;
@@ -18,7 +19,7 @@ use std::pin::Pin;
 use std::str::FromStr;
 use std::time::Duration;
 use trackgate_proto::envelope::ActiveKey;
-use trackgate_proto::{Measurement, Secret, ids};
+use trackgate_proto::{Measurement, Secret};
 
 pub(crate) mod access;
 
@@ -109,27 +110,6 @@ impl MigrationSource<'static> for Embedded {
 pub(crate) struct Sqlite {
     pub(crate) pool: SqlitePool,
     master: MasterKey,
-}
-
-fn key_aad(owner: &str, kid: &str) -> Vec<u8> {
-    format!("trackgate key\n{owner}/{kid}").into_bytes()
-}
-
-fn check_id(what: &'static str, value: &str) -> Result<(), StoreError> {
-    let (ok, max) = if what == "key id" {
-        (ids::is_valid_kid(value), 32)
-    } else {
-        (ids::is_valid_id(value), 64)
-    };
-    if ok {
-        Ok(())
-    } else {
-        Err(StoreError::InvalidId {
-            what,
-            value: value.to_owned(),
-            max,
-        })
-    }
 }
 
 /// Whether a pooled connection may be handed out again: it must hold no transaction.
@@ -534,9 +514,7 @@ impl Sqlite {
             .bind(owner)
             .fetch_one(&mut *tx)
             .await?;
-        if active >= 2 {
-            return Err(StoreError::TooManyKeys(owner.to_owned()));
-        }
+        rules::check_key_room(owner, active)?;
         let sealed = self.master.seal(&key_aad(owner, kid), secret.as_bytes());
         let inserted =
             sqlx::query("INSERT INTO keys (owner_id, kid, sealed, active, created_ms) VALUES (?, ?, ?, 1, ?)")

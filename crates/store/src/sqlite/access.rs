@@ -1,7 +1,7 @@
 //! Operators on SQLite: administration (each change written with its audit row in one
 //! transaction), membership resolution, and location reads filtered by [`Visibility`] in SQL.
 
-use super::{Sqlite, check_id, is_unique_violation, measurement};
+use super::{Sqlite, is_unique_violation, measurement};
 use crate::StoreError;
 use crate::access::{
     Assignment, AuditEntry, AuditRecord, BBox, DeviceView, Fix, MemberKeys, Membership, OrderGroup, Organization, Role,
@@ -9,19 +9,10 @@ use crate::access::{
 };
 use crate::batch::{SPAN_MS, span_of};
 use crate::columns::measurement_columns;
+use crate::rules::{check_id, check_text, checked_rule};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row as _, SqliteConnection};
 use std::sync::LazyLock;
-
-/// Longest name, label or rule value accepted.
-const MAX_TEXT: usize = 200;
-
-fn check_text(what: &'static str, value: &str) -> Result<(), StoreError> {
-    if value.trim().is_empty() || value.len() > MAX_TEXT || value.chars().any(char::is_control) {
-        return Err(StoreError::InvalidText { what, max: MAX_TEXT });
-    }
-    Ok(())
-}
 
 fn unique_or(e: sqlx::Error, kind: &'static str, id: &str) -> StoreError {
     if is_unique_violation(&e) {
@@ -430,20 +421,7 @@ impl Sqlite {
     }
 
     async fn insert_rule(conn: &mut SqliteConnection, org: &str, group: &str, rule: &Rule) -> Result<(), StoreError> {
-        let value = rule.kind.normalize(&rule.value);
-        check_text("rule value", &value)?;
-        if rule.kind == RuleKind::Email && !value.contains('@') {
-            return Err(StoreError::InvalidText {
-                what: "email rule (needs an @)",
-                max: MAX_TEXT,
-            });
-        }
-        if rule.kind == RuleKind::Domain && value.contains('@') {
-            return Err(StoreError::InvalidText {
-                what: "domain rule (a domain, without @)",
-                max: MAX_TEXT,
-            });
-        }
+        let value = checked_rule(rule)?;
         sqlx::query(
             "INSERT INTO membership_rules (kind, value, org_id, user_group_id, created_ms) VALUES (?, ?, ?, ?, ?)",
         )
