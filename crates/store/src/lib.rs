@@ -47,6 +47,16 @@ enum Backend {
     Sqlite(sqlite::Sqlite),
 }
 
+/// A connection pool's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStatus {
+    /// Connections open, in use or idle.
+    pub open: u32,
+    pub idle: u32,
+    /// The most the pool opens.
+    pub max: u32,
+}
+
 /// Open options that apply to any backend.
 #[derive(Debug, Clone)]
 pub struct OpenOptions {
@@ -101,6 +111,11 @@ impl Store {
     /// `None` for a database on another machine.
     pub fn local_directory(&self) -> Option<std::path::PathBuf> {
         dispatch!(self, db => db.directory())
+    }
+
+    /// The connection pool's state.
+    pub fn pool_status(&self) -> PoolStatus {
+        dispatch!(self, db => db.pool_status())
     }
 
     /// Is the database answering?

@@ -154,6 +154,16 @@ pub async fn serve_until(config: Config, shutdown: CancellationToken) -> anyhow:
     let monitor = health.clone();
     let monitor_stop = background.clone();
     tasks.spawn(async move { monitor.monitor(disk, HEALTH_EVERY, monitor_stop).await });
+    let (pool_store, pool_metrics, pool_stop) = (store.clone(), metrics.clone(), background.clone());
+    tasks.spawn(async move {
+        loop {
+            pool_metrics.set_pool(pool_store.pool_status());
+            tokio::select! {
+                _ = tokio::time::sleep(HEALTH_EVERY) => {}
+                _ = pool_stop.cancelled() => return,
+            }
+        }
+    });
     tasks.spawn(
         keys.clone()
             .follow_changes(config.ingest.key_refresh, background.clone()),

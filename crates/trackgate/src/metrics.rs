@@ -38,6 +38,8 @@ pub struct Metrics {
     pub storage_min_free_bytes: IntGauge,
     /// 1 while new work is admitted (what `/readyz` says).
     pub ready: IntGauge,
+    /// The database connection pool: connections in use, idle, and the most it opens.
+    pub db_connections: IntGaugeVec,
     /// Open connections by listener (https, ops).
     pub connections_open: IntGaugeVec,
     /// Connections closed or refused by trackgate, by listener and reason.
@@ -70,6 +72,14 @@ const BATCH_BUCKETS: &[f64] = &[
 ];
 
 impl Metrics {
+    /// Show the database pool's state.
+    pub fn set_pool(&self, pool: trackgate_store::PoolStatus) {
+        let set = |state: &str, v: u32| self.db_connections.with_label_values(&[state]).set(i64::from(v));
+        set("in_use", pool.open.saturating_sub(pool.idle));
+        set("idle", pool.idle);
+        set("max", pool.max);
+    }
+
     pub fn new() -> Self {
         let registry = Registry::new();
         let counter_vec = |name: &str, help: &str, labels: &[&str]| {
@@ -174,6 +184,18 @@ impl Metrics {
                 "trackgate_ready",
                 "1 while new work is admitted (what /readyz says), else 0.",
             ),
+            db_connections: {
+                let g = IntGaugeVec::new(
+                    Opts::new(
+                        "trackgate_db_connections",
+                        "The database connection pool, by state: in_use, idle, max (the most it opens).",
+                    ),
+                    &["state"],
+                )
+                .expect("valid metric");
+                registry.register(Box::new(g.clone())).expect("unique metric");
+                g
+            },
             connections_open: {
                 let g = IntGaugeVec::new(
                     Opts::new("trackgate_connections_open", "Open client connections, by listener."),
