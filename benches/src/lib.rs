@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 use sqlx::QueryBuilder;
+use sqlx::query_builder::Separated;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use std::str::FromStr;
 use trackgate_proto::{Measurement, Secret, sign};
@@ -40,25 +41,40 @@ pub async fn raw_pool(dir: &std::path::Path, schema: &str, synchronous_full: boo
     pool
 }
 
+/// The columns of `positions`, in the order [`push_row`] binds them.
+pub fn position_columns() -> String {
+    format!(
+        "device_id, seq, ts, {}, ext, record, kid, received_ms",
+        Measurement::NAMES.join(", ")
+    )
+}
+
+/// One row's values for a multi-row INSERT into [`position_columns`], on either database.
+pub fn push_row<'q, DB>(mut b: Separated<'_, 'q, DB, &'static str>, r: &'q Row)
+where
+    DB: sqlx::Database,
+    &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    Option<&'q str>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    Option<f64>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    b.push_bind(r.device_id.as_str()).push_bind(r.seq).push_bind(r.ts);
+    for v in r.measurement.values() {
+        b.push_bind(v);
+    }
+    b.push_bind(r.ext.as_deref())
+        .push_bind(r.record.as_str())
+        .push_bind(r.kid.as_str())
+        .push_bind(r.received_ms);
+}
+
 /// The baseline write: `rows` as multi-row INSERTs in one transaction. Deliberately not the
 /// store's code: a baseline must not share what it measures.
 pub async fn raw_insert(pool: &SqlitePool, rows: &[Row]) {
     let mut tx = pool.begin().await.unwrap();
     for chunk in rows.chunks(32_766 / COLUMNS) {
-        let mut q = QueryBuilder::new(format!(
-            "INSERT INTO positions (device_id, seq, ts, {}, ext, record, kid, received_ms) ",
-            Measurement::NAMES.join(", ")
-        ));
-        q.push_values(chunk, |mut b, r| {
-            b.push_bind(r.device_id.as_str()).push_bind(r.seq).push_bind(r.ts);
-            for v in r.measurement.values() {
-                b.push_bind(v);
-            }
-            b.push_bind(r.ext.as_deref())
-                .push_bind(r.record.as_str())
-                .push_bind(r.kid.as_str())
-                .push_bind(r.received_ms);
-        });
+        let mut q = QueryBuilder::new(format!("INSERT INTO positions ({}) ", position_columns()));
+        q.push_values(chunk, push_row);
         q.build().execute(&mut *tx).await.unwrap();
     }
     tx.commit().await.unwrap();

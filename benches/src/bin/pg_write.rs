@@ -23,7 +23,7 @@ use sqlx::{Connection, QueryBuilder};
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Instant;
-use trackgate_benches::{now_ms, rows};
+use trackgate_benches::{now_ms, position_columns, push_row, rows};
 use trackgate_e2e::postgres::Postgres;
 use trackgate_proto::Measurement;
 use trackgate_store::Row;
@@ -41,10 +41,7 @@ const TABLE: &str = "CREATE TABLE positions (device_id TEXT NOT NULL, seq BIGINT
 const TS_INDEX: &str = "CREATE INDEX positions_device_ts ON positions (device_id, ts);";
 
 fn columns() -> String {
-    format!(
-        "device_id, seq, ts, {}, ext, record, kid, received_ms",
-        Measurement::NAMES.join(", ")
-    )
+    position_columns()
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -259,16 +256,7 @@ async fn copy(conn: &mut PgConnection, table: &str, rows: &[Row]) {
 
 async fn insert(conn: &mut PgConnection, rows: &[Row]) {
     let mut q = QueryBuilder::new(format!("INSERT INTO positions ({}) ", columns()));
-    q.push_values(rows, |mut b, r| {
-        b.push_bind(r.device_id.as_str()).push_bind(r.seq).push_bind(r.ts);
-        for v in r.measurement.values() {
-            b.push_bind(v);
-        }
-        b.push_bind(r.ext.as_deref())
-            .push_bind(r.record.as_str())
-            .push_bind(r.kid.as_str())
-            .push_bind(r.received_ms);
-    });
+    q.push_values(rows, push_row);
     q.push(" ON CONFLICT DO NOTHING");
     q.build().execute(conn).await.unwrap();
 }

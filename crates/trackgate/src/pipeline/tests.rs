@@ -49,6 +49,20 @@ async fn store(dir: &std::path::Path) -> Store {
     Store::open(&opts, MasterKey::from_bytes(&[3; 32])).await.unwrap()
 }
 
+/// The writer over `store`, running until the returned token is cancelled.
+fn start_writer(
+    store: &Store,
+    rx: tokio::sync::mpsc::UnboundedReceiver<super::Submission>,
+    permits: std::sync::Arc<tokio::sync::Semaphore>,
+    metrics: Metrics,
+    settings: WriterSettings,
+    queue: &Queue,
+) -> (tokio::task::JoinHandle<()>, CancellationToken) {
+    let drain = CancellationToken::new();
+    let writer = Writer::new(store.clone(), rx, permits, metrics, settings, queue.health().clone());
+    (tokio::spawn(writer.run(drain.clone())), drain)
+}
+
 fn health() -> std::sync::Arc<StoreHealth> {
     std::sync::Arc::new(StoreHealth::new(Duration::from_secs(60), Metrics::new()))
 }
@@ -99,18 +113,7 @@ async fn batches_respect_max_rows_without_splitting_and_acks_follow_commit_in_or
                 .unwrap()
         })
         .collect();
-    let drain = CancellationToken::new();
-    let writer = tokio::spawn(
-        Writer::new(
-            store.clone(),
-            rx,
-            permits.clone(),
-            metrics.clone(),
-            settings(5),
-            queue.health().clone(),
-        )
-        .run(drain.clone()),
-    );
+    let (writer, drain) = start_writer(&store, rx, permits.clone(), metrics.clone(), settings(5), &queue);
     for ack in acks {
         assert_eq!(ack.await.unwrap().unwrap(), vec![Outcome::Inserted; 4]);
     }
@@ -167,18 +170,7 @@ async fn a_conflict_is_answered_and_kept_for_support() {
     let store = store(dir.path()).await;
     let metrics = Metrics::new();
     let (queue, rx, permits) = Queue::new(100, metrics.clone(), health());
-    let drain = CancellationToken::new();
-    let writer = tokio::spawn(
-        Writer::new(
-            store.clone(),
-            rx,
-            permits,
-            metrics,
-            settings(100),
-            queue.health().clone(),
-        )
-        .run(drain.clone()),
-    );
+    let (writer, drain) = start_writer(&store, rx, permits, metrics, settings(100), &queue);
     let first = queue.try_submit(rows("D", 0..1), index(1), vec![], source()).unwrap();
     assert_eq!(first.await.unwrap().unwrap(), [Outcome::Inserted]);
     let mut changed = rows("D", 0..1);
@@ -215,18 +207,7 @@ async fn a_batch_the_database_rejects_is_answered_at_once_and_admission_goes_on(
     let (queue, rx, permits) = Queue::new(100, metrics.clone(), health());
     let mut patient = settings(100);
     patient.write_retry = Duration::from_secs(3600);
-    let drain = CancellationToken::new();
-    let writer = tokio::spawn(
-        Writer::new(
-            store.clone(),
-            rx,
-            permits,
-            metrics.clone(),
-            patient,
-            queue.health().clone(),
-        )
-        .run(drain.clone()),
-    );
+    let (writer, drain) = start_writer(&store, rx, permits, metrics.clone(), patient, &queue);
     let bad = queue.try_submit(rows("BAD", 0..2), index(2), vec![], source()).unwrap();
     assert!(bad.await.unwrap().is_err(), "nothing of the batch was stored");
     assert_eq!(metrics.database_errors.get(), 1, "tried once");
