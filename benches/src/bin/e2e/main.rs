@@ -191,7 +191,7 @@ async fn sqlite_version() -> String {
 async fn https_cases() {
     println!("end-to-end HTTPS: firmware-sim -> trackgate, TLS, loopback, SQLite synchronous=FULL");
     let supplier = sim::Case {
-        name: "supplier batches of 1000",
+        name: "supplier batches of 1000".into(),
         mode: "supplier",
         endpoint: false,
         per_message: 1,
@@ -220,7 +220,7 @@ async fn https_cases() {
         report::ratio(at, r / raw);
     }
     sim::run(&sim::Case {
-        name: "supplier batches, at half that rate",
+        name: "supplier batches, at half that rate".into(),
         rate: Some(max / 2.0),
         // 1000 requests, so that the p99 is the 10th slowest rather than the 2nd.
         records_per_device: 10_000,
@@ -228,7 +228,7 @@ async fn https_cases() {
     })
     .await;
     let (single, single_at, _) = sim::run(&sim::Case {
-        name: "single records (as devices)",
+        name: "single records (as devices)".into(),
         mode: "device",
         endpoint: false,
         per_message: 1,
@@ -350,21 +350,14 @@ async fn mqtt_cases() {
 
         // The same through Mosquitto with firmware-sim as the devices (signing as it goes):
         // what a device waits for its PUBACK, and what trackgate uses.
-        sim::run(&sim::Case {
-            name: if per_message == 1 {
-                "1 record per message: firmware-sim via Mosquitto (signing as it goes)"
-            } else {
-                "arrays of 100: firmware-sim via Mosquitto (signing as it goes)"
-            },
-            mode: "mqtt",
-            endpoint: false,
+        sim::run(&sim::Case::mqtt(
+            format!("{what}: firmware-sim via Mosquitto (signing as it goes)"),
+            false,
             per_message,
-            devices: DEVICES,
-            records_per_device: records_per_device(per_message),
-            batch: 1,
-            concurrency: 1,
-            rate: None,
-        })
+            DEVICES,
+            records_per_device(per_message),
+            None,
+        ))
         .await;
 
         // trackgate's own endpoint: no broker in the way.
@@ -391,37 +384,23 @@ async fn mqtt_cases() {
 
         // The endpoint with firmware-sim as the devices, as fast as it answers and at half that:
         // what a device waits for its PUBACK.
-        let (full, _, _) = sim::run(&sim::Case {
-            name: if per_message == 1 {
-                "1 record per message: firmware-sim to trackgate's endpoint"
-            } else {
-                "arrays of 100: firmware-sim to trackgate's endpoint"
-            },
-            mode: "mqtt",
-            endpoint: true,
+        let (full, _, _) = sim::run(&sim::Case::mqtt(
+            format!("{what}: firmware-sim to trackgate's endpoint"),
+            true,
             per_message,
-            devices: DEVICES,
-            records_per_device: records_per_device(per_message),
-            batch: 1,
-            concurrency: 1,
-            rate: None,
-        })
+            DEVICES,
+            records_per_device(per_message),
+            None,
+        ))
         .await;
-        sim::run(&sim::Case {
-            name: if per_message == 1 {
-                "1 record per message: firmware-sim to trackgate's endpoint, at half that rate"
-            } else {
-                "arrays of 100: firmware-sim to trackgate's endpoint, at half that rate"
-            },
-            mode: "mqtt",
-            endpoint: true,
+        sim::run(&sim::Case::mqtt(
+            format!("{what}: firmware-sim to trackgate's endpoint, at half that rate"),
+            true,
             per_message,
-            devices: DEVICES,
-            records_per_device: records_per_device(per_message) / 2,
-            batch: 1,
-            concurrency: 1,
-            rate: Some(full / 2.0),
-        })
+            DEVICES,
+            records_per_device(per_message) / 2,
+            Some(full / 2.0),
+        ))
         .await;
     }
 }

@@ -15,7 +15,7 @@ use trackgate_proto::Measurement;
 use trackgate_store::Row;
 
 pub struct Case {
-    pub name: &'static str,
+    pub name: String,
     /// firmware-sim's `--mode`: supplier, device or mqtt.
     pub mode: &'static str,
     /// MQTT to trackgate's own endpoint rather than through Mosquitto.
@@ -148,12 +148,35 @@ pub async fn run(case: &Case) -> (f64, usize, Vec<Row>) {
         writer,
     );
     let per_s = total as f64 / elapsed.as_secs_f64();
-    let at = report::add(case.section(), case.name, per_s);
+    let at = report::add(case.section(), case.name.clone(), per_s);
     report::measured(at, latency, used);
     (per_s, at, stored_rows(&db).await)
 }
 
 impl Case {
+    /// firmware-sim as the MQTT devices (one connection each), through Mosquitto or to the
+    /// endpoint, as fast as trackgate answers or at `rate`.
+    pub fn mqtt(
+        name: String,
+        endpoint: bool,
+        per_message: usize,
+        devices: usize,
+        records_per_device: u64,
+        rate: Option<f64>,
+    ) -> Case {
+        Case {
+            name,
+            mode: "mqtt",
+            endpoint,
+            per_message,
+            devices,
+            records_per_device,
+            batch: 1,
+            concurrency: 1,
+            rate,
+        }
+    }
+
     fn section(&self) -> &'static str {
         if self.mode == "mqtt" { "MQTT" } else { "HTTPS" }
     }
