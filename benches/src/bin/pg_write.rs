@@ -44,19 +44,24 @@ fn columns() -> String {
     position_columns()
 }
 
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Method {
     RawCopy,
     Insert,
     Unnest,
     StagedCopy,
-    /// UNNEST into 31-day partitions, after locking the batch's devices and checking spans.
-    Partitioned,
+    /// UNNEST into 31-day partitions; first, if asked, lock the batch's devices and look for
+    /// stored spans over its seqs.
+    Partitioned {
+        locks: bool,
+        check: bool,
+    },
 }
 
 /// `positions` by 31 days of `ts`, the current range and the next two made ahead; the unique
-/// `(device_id, seq)` index on each partition.
-fn partitioned_table() -> String {
+/// `(device_id, seq)` index on each partition; with `check`, the spans' `(device_id, max_seq)`
+/// index the span check reads.
+fn partitioned_table(check: bool) -> String {
     let month_ms = 31 * 24 * 3_600_000i64;
     let start = (now_ms() as i64).div_euclid(month_ms) * month_ms;
     let mut sql = TABLE.replacen(
@@ -73,7 +78,9 @@ fn partitioned_table() -> String {
              CREATE UNIQUE INDEX ON positions_p{m} (device_id, seq);"
         ));
     }
-    sql.push_str(" CREATE INDEX position_spans_device_max ON position_spans (device_id, max_seq);");
+    if check {
+        sql.push_str(" CREATE INDEX position_spans_device_max ON position_spans (device_id, max_seq);");
+    }
     sql
 }
 
@@ -150,8 +157,38 @@ async fn main() {
             spans: true,
         },
         Case {
+            name: "UNNEST, 31-day partitions, spans",
+            method: Method::Partitioned {
+                locks: false,
+                check: false,
+            },
+            ts_index: false,
+            spans: true,
+        },
+        Case {
+            name: "UNNEST, 31-day partitions, device locks, spans",
+            method: Method::Partitioned {
+                locks: true,
+                check: false,
+            },
+            ts_index: false,
+            spans: true,
+        },
+        Case {
+            name: "UNNEST, 31-day partitions, span check, spans",
+            method: Method::Partitioned {
+                locks: false,
+                check: true,
+            },
+            ts_index: false,
+            spans: true,
+        },
+        Case {
             name: "UNNEST, 31-day partitions, device locks, span check, spans",
-            method: Method::Partitioned,
+            method: Method::Partitioned {
+                locks: true,
+                check: true,
+            },
             ts_index: false,
             spans: true,
         },
@@ -185,8 +222,11 @@ async fn measure(pg: &Postgres, db: &str, case: &Case, data: &[Row]) -> f64 {
     pg.create_database(db).unwrap();
     let opts = PgConnectOptions::from_str(&pg.url(db)).unwrap();
     let mut conn = PgConnection::connect_with(&opts).await.unwrap();
-    if case.method == Method::Partitioned {
-        sqlx::raw_sql(&partitioned_table()).execute(&mut conn).await.unwrap();
+    if let Method::Partitioned { check, .. } = case.method {
+        sqlx::raw_sql(&partitioned_table(check))
+            .execute(&mut conn)
+            .await
+            .unwrap();
     } else {
         sqlx::raw_sql(TABLE).execute(&mut conn).await.unwrap();
     }
@@ -201,9 +241,15 @@ async fn measure(pg: &Postgres, db: &str, case: &Case, data: &[Row]) -> f64 {
             Method::Insert => insert(&mut tx, chunk).await,
             Method::Unnest => unnest(&mut tx, chunk).await,
             Method::StagedCopy => staged(&mut tx, chunk).await,
-            Method::Partitioned => {
-                let overlaps = lock_and_check(&mut tx, chunk).await;
-                assert_eq!(overlaps, 0, "a device counting up has no stored span over its new seqs");
+            Method::Partitioned { locks, check } => {
+                let devices = seq_bounds(chunk);
+                if locks {
+                    lock_devices(&mut tx, &devices).await;
+                }
+                if check {
+                    let overlaps = overlapping_spans(&mut tx, &devices).await;
+                    assert_eq!(overlaps, 0, "a device counting up has no stored span over its new seqs");
+                }
                 unnest(&mut tx, chunk).await;
             }
         }
@@ -304,26 +350,35 @@ async fn staged(conn: &mut PgConnection, rows: &[Row]) {
     .unwrap();
 }
 
-/// Lock the batch's devices for the transaction (in id order, so two writers cannot deadlock),
-/// then count the stored spans whose seqs overlap the batch's seqs of the same device: the rows
-/// that may be resends stored in another partition, to be looked up one by one.
-async fn lock_and_check(conn: &mut PgConnection, rows: &[Row]) -> i64 {
+/// Each device of a batch with the lowest and highest seq it brings, in id order.
+fn seq_bounds(rows: &[Row]) -> Vec<(&str, i64, i64)> {
     let mut bounds: HashMap<&str, (i64, i64)> = HashMap::new();
     for r in rows {
         let b = bounds.entry(r.device_id.as_str()).or_insert((r.seq, r.seq));
         b.0 = b.0.min(r.seq);
         b.1 = b.1.max(r.seq);
     }
-    let mut devices: Vec<(&str, (i64, i64))> = bounds.into_iter().collect();
+    let mut devices: Vec<(&str, i64, i64)> = bounds.into_iter().map(|(d, (lo, hi))| (d, lo, hi)).collect();
     devices.sort_unstable();
+    devices
+}
+
+/// Lock the batch's devices for the transaction, in id order so two writers cannot deadlock.
+async fn lock_devices(conn: &mut PgConnection, devices: &[(&str, i64, i64)]) {
     let ids: Vec<&str> = devices.iter().map(|d| d.0).collect();
-    let lo: Vec<i64> = devices.iter().map(|d| d.1.0).collect();
-    let hi: Vec<i64> = devices.iter().map(|d| d.1.1).collect();
     sqlx::query("SELECT count(pg_advisory_xact_lock(hashtextextended(d, 0))) FROM unnest($1::text[]) AS d")
         .bind(&ids)
-        .execute(&mut *conn)
+        .execute(conn)
         .await
         .unwrap();
+}
+
+/// The stored spans whose seqs overlap the batch's seqs of the same device: the rows that may
+/// be resends stored in another partition, to be looked up one by one.
+async fn overlapping_spans(conn: &mut PgConnection, devices: &[(&str, i64, i64)]) -> i64 {
+    let ids: Vec<&str> = devices.iter().map(|d| d.0).collect();
+    let lo: Vec<i64> = devices.iter().map(|d| d.1).collect();
+    let hi: Vec<i64> = devices.iter().map(|d| d.2).collect();
     sqlx::query_scalar(
         "SELECT count(*) FROM unnest($1::text[], $2::int8[], $3::int8[]) AS b(dev, lo, hi) \
          JOIN position_spans s ON s.device_id = b.dev AND s.max_seq >= b.lo AND s.min_seq <= b.hi",
