@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::str::FromStr;
+use std::sync::LazyLock;
 use std::time::Duration;
 use trackgate_proto::envelope::ActiveKey;
 use trackgate_proto::{Measurement, Secret};
@@ -30,6 +31,29 @@ const LATEST_COLUMNS: usize = 12;
 const REJECT_COLUMNS: usize = 8;
 const SPAN_COLUMNS: usize = 6;
 const MASTER_CHECK_AAD: &[u8] = b"trackgate master key check";
+
+/// The head of the batch's multi-row position INSERT, built once.
+static INSERT_POSITIONS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO positions (device_id, seq, ts, {}, ext, record, kid, received_ms) ",
+        measurement_columns("", "")
+    )
+});
+
+/// The head and tail of the latest-position upsert (forward in ts only), built once.
+static UPSERT_LATEST: LazyLock<(String, String)> = LazyLock::new(|| {
+    (
+        format!(
+            "INSERT INTO latest_positions (device_id, seq, ts, {}, received_ms) ",
+            measurement_columns("", "")
+        ),
+        format!(
+            " ON CONFLICT (device_id) DO UPDATE SET seq = excluded.seq, ts = excluded.ts, {}, \
+             received_ms = excluded.received_ms WHERE excluded.ts > latest_positions.ts",
+            measurement_from_excluded()
+        ),
+    )
+});
 
 /// `items` in chunks of at most `max_rows`, each a power of two long, largest first.
 ///
@@ -269,10 +293,7 @@ impl Sqlite {
         let mut outcomes: Vec<Outcome> = Vec::with_capacity(rows.len());
         for chunk in cached_chunks(rows, MAX_BIND_PARAMS / POSITION_COLUMNS) {
             let at = outcomes.len();
-            let mut q = QueryBuilder::new(format!(
-                "INSERT INTO positions (device_id, seq, ts, {}, ext, record, kid, received_ms) ",
-                measurement_columns("", "")
-            ));
+            let mut q = QueryBuilder::new(INSERT_POSITIONS.as_str());
             q.push_values(chunk, |mut b, r| {
                 bind_measurement(&mut b, r);
                 b.push_bind(r.ext.as_deref())
@@ -322,19 +343,12 @@ impl Sqlite {
         // Each device's latest position moves forward only, and its spans widen.
         let newest = batch::latest_positions(rows, &outcomes);
         for chunk in cached_chunks(&newest, MAX_BIND_PARAMS / LATEST_COLUMNS) {
-            let mut q = QueryBuilder::new(format!(
-                "INSERT INTO latest_positions (device_id, seq, ts, {}, received_ms) ",
-                measurement_columns("", "")
-            ));
+            let mut q = QueryBuilder::new(UPSERT_LATEST.0.as_str());
             q.push_values(chunk, |mut b, r| {
                 bind_measurement(&mut b, r);
                 b.push_bind(r.received_ms);
             });
-            q.push(format_args!(
-                " ON CONFLICT (device_id) DO UPDATE SET seq = excluded.seq, ts = excluded.ts, {}, \
-                 received_ms = excluded.received_ms WHERE excluded.ts > latest_positions.ts",
-                measurement_from_excluded()
-            ));
+            q.push(UPSERT_LATEST.1.as_str());
             q.build().execute(&mut *tx).await?;
         }
 
@@ -722,15 +736,12 @@ fn bind_measurement<'q>(b: &mut Separated<'_, 'q, sqlx::Sqlite, &'static str>, r
     }
 }
 
-/// The measurement columns of a row read with `measurement_columns(_, alias)`.
-pub(crate) fn measurement(r: &SqliteRow, alias: &str) -> Result<Measurement, StoreError> {
+/// The measurement columns of a row, by their names in the row: [`Measurement::NAMES`], or
+/// those renamed by `measurement_columns(_, alias)` (see `sqlite::access::LATEST_FIX`).
+pub(crate) fn measurement<S: AsRef<str>>(r: &SqliteRow, names: &[S; 8]) -> Result<Measurement, StoreError> {
     let mut values = [None; 8];
-    for (value, name) in values.iter_mut().zip(Measurement::NAMES) {
-        *value = if alias.is_empty() {
-            r.try_get(name)?
-        } else {
-            r.try_get(format!("{alias}{name}").as_str())?
-        };
+    for (value, name) in values.iter_mut().zip(names) {
+        *value = r.try_get(name.as_ref())?;
     }
     Ok(Measurement::from_values(values))
 }
@@ -740,7 +751,7 @@ fn stored_position(r: &SqliteRow) -> Result<StoredPosition, StoreError> {
         device_id: r.try_get("device_id")?,
         seq: r.try_get("seq")?,
         ts: r.try_get("ts")?,
-        measurement: measurement(r, "")?,
+        measurement: measurement(r, &Measurement::NAMES)?,
         ext: r.try_get("ext")?,
         record: r.try_get("record")?,
     })

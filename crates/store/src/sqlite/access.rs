@@ -13,6 +13,7 @@ use crate::rules::{check_id, check_text, checked_rule};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row as _, SqliteConnection};
 use std::sync::LazyLock;
+use trackgate_proto::Measurement;
 
 fn unique_or(e: sqlx::Error, kind: &'static str, id: &str) -> StoreError {
     if is_unique_violation(&e) {
@@ -157,12 +158,35 @@ pub(super) static TRACK_SQL: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-/// The fix in the columns named with the prefix `alias` (`l_seq`, `l_ts`, `l_lat`, ...), if any.
-fn fix(r: &SqliteRow, alias: &str) -> Result<Option<Fix>, StoreError> {
-    let col = |c: &str| format!("{alias}{c}");
-    let ts: Option<i64> = r.try_get(col("ts").as_str())?;
+/// The names of a fix's columns in a row: `seq`, `ts` and the measurements.
+pub(super) struct FixColumns {
+    seq: String,
+    ts: String,
+    measurement: [String; 8],
+}
+
+impl FixColumns {
+    fn with_prefix(alias: &str) -> FixColumns {
+        FixColumns {
+            seq: format!("{alias}seq"),
+            ts: format!("{alias}ts"),
+            measurement: Measurement::NAMES.map(|n| format!("{alias}{n}")),
+        }
+    }
+}
+
+/// The latest fix as [`assigned_with_latest`] names it: `l_seq`, `l_ts`, `l_lat`, ...
+pub(super) static LATEST_FIX: LazyLock<FixColumns> = LazyLock::new(|| FixColumns::with_prefix("l_"));
+
+/// The fix in the columns named by `cols`, if the row has one.
+fn fix(r: &SqliteRow, cols: &FixColumns) -> Result<Option<Fix>, StoreError> {
+    let ts: Option<i64> = r.try_get(cols.ts.as_str())?;
     let Some(ts) = ts else { return Ok(None) };
-    Ok(Fix::new(r.try_get(col("seq").as_str())?, ts, measurement(r, alias)?))
+    Ok(Fix::new(
+        r.try_get(cols.seq.as_str())?,
+        ts,
+        measurement(r, &cols.measurement)?,
+    ))
 }
 
 fn assignment(r: &SqliteRow) -> Result<Assignment, StoreError> {
@@ -178,7 +202,7 @@ fn device_view(r: &SqliteRow) -> Result<DeviceView, StoreError> {
     Ok(DeviceView {
         id: r.try_get("device_id")?,
         assignment: assignment(r)?,
-        position: fix(r, "l_")?,
+        position: fix(r, &LATEST_FIX)?,
         bat: r.try_get("r_bat")?,
         tmp: r.try_get("r_tmp")?,
         last_seen_ms: r.try_get("r_ts")?,
@@ -609,7 +633,7 @@ impl Sqlite {
         let rows = latest_query("", vis, bbox).build().fetch_all(&self.pool).await?;
         let mut out = Vec::with_capacity(rows.len());
         for r in &rows {
-            if let Some(f) = fix(r, "l_")? {
+            if let Some(f) = fix(r, &LATEST_FIX)? {
                 out.push((r.try_get("device_id")?, assignment(r)?, f));
             }
         }
@@ -663,7 +687,7 @@ impl Sqlite {
                 }
                 let (seq, ts) = (r.try_get("seq")?, r.try_get("ts")?);
                 last = Some(TrackCursor { ts, seq });
-                points.extend(Fix::new(seq, ts, measurement(r, "")?));
+                points.extend(Fix::new(seq, ts, measurement(r, &Measurement::NAMES)?));
             }
             if found >= want {
                 break;
