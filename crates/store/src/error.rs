@@ -25,6 +25,8 @@ pub enum StoreError {
     },
     #[error("the master key does not open the secrets in this database (wrong key?)")]
     WrongMasterKey,
+    #[error("the database is not as the write path left it: {0}")]
+    Inconsistent(String),
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("database error: {0}")]
@@ -46,7 +48,13 @@ impl StoreError {
     /// [`StoreError::is_retryable`]: one of [`FAILURE_KINDS`]. Each backend's codes map here.
     pub fn failure_kind(&self) -> &'static str {
         match self {
-            StoreError::Database(sqlx::Error::Database(db)) => db.code().as_deref().map_or("other", sqlite_kind),
+            StoreError::Database(sqlx::Error::Database(db)) => match db.code() {
+                Some(code) if db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>().is_some() => {
+                    postgres_kind(&code)
+                }
+                Some(code) => sqlite_kind(&code),
+                None => "other",
+            },
             StoreError::Database(sqlx::Error::Io(_) | sqlx::Error::Tls(_)) => "io",
             StoreError::Database(sqlx::Error::PoolTimedOut) => "locked",
             StoreError::Database(sqlx::Error::PoolClosed) => "io",
@@ -66,6 +74,23 @@ fn sqlite_kind(code: &str) -> &'static str {
         Ok(8) => "read_only",
         // SQLITE_IOERR, SQLITE_CORRUPT, SQLITE_CANTOPEN, SQLITE_NOTADB
         Ok(10 | 11 | 14 | 26) => "io",
+        _ => "other",
+    }
+}
+
+/// A PostgreSQL SQLSTATE's kind.
+fn postgres_kind(code: &str) -> &'static str {
+    match code {
+        // disk_full
+        "53100" => "disk_full",
+        // serialization_failure, deadlock_detected, lock_not_available, too_many_connections,
+        // out_of_memory, insufficient_resources, query_canceled (lock or statement timeout)
+        "40001" | "40P01" | "55P03" | "53300" | "53200" | "53000" | "57014" => "locked",
+        // read_only_sql_transaction (a standby, or a primary being switched over)
+        "25006" => "read_only",
+        // connection_exception (08xxx), admin, crash and cannot-connect-now shutdowns, io_error
+        c if c.starts_with("08") => "io",
+        "57P01" | "57P02" | "57P03" | "58030" => "io",
         _ => "other",
     }
 }

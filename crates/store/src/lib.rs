@@ -7,7 +7,11 @@
 //! - [`crypto`]: key secrets sealed with AES-256-GCM under the [`MasterKey`].
 //! - [`access`]: operators: organizations, order groups, user groups and their membership rules,
 //!   what a caller may see ([`Visibility`], applied in SQL), location reads, the audit log.
-//! - `sqlite`: the embedded backend: WAL, one writer, multi-row inserts, embedded migrations.
+//! - `sqlite`: the embedded backend: WAL, one writer, multi-row inserts.
+//! - `postgres`: the backend to scale out: TLS, positions partitioned by month, a batch as arrays
+//!   (`UNNEST`), `(device_id, seq)` kept unique across partitions (see its module docs).
+//! - `queries/`: the SQL both backends speak, compiled once inside each backend module.
+//! - `migrate`: each backend's schema, embedded and applied at open.
 //!
 //! The write path is [`Store::write_batch`]: one transaction inserts the rows
 //! (`ON CONFLICT DO NOTHING`), classifies the ones not inserted as duplicates or conflicts by
@@ -20,7 +24,9 @@ mod batch;
 mod columns;
 pub mod crypto;
 mod error;
+mod migrate;
 pub mod model;
+mod postgres;
 mod rules;
 mod sqlite;
 
@@ -31,6 +37,7 @@ pub use access::{
 pub use crypto::MasterKey;
 pub use error::{FAILURE_KINDS, StoreError};
 pub use model::{Kind, Outcome, Principal, PrincipalInfo, RejectRow, Row, StoredPosition};
+pub use postgres::PostgresOptions;
 pub use sqlite::SqliteOptions;
 
 use std::collections::HashMap;
@@ -45,6 +52,7 @@ pub struct Store {
 #[derive(Debug, Clone)]
 enum Backend {
     Sqlite(sqlite::Sqlite),
+    Postgres(postgres::Postgres),
 }
 
 /// A connection pool's state.
@@ -60,16 +68,18 @@ pub struct PoolStatus {
 /// Open options that apply to any backend.
 #[derive(Debug, Clone)]
 pub struct OpenOptions {
-    /// `sqlite://path/to/file.db`.
+    /// `sqlite://path/to/file.db` or `postgres://user:password@host/database`.
     pub url: String,
     pub max_connections: u32,
     pub sqlite: SqliteOptions,
+    pub postgres: PostgresOptions,
 }
 
 macro_rules! dispatch {
     ($self:ident, $db:ident => $call:expr) => {
         match &$self.backend {
             Backend::Sqlite($db) => $call,
+            Backend::Postgres($db) => $call,
         }
     };
 }
@@ -77,19 +87,37 @@ macro_rules! dispatch {
 impl Store {
     /// Connect, apply migrations, and check that `master` opens this database's secrets.
     pub async fn open(opts: &OpenOptions, master: MasterKey) -> Result<Store, StoreError> {
-        if opts.url.starts_with("sqlite:") {
-            let db = sqlite::Sqlite::open(opts, master).await?;
-            return Ok(Store {
-                backend: Backend::Sqlite(db),
-            });
+        let backend = if opts.url.starts_with("sqlite:") {
+            Backend::Sqlite(sqlite::Sqlite::open(opts, master).await?)
+        } else if opts.url.starts_with("postgres:") || opts.url.starts_with("postgresql:") {
+            Backend::Postgres(postgres::Postgres::open(opts, master).await?)
+        } else {
+            return Err(StoreError::Database(sqlx::Error::Configuration(
+                format!(
+                    "unsupported database url scheme in {:?}: expected sqlite:// or postgres://",
+                    redact_url(&opts.url)
+                )
+                .into(),
+            )));
+        };
+        Ok(Store { backend })
+    }
+
+    /// Which backend this is: `sqlite` or `postgres`, for metrics and logs.
+    pub fn backend_name(&self) -> &'static str {
+        match &self.backend {
+            Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgres",
         }
-        Err(StoreError::Database(sqlx::Error::Configuration(
-            format!(
-                "unsupported database url scheme in {:?}: expected sqlite://",
-                redact_url(&opts.url)
-            )
-            .into(),
-        )))
+    }
+
+    /// Periodic upkeep that is not tied to a batch: on PostgreSQL, the partitions of `positions`
+    /// for this month and the next two.
+    pub async fn maintain(&self, now_ms: i64) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(()),
+            Backend::Postgres(db) => db.prepare_partitions(now_ms).await,
+        }
     }
 
     /// Write one batch in one transaction; the outcome of each row, in order.
@@ -214,7 +242,25 @@ impl Store {
     pub(crate) fn sqlite_for_tests(&self) -> &sqlite::Sqlite {
         match &self.backend {
             Backend::Sqlite(db) => db,
+            Backend::Postgres(_) => panic!("a SQLite test opened PostgreSQL"),
         }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn postgres_for_tests(&self) -> &postgres::Postgres {
+        match &self.backend {
+            Backend::Postgres(db) => db,
+            Backend::Sqlite(_) => panic!("a PostgreSQL test opened SQLite"),
+        }
+    }
+
+    /// Run one statement directly, as a person with a SQL shell could.
+    #[cfg(test)]
+    pub(crate) async fn execute_for_tests(&self, sql: &str) -> Result<u64, sqlx::Error> {
+        Ok(match &self.backend {
+            Backend::Sqlite(db) => sqlx::query(sql).execute(&db.pool).await?.rows_affected(),
+            Backend::Postgres(db) => sqlx::query(sql).execute(&db.pool).await?.rows_affected(),
+        })
     }
 
     // Operators. Every administrative change is written with its audit row in one transaction.
@@ -342,3 +388,19 @@ pub fn now_ms() -> i64 {
 
 #[cfg(test)]
 mod tests;
+
+/// The daemon spawns the writer's calls: their futures must be `Send` on every backend (a
+/// borrowed `raw_sql` once made PostgreSQL's not, and only the daemon's build said so).
+#[cfg(test)]
+mod send_check {
+    fn spawnable<T: Send + 'static>(_: T) {}
+    #[allow(dead_code)]
+    fn futures_are_send(s: crate::Store) {
+        let a = s.clone();
+        spawnable(async move { a.write_batch(&[], &[]).await });
+        let a = s.clone();
+        spawnable(async move { a.prune_rejects(1).await });
+        let a = s.clone();
+        spawnable(async move { a.probe_write().await });
+    }
+}

@@ -1,25 +1,10 @@
-//! Store behaviour against a real SQLite file in a temporary directory.
+//! Store behaviour, the same on both backends.
 
-use super::*;
+use super::{TestDb, on_both_backends};
+use crate::*;
 use trackgate_proto::Measurement;
 
-fn master() -> MasterKey {
-    MasterKey::from_hex(&"42".repeat(32)).unwrap()
-}
-
-async fn open_at(dir: &std::path::Path, master: MasterKey) -> Result<Store, StoreError> {
-    let opts = OpenOptions {
-        url: format!("sqlite://{}", dir.join("t.db").display()),
-        max_connections: 4,
-        sqlite: SqliteOptions {
-            synchronous_full: false,
-            ..Default::default()
-        },
-    };
-    Store::open(&opts, master).await
-}
-
-fn row(dev: &str, seq: i64, ts: i64, text: &str) -> Row {
+pub(crate) fn row(dev: &str, seq: i64, ts: i64, text: &str) -> Row {
     Row {
         device_id: dev.into(),
         seq,
@@ -41,10 +26,8 @@ fn secret(b: u8) -> Secret {
     Secret::from_bytes([b; 32])
 }
 
-#[tokio::test]
-async fn ids_share_one_namespace() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = open_at(dir.path(), master()).await.unwrap();
+async fn ids_share_one_namespace(db: TestDb) {
+    let s = db.open().await;
     s.add_supplier("ACME").await.unwrap();
     s.add_device("TRK-1", Some("ACME")).await.unwrap();
     assert!(matches!(s.add_device("ACME", None).await, Err(StoreError::IdTaken(id)) if id == "ACME"));
@@ -67,10 +50,8 @@ async fn ids_share_one_namespace() {
     assert_eq!(listed[0].supplier.as_deref(), Some("ACME"));
 }
 
-#[tokio::test]
-async fn keys_are_sealed_limited_to_two_and_revocable() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = open_at(dir.path(), master()).await.unwrap();
+async fn keys_are_sealed_limited_to_two_and_revocable(mut db: TestDb) {
+    let s = db.open().await;
     s.add_device("TRK-1", None).await.unwrap();
     s.add_key("TRK-1", "k1", &secret(1)).await.unwrap();
     s.add_key("TRK-1", "k2", &secret(2)).await.unwrap();
@@ -94,29 +75,22 @@ async fn keys_are_sealed_limited_to_two_and_revocable() {
     s.add_key("TRK-1", "k3", &secret(3)).await.unwrap();
     let p = s.principal("TRK-1").await.unwrap().unwrap();
     assert_eq!(p.keys.iter().map(|k| k.kid.as_str()).collect::<Vec<_>>(), ["k2", "k3"]);
-    // The secret bytes are nowhere in the database file in the clear.
+    // The secret bytes are nowhere in the database's files in the clear.
     s.close().await;
-    let mut raw = std::fs::read(dir.path().join("t.db")).unwrap();
-    raw.extend(std::fs::read(dir.path().join("t.db-wal")).unwrap_or_default());
+    let raw = db.files_on_disk();
+    assert!(raw.len() > 10_000, "the database's files were read");
     assert!(!raw.windows(32).any(|w| w == [2u8; 32]), "secret found in the clear");
 }
 
-#[tokio::test]
-async fn a_wrong_master_key_is_refused_at_open() {
-    let dir = tempfile::tempdir().unwrap();
-    open_at(dir.path(), master()).await.unwrap().close().await;
+async fn a_wrong_master_key_is_refused_at_open(db: TestDb) {
+    db.open().await.close().await;
     let other = MasterKey::from_hex(&"43".repeat(32)).unwrap();
-    assert!(matches!(
-        open_at(dir.path(), other).await,
-        Err(StoreError::WrongMasterKey)
-    ));
-    open_at(dir.path(), master()).await.unwrap();
+    assert!(matches!(db.open_with(other).await, Err(StoreError::WrongMasterKey)));
+    db.open().await;
 }
 
-#[tokio::test]
-async fn batches_insert_once_and_classify_resends() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = open_at(dir.path(), master()).await.unwrap();
+async fn batches_insert_once_and_classify_resends(db: TestDb) {
+    let s = db.open().await;
     let first = s
         .write_batch(&[row("A", 1, 100, "a1"), row("A", 2, 200, "a2")], &[])
         .await
@@ -153,10 +127,8 @@ async fn batches_insert_once_and_classify_resends() {
     );
 }
 
-#[tokio::test]
-async fn latest_position_only_moves_forward_in_ts() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = open_at(dir.path(), master()).await.unwrap();
+async fn latest_position_only_moves_forward_in_ts(db: TestDb) {
+    let s = db.open().await;
     s.write_batch(&[row("A", 5, 500, "a5"), row("A", 6, 400, "a6")], &[])
         .await
         .unwrap();
@@ -175,10 +147,8 @@ async fn latest_position_only_moves_forward_in_ts() {
     assert_eq!(s.latest_position("A").await.unwrap().unwrap().ts, 800);
 }
 
-#[tokio::test]
-async fn large_batches_span_statements() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = open_at(dir.path(), master()).await.unwrap();
+async fn large_batches_span_statements(db: TestDb) {
+    let s = db.open().await;
     let rows: Vec<Row> = (0..5000)
         .map(|i| row(&format!("D{}", i % 37), i, i, &format!("r{i}")))
         .collect();
@@ -187,10 +157,8 @@ async fn large_batches_span_statements() {
     assert_eq!(s.count_positions().await.unwrap(), 5000);
 }
 
-#[tokio::test]
-async fn rejects_are_kept_and_bounded() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = open_at(dir.path(), master()).await.unwrap();
+async fn rejects_are_kept_and_bounded(db: TestDb) {
+    let s = db.open().await;
     let reject = |i: i64| RejectRow {
         received_ms: 1,
         transport: "https",
@@ -212,10 +180,8 @@ async fn rejects_are_kept_and_bounded() {
     );
 }
 
-#[tokio::test]
-async fn changes_are_logged_for_cache_invalidation() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = open_at(dir.path(), master()).await.unwrap();
+async fn changes_are_logged_for_cache_invalidation(db: TestDb) {
+    let s = db.open().await;
     let start = s.change_cursor().await.unwrap();
     s.add_device("TRK-1", None).await.unwrap();
     s.add_key("TRK-1", "k1", &secret(1)).await.unwrap();
@@ -232,10 +198,8 @@ fn urls_are_redacted() {
     assert_eq!(redact_url("sqlite://data/t.db"), "sqlite://data/t.db");
 }
 
-#[tokio::test]
-async fn devices_import_in_bulk_all_or_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = open_at(dir.path(), master()).await.unwrap();
+async fn devices_import_in_bulk_all_or_nothing(db: TestDb) {
+    let s = db.open().await;
     s.add_supplier("ACME").await.unwrap();
     s.add_device("TAKEN", None).await.unwrap();
     let fleet = |ids: &[&str]| -> Vec<(String, String, Secret)> {
@@ -262,10 +226,8 @@ async fn devices_import_in_bulk_all_or_nothing() {
 
 /// Resends spread over several statements: a repeat of a row inserted by an earlier statement of
 /// the same batch, an old row among new ones, and a conflict, each classified where it falls.
-#[tokio::test]
-async fn resends_are_classified_across_statements() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = open_at(dir.path(), master()).await.unwrap();
+async fn resends_are_classified_across_statements(db: TestDb) {
+    let s = db.open().await;
     s.write_batch(&[row("OLD", 1, 10, "old1")], &[]).await.unwrap();
     // More rows than one statement takes (2184), so the batch spans two.
     let mut rows: Vec<Row> = (0..3000).map(|i| row("N", i, i, &format!("n{i}"))).collect();
@@ -289,55 +251,15 @@ async fn resends_are_classified_across_statements() {
     assert_eq!(s.count_positions().await.unwrap(), 3002);
 }
 
-/// What a full disk does underneath sqlx, replayed on every pooled connection: SQLite rolls the
-/// transaction back by itself (here: a plain `ROLLBACK` inside it), so sqlx's own `ROLLBACK` on
-/// drop fails and its transaction depth stays at 1; one more failed write on that connection
-/// (`SAVEPOINT`, then `ROLLBACK TO`) leaves a real transaction open. A batch written after that
-/// must still reach the database file when `write_batch` says it did.
-#[tokio::test]
-async fn a_connection_left_in_a_failed_transaction_never_swallows_a_commit() {
-    use sqlx::Connection as _;
-    let dir = tempfile::tempdir().unwrap();
-    let s = open_at(dir.path(), master()).await.unwrap();
-    let pool = s.sqlite_for_tests().pool.clone();
-    // All of the pool's connections (`open_at` allows 4), so the batch lands on one of them.
-    let mut conns = Vec::new();
-    for _ in 0..4 {
-        conns.push(pool.acquire().await.unwrap());
-    }
-    for c in &mut conns {
-        let mut tx = c.begin().await.unwrap();
-        sqlx::query("ROLLBACK").execute(&mut *tx).await.unwrap();
-        drop(tx);
-        let mut tx = c.begin().await.unwrap();
-        sqlx::query("SELECT COUNT(*) FROM positions")
-            .execute(&mut *tx)
-            .await
-            .unwrap();
-        drop(tx);
-    }
-    drop(conns);
-
-    let rows: Vec<Row> = (1..=3).map(|i| row("A", i, i * 100, &format!("a{i}"))).collect();
-    let outcomes = s.write_batch(&rows, &[]).await.unwrap();
-    assert_eq!(outcomes, vec![Outcome::Inserted; 3]);
-
-    // Read through a connection of our own, as after a restart.
-    let url = format!("sqlite://{}?mode=ro", dir.path().join("t.db").display());
-    let other = sqlx::SqlitePool::connect(&url).await.unwrap();
-    let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM positions")
-        .fetch_one(&other)
-        .await
-        .unwrap();
-    assert_eq!(
-        stored, 3,
-        "write_batch said committed, but the rows are not in the file"
-    );
-    // And the connection pool still writes.
-    s.write_batch(&[row("A", 4, 400, "a4")], &[]).await.unwrap();
-    let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM positions")
-        .fetch_one(&other)
-        .await
-        .unwrap();
-    assert_eq!(stored, 4);
-}
+on_both_backends!(
+    ids_share_one_namespace,
+    keys_are_sealed_limited_to_two_and_revocable,
+    a_wrong_master_key_is_refused_at_open,
+    batches_insert_once_and_classify_resends,
+    latest_position_only_moves_forward_in_ts,
+    large_batches_span_statements,
+    rejects_are_kept_and_bounded,
+    changes_are_logged_for_cache_invalidation,
+    devices_import_in_bulk_all_or_nothing,
+    resends_are_classified_across_statements,
+);

@@ -1,24 +1,10 @@
-//! Operators' store against a real SQLite file: membership by each rule, visibility in every read,
-//! the audit log's append-only guard, and the query plans on a million positions.
+//! Operators' store, the same on both backends: membership by each rule, visibility in every
+//! read, tracks, and the audit log's append-only guard.
 
+use super::{TestDb, on_both_backends};
 use crate::access::*;
-use crate::{MasterKey, OpenOptions, Row, SqliteOptions, Store};
-use sqlx::Row as _;
+use crate::{Row, Store};
 use trackgate_proto::Measurement;
-
-async fn open(dir: &std::path::Path) -> Store {
-    let opts = OpenOptions {
-        url: format!("sqlite://{}", dir.join("t.db").display()),
-        max_connections: 4,
-        sqlite: SqliteOptions {
-            synchronous_full: false,
-            ..Default::default()
-        },
-    };
-    Store::open(&opts, MasterKey::from_hex(&"42".repeat(32)).unwrap())
-        .await
-        .unwrap()
-}
 
 fn audit(action: &str) -> AuditEntry {
     AuditEntry {
@@ -66,8 +52,8 @@ fn group(org: &str, id: &str, role: Role, scope: Scope, rules: &[(RuleKind, &str
 
 /// Two organizations; acme has order groups `north` and `south` with one device each and a third
 /// device in no order group; globex has one device.
-async fn seeded(dir: &std::path::Path) -> Store {
-    let s = open(dir).await;
+pub(crate) async fn seeded(db: &TestDb) -> Store {
+    let s = db.open().await;
     let a = audit("seed");
     for org in ["acme", "globex"] {
         s.add_organization(org, &org.to_uppercase(), &a).await.unwrap();
@@ -168,10 +154,8 @@ fn email(e: &str) -> MemberKeys {
     }
 }
 
-#[tokio::test]
-async fn each_membership_rule_grants_exactly_its_scope() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = seeded(dir.path()).await;
+async fn each_membership_rule_grants_exactly_its_scope(db: TestDb) {
+    let s = seeded(&db).await;
     // Direct invitation, compared case-insensitively; admin sees the whole organization.
     assert_eq!(visible(&s, email("boss@ACME.example")).await, ["a-n", "a-s", "a-x"]);
     // Email domain: viewer of all order groups.
@@ -198,10 +182,8 @@ async fn each_membership_rule_grants_exactly_its_scope() {
     assert!(visible(&s, email("x@notacme.example")).await.is_empty());
 }
 
-#[tokio::test]
-async fn device_views_carry_assignment_latest_fix_and_last_seen() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = seeded(dir.path()).await;
+async fn device_views_carry_assignment_latest_fix_and_last_seen(db: TestDb) {
+    let s = seeded(&db).await;
     // A later battery-only record: last seen moves, the fix stays.
     let mut battery_only = row("a-n", 3, 3_000, 0.0, 0.0);
     battery_only.measurement.lat = None;
@@ -228,10 +210,8 @@ async fn device_views_carry_assignment_latest_fix_and_last_seen() {
     assert!(s.devices(&north_only, Some("a-n")).await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn bounding_boxes_filter_and_may_cross_the_antimeridian() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = seeded(dir.path()).await;
+async fn bounding_boxes_filter_and_may_cross_the_antimeridian(db: TestDb) {
+    let s = seeded(&db).await;
     let all = Visibility::everything();
     let ids = |v: Vec<(String, Assignment, Fix)>| v.into_iter().map(|(id, _, _)| id).collect::<Vec<_>>();
     let europe = BBox {
@@ -251,10 +231,8 @@ async fn bounding_boxes_filter_and_may_cross_the_antimeridian() {
     assert_eq!(ids(s.latest(&all, Some(across)).await.unwrap()), ["a-s", "a-x", "g-1"]);
 }
 
-#[tokio::test]
-async fn track_pages_in_time_order_and_resume_after_the_cursor() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = open(dir.path()).await;
+async fn track_pages_in_time_order_and_resume_after_the_cursor(db: TestDb) {
+    let s = db.open().await;
     s.add_device("t", None).await.unwrap();
     // Two records share a ts; arrival order is not ts order.
     let rows: Vec<Row> = [(1, 500), (2, 100), (3, 300), (4, 300), (5, 900), (6, 200)]
@@ -280,10 +258,8 @@ async fn track_pages_in_time_order_and_resume_after_the_cursor() {
 /// Tracks read through the per-hour seq spans: records over several hours, written in several
 /// batches, a clock that jumps back into an earlier hour with a later seq and forward over an
 /// empty hour, and range bounds inside hours. Every page equals the (ts, seq) order of the rows.
-#[tokio::test]
-async fn tracks_across_hours_and_clock_jumps_match_the_rows_in_time_order() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = open(dir.path()).await;
+async fn tracks_across_hours_and_clock_jumps_match_the_rows_in_time_order(db: TestDb) {
+    let s = db.open().await;
     s.add_device("t", None).await.unwrap();
     let h = crate::batch::SPAN_MS;
     let base = 480_000 * h;
@@ -332,10 +308,8 @@ async fn tracks_across_hours_and_clock_jumps_match_the_rows_in_time_order() {
     }
 }
 
-#[tokio::test]
-async fn admin_changes_are_audited_and_the_audit_log_is_append_only() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = seeded(dir.path()).await;
+async fn admin_changes_are_audited_and_the_audit_log_is_append_only(db: TestDb) {
+    let s = seeded(&db).await;
     let e = AuditEntry {
         actor: "oidc:https://idp.example#u1".into(),
         actor_email: Some("boss@acme.example".into()),
@@ -363,17 +337,14 @@ async fn admin_changes_are_audited_and_the_audit_log_is_append_only() {
     assert!(s.add_rule("acme", "nobody", &rule, &e).await.is_err());
     assert_eq!(s.audit_log(None, None, 1000).await.unwrap().len(), before);
 
-    let db = s.sqlite_for_tests();
     for sql in ["UPDATE audit_log SET actor = 'x'", "DELETE FROM audit_log"] {
-        let err = sqlx::query(sql).execute(&db.pool).await.unwrap_err();
+        let err = s.execute_for_tests(sql).await.unwrap_err();
         assert!(err.to_string().contains("append-only"), "{sql}: {err}");
     }
 }
 
-#[tokio::test]
-async fn invalid_input_names_the_field() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = seeded(dir.path()).await;
+async fn invalid_input_names_the_field(db: TestDb) {
+    let s = seeded(&db).await;
     let a = audit("x");
     let err = s.add_organization("bad id", "x", &a).await.unwrap_err().to_string();
     assert!(err.contains("organization id"), "{err}");
@@ -406,109 +377,12 @@ async fn invalid_input_names_the_field() {
     assert!(matches!(err, crate::StoreError::NotFound { .. }), "{err}");
 }
 
-/// The plans the location reads use on a database of a million positions: index searches only,
-/// never a scan of `positions`; a track sorts at most one hour of one device's rows.
-#[tokio::test]
-async fn location_reads_use_the_indexes_on_a_million_positions() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = seeded(dir.path()).await;
-    let db = s.sqlite_for_tests();
-    // 1,000 devices of 1,000 positions each, written in SQL to keep the test quick.
-    sqlx::query(
-        "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 999999) \
-         INSERT INTO positions (device_id, seq, ts, lat, lon, bat, record, kid, received_ms) \
-         SELECT 'bulk-' || (i % 1000), i / 1000, 1700000000000 + i, 50.0 + (i % 7), 10.0 + (i % 11), 80.0, \
-                'r' || i, 'k1', 0 FROM n",
-    )
-    .execute(&db.pool)
-    .await
-    .unwrap();
-    sqlx::query(
-        "INSERT INTO latest_positions (device_id, seq, ts, lat, lon, received_ms) \
-         SELECT device_id, MAX(seq), MAX(ts), 50.0, 10.0, 0 FROM positions GROUP BY device_id \
-         ON CONFLICT (device_id) DO NOTHING",
-    )
-    .execute(&db.pool)
-    .await
-    .unwrap();
-    // Their spans, as the writer keeps them (seq grows with ts here).
-    sqlx::query(
-        "INSERT INTO position_spans (device_id, hour, min_seq, max_seq, newest_ts, newest_seq) \
-         SELECT device_id, ts / 3600000, MIN(seq), MAX(seq), MAX(ts), MAX(seq) FROM positions \
-         WHERE device_id LIKE 'bulk-%' GROUP BY 1, 2",
-    )
-    .execute(&db.pool)
-    .await
-    .unwrap();
-    sqlx::query("ANALYZE").execute(&db.pool).await.unwrap();
-    assert!(s.count_positions().await.unwrap() >= 1_000_000);
-
-    async fn plan(pool: &sqlx::SqlitePool, mut b: sqlx::QueryBuilder<'_, sqlx::Sqlite>) -> String {
-        let rows = b.build().fetch_all(pool).await.unwrap();
-        rows.iter()
-            .map(|r| r.get::<String, _>("detail"))
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-    let scoped = Visibility {
-        everything: false,
-        orgs: vec!["globex".into()],
-        order_groups: vec![("acme".into(), "north".into())],
-    };
-    let explain = "EXPLAIN QUERY PLAN ";
-    for vis in [&scoped, &Visibility::everything()] {
-        let devices = plan(&db.pool, super::devices_query(explain, vis, None)).await;
-        let one = plan(&db.pool, super::devices_query(explain, vis, Some("bulk-7"))).await;
-        let latest = plan(&db.pool, super::latest_query(explain, vis, None)).await;
-        for (name, p) in [("devices", &devices), ("device", &one), ("latest", &latest)] {
-            for scan in [
-                "SCAN r",
-                "SCAN s",
-                "SCAN m",
-                "SCAN positions",
-                "SCAN l",
-                "SCAN latest_positions",
-            ] {
-                assert!(!p.lines().any(|l| l.starts_with(scan)), "{name} plan scans:\n{p}");
-            }
-        }
-        for want in [
-            "SEARCH s USING PRIMARY KEY (device_id=? AND hour=?)",
-            "SEARCH r USING INDEX positions_device_seq (device_id=? AND seq=?)",
-        ] {
-            assert!(devices.contains(want), "{want}:\n{devices}");
-        }
-    }
-    let explained = |sql: String| async move {
-        let rows = sqlx::query(&format!("{explain}{sql}"))
-            .bind("bulk-7")
-            .bind(0_i64)
-            .bind(i64::MAX)
-            .bind(0_i64)
-            .bind(i64::MAX)
-            .bind(0_i64)
-            .bind(0_i64)
-            .bind(100_i64)
-            .fetch_all(&db.pool)
-            .await
-            .unwrap();
-        rows.iter()
-            .map(|r| r.get::<String, _>("detail"))
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
-    let spans = explained(super::SPANS_SQL.to_owned()).await;
-    assert!(
-        spans.contains("SEARCH position_spans USING PRIMARY KEY (device_id=? AND hour>? AND hour<?)"),
-        "spans plan:\n{spans}"
-    );
-    let p = explained(super::TRACK_SQL.clone()).await;
-    assert!(
-        p.contains("SEARCH positions USING INDEX positions_device_seq (device_id=? AND seq>? AND seq<?)"),
-        "track plan:\n{p}"
-    );
-    // And the query answers from it.
-    let page = s.track("bulk-7", 0, i64::MAX, None, 100).await.unwrap();
-    assert_eq!(page.points.len(), 100);
-    assert!(page.points.windows(2).all(|w| w[0].ts() <= w[1].ts()));
-}
+on_both_backends!(
+    each_membership_rule_grants_exactly_its_scope,
+    device_views_carry_assignment_latest_fix_and_last_seen,
+    bounding_boxes_filter_and_may_cross_the_antimeridian,
+    track_pages_in_time_order_and_resume_after_the_cursor,
+    tracks_across_hours_and_clock_jumps_match_the_rows_in_time_order,
+    admin_changes_are_audited_and_the_audit_log_is_append_only,
+    invalid_input_names_the_field,
+);

@@ -1,7 +1,9 @@
-//! Operators on SQLite: administration (each change written with its audit row in one
+//! Operators, in SQL both backends speak (compiled inside each backend module, like
+//! `principals.rs`): administration (each change written with its audit row in one
 //! transaction), membership resolution, and location reads filtered by [`Visibility`] in SQL.
 
-use super::{Sqlite, is_unique_violation, measurement};
+use super::principals::{is_unique_violation, measurement};
+use super::{Db, Handle};
 use crate::StoreError;
 use crate::access::{
     Assignment, AuditEntry, AuditRecord, BBox, DeviceView, Fix, MemberKeys, Membership, OrderGroup, Organization, Role,
@@ -10,10 +12,12 @@ use crate::access::{
 use crate::batch::{SPAN_MS, span_of};
 use crate::columns::measurement_columns;
 use crate::rules::{check_id, check_text, checked_rule};
-use sqlx::sqlite::SqliteRow;
-use sqlx::{QueryBuilder, Row as _, SqliteConnection};
+use sqlx::{QueryBuilder, Row as _};
 use std::sync::LazyLock;
 use trackgate_proto::Measurement;
+
+type DbRow = <Db as sqlx::Database>::Row;
+type Conn = <Db as sqlx::Database>::Connection;
 
 fn unique_or(e: sqlx::Error, kind: &'static str, id: &str) -> StoreError {
     if is_unique_violation(&e) {
@@ -27,10 +31,10 @@ fn unique_or(e: sqlx::Error, kind: &'static str, id: &str) -> StoreError {
 }
 
 /// Append one audit row inside the caller's transaction.
-pub(super) async fn append_audit(conn: &mut SqliteConnection, e: &AuditEntry) -> Result<(), StoreError> {
+pub(super) async fn append_audit(conn: &mut Conn, e: &AuditEntry) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO audit_log (at_ms, actor, actor_email, org_id, action, target, detail, remote_addr, override) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(crate::now_ms())
     .bind(&e.actor)
@@ -47,18 +51,18 @@ pub(super) async fn append_audit(conn: &mut SqliteConnection, e: &AuditEntry) ->
 }
 
 /// Append the change's audit row and commit both together.
-async fn commit_audited(mut tx: sqlx::Transaction<'_, sqlx::Sqlite>, audit: &AuditEntry) -> Result<(), StoreError> {
+async fn commit_audited(mut tx: sqlx::Transaction<'_, Db>, audit: &AuditEntry) -> Result<(), StoreError> {
     append_audit(&mut tx, audit).await?;
     tx.commit().await?;
     Ok(())
 }
 
 /// `AND (<the devices `da` the caller may see>)`; nothing to append for everything.
-pub(super) fn push_visible(b: &mut QueryBuilder<'_, sqlx::Sqlite>, vis: &Visibility) {
+pub(super) fn push_visible(b: &mut QueryBuilder<'_, Db>, vis: &Visibility) {
     if vis.everything {
         return;
     }
-    b.push(" AND (0");
+    b.push(" AND (FALSE");
     if !vis.orgs.is_empty() {
         b.push(" OR da.org_id IN (");
         let mut list = b.separated(", ");
@@ -93,11 +97,7 @@ fn assigned_with_latest() -> String {
 }
 
 /// The visible devices (one when `id` is given) with their latest fix and newest record.
-pub(super) fn devices_query<'a>(
-    prefix: &str,
-    vis: &'a Visibility,
-    id: Option<&'a str>,
-) -> QueryBuilder<'a, sqlx::Sqlite> {
+pub(super) fn devices_query<'a>(prefix: &str, vis: &'a Visibility, id: Option<&'a str>) -> QueryBuilder<'a, Db> {
     let mut b = QueryBuilder::new(prefix);
     b.push(assigned_with_latest());
     b.push(
@@ -106,8 +106,8 @@ pub(super) fn devices_query<'a>(
          LEFT JOIN latest_positions l ON l.device_id = da.device_id \
          LEFT JOIN position_spans s ON s.device_id = da.device_id \
            AND s.hour = (SELECT MAX(m.hour) FROM position_spans m WHERE m.device_id = da.device_id) \
-         LEFT JOIN positions r ON r.device_id = da.device_id AND r.seq = s.newest_seq \
-         WHERE 1",
+         LEFT JOIN positions r ON r.device_id = da.device_id AND r.seq = s.newest_seq AND r.ts = s.newest_ts \
+         WHERE TRUE",
     );
     push_visible(&mut b, vis);
     match id {
@@ -118,14 +118,10 @@ pub(super) fn devices_query<'a>(
 }
 
 /// Latest fixes of visible devices inside `bbox`.
-pub(super) fn latest_query<'a>(
-    prefix: &str,
-    vis: &'a Visibility,
-    bbox: Option<BBox>,
-) -> QueryBuilder<'a, sqlx::Sqlite> {
+pub(super) fn latest_query<'a>(prefix: &str, vis: &'a Visibility, bbox: Option<BBox>) -> QueryBuilder<'a, Db> {
     let mut b = QueryBuilder::new(prefix);
     b.push(assigned_with_latest());
-    b.push(" FROM device_assignments da JOIN latest_positions l ON l.device_id = da.device_id WHERE 1");
+    b.push(" FROM device_assignments da JOIN latest_positions l ON l.device_id = da.device_id WHERE TRUE");
     if let Some(bb) = bbox {
         b.push(" AND l.lat >= ").push_bind(bb.south);
         b.push(" AND l.lat <= ").push_bind(bb.north);
@@ -144,16 +140,16 @@ pub(super) fn latest_query<'a>(
 
 /// A device's spans (hour, lowest and highest seq) between two hours, oldest first.
 pub(super) const SPANS_SQL: &str = "SELECT hour, min_seq, max_seq FROM position_spans \
-     WHERE device_id = ?1 AND hour >= ?2 AND hour <= ?3 ORDER BY hour";
+     WHERE device_id = $1 AND hour >= $2 AND hour <= $3 ORDER BY hour";
 
-/// A device's positioned records of one span: seqs from ?2 to ?3, `?4 <= ts < ?5`, after the
-/// cursor `(?6, ?7)`, in `(ts, seq)` order. The sort is over one hour's rows at most.
+/// A device's positioned records of one span: seqs from $2 to $3, `$4 <= ts < $5`, after the
+/// cursor `($6, $7)`, in `(ts, seq)` order. The sort is over one hour's rows at most.
 pub(super) static TRACK_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
         "SELECT seq, ts, {} FROM positions \
-         WHERE device_id = ?1 AND seq >= ?2 AND seq <= ?3 AND ts >= ?4 AND ts < ?5 \
-           AND (ts > ?6 OR seq > ?7) AND lat IS NOT NULL \
-         ORDER BY ts, seq LIMIT ?8",
+         WHERE device_id = $1 AND seq >= $2 AND seq <= $3 AND ts >= $4 AND ts < $5 \
+           AND (ts > $6 OR seq > $7) AND lat IS NOT NULL \
+         ORDER BY ts, seq LIMIT $8",
         measurement_columns("", "")
     )
 });
@@ -179,7 +175,7 @@ impl FixColumns {
 pub(super) static LATEST_FIX: LazyLock<FixColumns> = LazyLock::new(|| FixColumns::with_prefix("l_"));
 
 /// The fix in the columns named by `cols`, if the row has one.
-fn fix(r: &SqliteRow, cols: &FixColumns) -> Result<Option<Fix>, StoreError> {
+fn fix(r: &DbRow, cols: &FixColumns) -> Result<Option<Fix>, StoreError> {
     let ts: Option<i64> = r.try_get(cols.ts.as_str())?;
     let Some(ts) = ts else { return Ok(None) };
     Ok(Fix::new(
@@ -189,7 +185,7 @@ fn fix(r: &SqliteRow, cols: &FixColumns) -> Result<Option<Fix>, StoreError> {
     ))
 }
 
-fn assignment(r: &SqliteRow) -> Result<Assignment, StoreError> {
+fn assignment(r: &DbRow) -> Result<Assignment, StoreError> {
     Ok(Assignment {
         org_id: r.try_get("org_id")?,
         order_group_id: r.try_get("order_group_id")?,
@@ -198,7 +194,7 @@ fn assignment(r: &SqliteRow) -> Result<Assignment, StoreError> {
     })
 }
 
-fn device_view(r: &SqliteRow) -> Result<DeviceView, StoreError> {
+fn device_view(r: &DbRow) -> Result<DeviceView, StoreError> {
     Ok(DeviceView {
         id: r.try_get("device_id")?,
         assignment: assignment(r)?,
@@ -209,9 +205,9 @@ fn device_view(r: &SqliteRow) -> Result<DeviceView, StoreError> {
     })
 }
 
-impl Sqlite {
-    async fn exists(conn: &mut SqliteConnection, sql: &str, binds: &[&str]) -> Result<bool, StoreError> {
-        let mut q = sqlx::query_scalar::<_, i64>(sql);
+impl Handle {
+    async fn exists(conn: &mut Conn, sql: &str, binds: &[&str]) -> Result<bool, StoreError> {
+        let mut q = sqlx::query(sql);
         for b in binds {
             q = q.bind(*b);
         }
@@ -219,12 +215,7 @@ impl Sqlite {
     }
 
     /// `Ok` when `sql` (a `SELECT 1 ...`) finds a row, else `NotFound` naming `kind` and `id`.
-    async fn require(
-        conn: &mut SqliteConnection,
-        sql: &str,
-        binds: &[&str],
-        kind: &'static str,
-    ) -> Result<(), StoreError> {
+    async fn require(conn: &mut Conn, sql: &str, binds: &[&str], kind: &'static str) -> Result<(), StoreError> {
         if Self::exists(conn, sql, binds).await? {
             Ok(())
         } else {
@@ -235,17 +226,23 @@ impl Sqlite {
         }
     }
 
-    async fn require_org(conn: &mut SqliteConnection, org: &str) -> Result<(), StoreError> {
-        Self::require(conn, "SELECT 1 FROM organizations WHERE id = ?", &[org], "organization").await
+    async fn require_org(conn: &mut Conn, org: &str) -> Result<(), StoreError> {
+        Self::require(
+            conn,
+            "SELECT 1 FROM organizations WHERE id = $1",
+            &[org],
+            "organization",
+        )
+        .await
     }
 
-    async fn require_order_group(conn: &mut SqliteConnection, org: &str, group: &str) -> Result<(), StoreError> {
-        let sql = "SELECT 1 FROM order_groups WHERE org_id = ? AND id = ?";
+    async fn require_order_group(conn: &mut Conn, org: &str, group: &str) -> Result<(), StoreError> {
+        let sql = "SELECT 1 FROM order_groups WHERE org_id = $1 AND id = $2";
         Self::require(conn, sql, &[org, group], "order group").await
     }
 
-    async fn require_user_group(conn: &mut SqliteConnection, org: &str, group: &str) -> Result<(), StoreError> {
-        let sql = "SELECT 1 FROM user_groups WHERE org_id = ? AND id = ?";
+    async fn require_user_group(conn: &mut Conn, org: &str, group: &str) -> Result<(), StoreError> {
+        let sql = "SELECT 1 FROM user_groups WHERE org_id = $1 AND id = $2";
         Self::require(conn, sql, &[org, group], "user group").await
     }
 
@@ -253,7 +250,7 @@ impl Sqlite {
         check_id("organization id", id)?;
         check_text("organization name", name)?;
         let mut tx = self.pool.begin().await?;
-        sqlx::query("INSERT INTO organizations (id, name, created_ms) VALUES (?, ?, ?)")
+        sqlx::query("INSERT INTO organizations (id, name, created_ms) VALUES ($1, $2, $3)")
             .bind(id)
             .bind(name)
             .bind(crate::now_ms())
@@ -264,7 +261,7 @@ impl Sqlite {
     }
 
     pub(crate) async fn organizations(&self, only: Option<&[String]>) -> Result<Vec<Organization>, StoreError> {
-        let mut b = QueryBuilder::new("SELECT id, name, created_ms FROM organizations WHERE 1");
+        let mut b = QueryBuilder::new("SELECT id, name, created_ms FROM organizations WHERE TRUE");
         if let Some(ids) = only {
             if ids.is_empty() {
                 return Ok(Vec::new());
@@ -300,7 +297,7 @@ impl Sqlite {
         check_text("order group name", name)?;
         let mut tx = self.pool.begin().await?;
         Self::require_org(&mut tx, org).await?;
-        sqlx::query("INSERT INTO order_groups (org_id, id, name, created_ms) VALUES (?, ?, ?, ?)")
+        sqlx::query("INSERT INTO order_groups (org_id, id, name, created_ms) VALUES ($1, $2, $3, $4)")
             .bind(org)
             .bind(id)
             .bind(name)
@@ -312,7 +309,7 @@ impl Sqlite {
     }
 
     pub(crate) async fn order_groups(&self, org: &str) -> Result<Vec<OrderGroup>, StoreError> {
-        let rows = sqlx::query("SELECT org_id, id, name, created_ms FROM order_groups WHERE org_id = ? ORDER BY id")
+        let rows = sqlx::query("SELECT org_id, id, name, created_ms FROM order_groups WHERE org_id = $1 ORDER BY id")
             .bind(org)
             .fetch_all(&self.pool)
             .await?;
@@ -334,7 +331,7 @@ impl Sqlite {
         Self::require_org(&mut tx, org).await?;
         if !Self::exists(
             &mut tx,
-            "SELECT 1 FROM principals WHERE id = ? AND kind = 'device'",
+            "SELECT 1 FROM principals WHERE id = $1 AND kind = 'device'",
             &[device],
         )
         .await?
@@ -345,7 +342,7 @@ impl Sqlite {
             });
         }
         sqlx::query(
-            "INSERT INTO device_assignments (device_id, org_id, assigned_ms) VALUES (?, ?, ?) \
+            "INSERT INTO device_assignments (device_id, org_id, assigned_ms) VALUES ($1, $2, $3) \
              ON CONFLICT (device_id) DO UPDATE SET org_id = excluded.org_id, order_group_id = NULL, \
              shipment_label = NULL, shipment_ref = NULL, assigned_ms = excluded.assigned_ms",
         )
@@ -375,8 +372,8 @@ impl Sqlite {
             Self::require_order_group(&mut tx, &a.org_id, group).await?;
         }
         let done = sqlx::query(
-            "UPDATE device_assignments SET order_group_id = ?, shipment_label = ?, shipment_ref = ? \
-             WHERE device_id = ? AND org_id = ?",
+            "UPDATE device_assignments SET order_group_id = $1, shipment_label = $2, shipment_ref = $3 \
+             WHERE device_id = $4 AND org_id = $5",
         )
         .bind(&a.order_group_id)
         .bind(&a.shipment_label)
@@ -400,7 +397,7 @@ impl Sqlite {
         let mut tx = self.pool.begin().await?;
         Self::require_org(&mut tx, &g.org_id).await?;
         sqlx::query(
-            "INSERT INTO user_groups (org_id, id, name, role, all_order_groups, created_ms) VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO user_groups (org_id, id, name, role, all_order_groups, created_ms) VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(&g.org_id)
         .bind(&g.id)
@@ -415,7 +412,8 @@ impl Sqlite {
             for og in groups {
                 Self::require_order_group(&mut tx, &g.org_id, og).await?;
                 sqlx::query(
-                    "INSERT OR IGNORE INTO user_group_scopes (org_id, user_group_id, order_group_id) VALUES (?, ?, ?)",
+                    "INSERT INTO user_group_scopes (org_id, user_group_id, order_group_id) VALUES ($1, $2, $3) \
+                     ON CONFLICT DO NOTHING",
                 )
                 .bind(&g.org_id)
                 .bind(&g.id)
@@ -435,19 +433,19 @@ impl Sqlite {
         Self::require_user_group(&mut tx, org, id).await?;
         // Children first: the cascade is declared, but do not depend on the connection's pragma.
         for sql in [
-            "DELETE FROM membership_rules WHERE org_id = ? AND user_group_id = ?",
-            "DELETE FROM user_group_scopes WHERE org_id = ? AND user_group_id = ?",
-            "DELETE FROM user_groups WHERE org_id = ? AND id = ?",
+            "DELETE FROM membership_rules WHERE org_id = $1 AND user_group_id = $2",
+            "DELETE FROM user_group_scopes WHERE org_id = $1 AND user_group_id = $2",
+            "DELETE FROM user_groups WHERE org_id = $1 AND id = $2",
         ] {
             sqlx::query(sql).bind(org).bind(id).execute(&mut *tx).await?;
         }
         commit_audited(tx, audit).await
     }
 
-    async fn insert_rule(conn: &mut SqliteConnection, org: &str, group: &str, rule: &Rule) -> Result<(), StoreError> {
+    async fn insert_rule(conn: &mut Conn, org: &str, group: &str, rule: &Rule) -> Result<(), StoreError> {
         let value = checked_rule(rule)?;
         sqlx::query(
-            "INSERT INTO membership_rules (kind, value, org_id, user_group_id, created_ms) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO membership_rules (kind, value, org_id, user_group_id, created_ms) VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(rule.kind.as_str())
         .bind(&value)
@@ -483,7 +481,7 @@ impl Sqlite {
         let value = rule.kind.normalize(&rule.value);
         let mut tx = self.pool.begin().await?;
         let done = sqlx::query(
-            "DELETE FROM membership_rules WHERE kind = ? AND value = ? AND org_id = ? AND user_group_id = ?",
+            "DELETE FROM membership_rules WHERE kind = $1 AND value = $2 AND org_id = $3 AND user_group_id = $4",
         )
         .bind(rule.kind.as_str())
         .bind(&value)
@@ -501,16 +499,17 @@ impl Sqlite {
     }
 
     pub(crate) async fn user_groups(&self, org: &str) -> Result<Vec<UserGroup>, StoreError> {
-        let rows = sqlx::query("SELECT id, name, role, all_order_groups FROM user_groups WHERE org_id = ? ORDER BY id")
-            .bind(org)
-            .fetch_all(&self.pool)
-            .await?;
-        let scopes = sqlx::query("SELECT user_group_id, order_group_id FROM user_group_scopes WHERE org_id = ?")
+        let rows =
+            sqlx::query("SELECT id, name, role, all_order_groups FROM user_groups WHERE org_id = $1 ORDER BY id")
+                .bind(org)
+                .fetch_all(&self.pool)
+                .await?;
+        let scopes = sqlx::query("SELECT user_group_id, order_group_id FROM user_group_scopes WHERE org_id = $1")
             .bind(org)
             .fetch_all(&self.pool)
             .await?;
         let rules = sqlx::query(
-            "SELECT user_group_id, kind, value FROM membership_rules WHERE org_id = ? ORDER BY kind, value",
+            "SELECT user_group_id, kind, value FROM membership_rules WHERE org_id = $1 ORDER BY kind, value",
         )
         .bind(org)
         .fetch_all(&self.pool)
@@ -585,7 +584,7 @@ impl Sqlite {
             } else {
                 Scope::OrderGroups(
                     sqlx::query_scalar(
-                        "SELECT order_group_id FROM user_group_scopes WHERE org_id = ? AND user_group_id = ? \
+                        "SELECT order_group_id FROM user_group_scopes WHERE org_id = $1 AND user_group_id = $2 \
                          ORDER BY order_group_id",
                     )
                     .bind(&org_id)
@@ -616,7 +615,7 @@ impl Sqlite {
         if vis.is_nothing() {
             return Ok(Vec::new());
         }
-        let mut b = QueryBuilder::new("SELECT da.device_id FROM device_assignments da WHERE 1");
+        let mut b = QueryBuilder::new("SELECT da.device_id FROM device_assignments da WHERE TRUE");
         push_visible(&mut b, vis);
         b.push(" ORDER BY da.device_id");
         Ok(b.build_query_scalar().fetch_all(&self.pool).await?)
@@ -710,7 +709,7 @@ impl Sqlite {
     ) -> Result<Vec<AuditRecord>, StoreError> {
         let mut b = QueryBuilder::new(
             "SELECT id, at_ms, actor, actor_email, org_id, action, target, detail, remote_addr, override \
-             FROM audit_log WHERE 1",
+             FROM audit_log WHERE TRUE",
         );
         if let Some(org) = org {
             b.push(" AND org_id = ").push_bind(org);
@@ -738,6 +737,3 @@ impl Sqlite {
             .collect()
     }
 }
-
-#[cfg(test)]
-mod tests;

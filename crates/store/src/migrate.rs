@@ -1,0 +1,54 @@
+//! Each backend's schema, embedded in the binary: applied in version order, each once, recorded
+//! by sqlx (which on PostgreSQL holds an advisory lock meanwhile, so of several nodes starting at
+//! once one migrates and the others wait). A database made by an older version is moved forward
+//! at open, never by hand.
+
+use sqlx::migrate::{Migration, MigrationSource, MigrationType};
+use std::borrow::Cow;
+use std::future::Future;
+use std::pin::Pin;
+
+/// One migration: version, description, SQL.
+pub(crate) type Step = (i64, &'static str, &'static str);
+
+pub(crate) const SQLITE: &[Step] = &[
+    (1, "init", include_str!("../migrations/sqlite/0001_init.sql")),
+    (2, "operators", include_str!("../migrations/sqlite/0002_operators.sql")),
+    (
+        3,
+        "position spans",
+        include_str!("../migrations/sqlite/0003_position_spans.sql"),
+    ),
+];
+
+pub(crate) const POSTGRES: &[Step] = &[(1, "init", include_str!("../migrations/postgres/0001_init.sql"))];
+
+#[derive(Debug)]
+pub(crate) struct Embedded {
+    pub steps: &'static [Step],
+    /// The newest version to apply (tests make older databases with it).
+    pub upto: i64,
+}
+
+impl Embedded {
+    pub(crate) fn all(steps: &'static [Step]) -> Embedded {
+        Embedded { steps, upto: i64::MAX }
+    }
+}
+
+impl MigrationSource<'static> for Embedded {
+    fn resolve(
+        self,
+    ) -> Pin<Box<dyn Future<Output = Result<Vec<Migration>, sqlx::error::BoxDynError>> + Send + 'static>> {
+        Box::pin(async move {
+            Ok(self
+                .steps
+                .iter()
+                .filter(|&&(v, _, _)| v <= self.upto)
+                .map(|&(v, d, sql)| {
+                    Migration::new(v, Cow::Borrowed(d), MigrationType::Simple, Cow::Borrowed(sql), false)
+                })
+                .collect())
+        })
+    }
+}

@@ -1,0 +1,404 @@
+//! The PostgreSQL backend: TLS to the server verified against a CA by default, `positions`
+//! partitioned by month (`partitions`), and a batch written in one transaction of a few
+//! statements that each carry the whole batch as arrays (`UNNEST`).
+//!
+//! # Why resends are classified this way
+//!
+//! PostgreSQL enforces a unique index only within one partition, and a record's partition
+//! follows its `ts`: a resend of `(device, seq)` with another `ts` would land in another
+//! partition and be stored twice. So the write path enforces `(device_id, seq)` across
+//! partitions itself:
+//!
+//! 1. it takes a transaction-scoped advisory lock per device of the batch, in id order (no two
+//!    writers deadlock), so no other node writes those devices until it commits;
+//! 2. it reads each device's mark, the highest seq stored (`device_marks`). A row above its
+//!    device's mark cannot be stored anywhere: the common case, inserted without a lookup;
+//! 3. a row at or below the mark (a resend, or a gap filled late) is looked up by
+//!    `(device_id, seq)` in every partition's index: equal text is a duplicate, other text a
+//!    conflict, nothing found is new;
+//! 4. it inserts the new rows, moves the marks up, and the latest positions and spans forward.
+//!
+//! Each partition's own unique index still backs the insert (`ON CONFLICT DO NOTHING`), and an
+//! insert that finds a row the lookup did not is reported as an error, never as stored.
+
+use crate::batch;
+use crate::columns::{measurement_columns, measurement_from_excluded};
+use crate::migrate::{self, Embedded};
+use crate::model::{Outcome, RejectRow, Row};
+use crate::{MasterKey, OpenOptions, StoreError};
+use partitions::{Month, Partitions};
+use sqlx::Connection as _;
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgSslMode};
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+use trackgate_proto::Measurement;
+
+// The same SQL compiled against this backend's sqlx driver: see `queries/`.
+#[allow(clippy::duplicate_mod)]
+#[path = "queries/operators.rs"]
+mod operators;
+mod partitions;
+// The same SQL compiled against this backend's sqlx driver: see `queries/`.
+#[allow(clippy::duplicate_mod)]
+#[path = "queries/principals.rs"]
+pub(crate) mod principals;
+
+use principals::discard_on_error;
+
+/// What the shared queries (`queries/`) are compiled against.
+type Db = sqlx::Postgres;
+type Handle = Postgres;
+/// PostgreSQL's limit on bound parameters in one statement.
+const MAX_BIND_PARAMS: usize = 65_535;
+/// Writers of the change log take turns until they commit, so its `seq` grows in commit order.
+const SERIALIZE_CHANGE_LOG: Option<&str> = Some("LOCK TABLE principal_changes IN EXCLUSIVE MODE");
+
+/// TLS to the server, beside what the URL says.
+#[derive(Debug, Clone, Default)]
+pub struct PostgresOptions {
+    /// The CA certificates (PEM) the server's certificate must chain to; without it, the URL's
+    /// `sslrootcert` or the built-in web PKI roots.
+    pub ca_file: Option<PathBuf>,
+    /// A client certificate and its key (PEM), for servers that require one.
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+}
+
+/// The value of query parameter `name` in `url`, if given.
+fn url_param<'u>(url: &'u str, name: &str) -> Option<&'u str> {
+    let query = url.split_once('?')?.1;
+    query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// The connection options: `sslmode=verify-full` unless the URL says otherwise, and then a
+/// warning that says what is lost.
+fn connect_options(opts: &OpenOptions) -> Result<PgConnectOptions, StoreError> {
+    let mut o = PgConnectOptions::from_str(&opts.url)?.application_name("trackgate");
+    match url_param(&opts.url, "sslmode") {
+        None => o = o.ssl_mode(PgSslMode::VerifyFull),
+        Some("verify-full") => {}
+        Some(mode @ ("disable" | "allow" | "prefer")) => tracing::warn!(
+            sslmode = mode,
+            "database.url allows a plaintext connection to PostgreSQL: data and credentials may cross \
+             the network unencrypted"
+        ),
+        Some(mode) => tracing::warn!(
+            sslmode = mode,
+            "database.url does not verify PostgreSQL's certificate and host name (verify-full): \
+             the connection is encrypted but a machine in the middle can read it"
+        ),
+    }
+    let p = &opts.postgres;
+    if let Some(ca) = &p.ca_file {
+        o = o.ssl_root_cert(ca);
+    }
+    match (&p.client_cert, &p.client_key) {
+        (Some(cert), Some(key)) => o = o.ssl_client_cert(cert).ssl_client_key(key),
+        (None, None) => {}
+        _ => {
+            return Err(StoreError::Database(sqlx::Error::Configuration(
+                "a PostgreSQL client certificate and its key must be given together".into(),
+            )));
+        }
+    }
+    Ok(o)
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Postgres {
+    pub(crate) pool: PgPool,
+    master: MasterKey,
+    partitions: Arc<Partitions>,
+}
+
+/// The positions INSERT, the whole batch as one array per column.
+static INSERT_POSITIONS: LazyLock<String> = LazyLock::new(|| {
+    let measurements: Vec<String> = (4..4 + Measurement::NAMES.len())
+        .map(|i| format!("${i}::float8[]"))
+        .collect();
+    format!(
+        "INSERT INTO positions (device_id, seq, ts, {}, ext, record, kid, received_ms) \
+         SELECT * FROM UNNEST($1::text[], $2::int8[], $3::int8[], {}, $12::text[], $13::text[], \
+         $14::text[], $15::int8[]) ON CONFLICT DO NOTHING",
+        measurement_columns("", ""),
+        measurements.join(", ")
+    )
+});
+
+/// The latest positions' upsert: forward in ts only.
+static UPSERT_LATEST: LazyLock<String> = LazyLock::new(|| {
+    let measurements: Vec<String> = (4..4 + Measurement::NAMES.len())
+        .map(|i| format!("${i}::float8[]"))
+        .collect();
+    format!(
+        "INSERT INTO latest_positions (device_id, seq, ts, {}, received_ms) \
+         SELECT * FROM UNNEST($1::text[], $2::int8[], $3::int8[], {}, $12::int8[]) \
+         ON CONFLICT (device_id) DO UPDATE SET seq = excluded.seq, ts = excluded.ts, {}, \
+         received_ms = excluded.received_ms WHERE excluded.ts > latest_positions.ts",
+        measurement_columns("", ""),
+        measurements.join(", "),
+        measurement_from_excluded()
+    )
+});
+
+const UPSERT_SPANS: &str = "INSERT INTO position_spans (device_id, hour, min_seq, max_seq, newest_ts, newest_seq) \
+     SELECT * FROM UNNEST($1::text[], $2::int8[], $3::int8[], $4::int8[], $5::int8[], $6::int8[]) \
+     ON CONFLICT (device_id, hour) DO UPDATE SET \
+     min_seq = LEAST(position_spans.min_seq, excluded.min_seq), \
+     max_seq = GREATEST(position_spans.max_seq, excluded.max_seq), \
+     newest_seq = CASE WHEN (excluded.newest_ts, excluded.newest_seq) > (position_spans.newest_ts, position_spans.newest_seq) \
+       THEN excluded.newest_seq ELSE position_spans.newest_seq END, \
+     newest_ts = GREATEST(position_spans.newest_ts, excluded.newest_ts)";
+
+const UPSERT_MARKS: &str = "INSERT INTO device_marks (device_id, max_seq) \
+     SELECT * FROM UNNEST($1::text[], $2::int8[]) \
+     ON CONFLICT (device_id) DO UPDATE SET max_seq = GREATEST(device_marks.max_seq, excluded.max_seq)";
+
+const INSERT_REJECTS: &str = "INSERT INTO rejects (received_ms, transport, key_name, device_id, idx, reason, envelope) \
+     SELECT * FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::text[], $7::text[])";
+
+/// Each device's advisory lock for the transaction; `$1` is sorted, so locks are taken in one
+/// order by every writer.
+const LOCK_DEVICES: &str = "SELECT count(pg_advisory_xact_lock(hashtextextended(d, 0))) FROM unnest($1::text[]) AS d";
+
+/// The stored records of `(device_id, seq)` pairs, in whichever partitions hold them.
+const LOOKUP: &str = "SELECT b.d, b.s, p.record FROM unnest($1::text[], $2::int8[]) AS b(d, s) \
+     JOIN positions p ON p.device_id = b.d AND p.seq = b.s";
+
+/// Is this the error of a row whose partition does not exist?
+fn is_missing_partition(e: &StoreError) -> bool {
+    matches!(e, StoreError::Database(sqlx::Error::Database(db))
+        if db.code().as_deref() == Some("23514") && db.message().starts_with("no partition of relation"))
+}
+
+impl Postgres {
+    pub(crate) async fn open(opts: &OpenOptions, master: MasterKey) -> Result<Self, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(opts.max_connections.max(2))
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(connect_options(opts)?)
+            .await?;
+        Migrator::new(Embedded::all(migrate::POSTGRES))
+            .await?
+            .run(&pool)
+            .await?;
+        let db = Postgres {
+            pool,
+            master,
+            partitions: Arc::default(),
+        };
+        db.check_master_key().await?;
+        db.partitions.load(&db.pool).await?;
+        db.prepare_partitions(crate::now_ms()).await?;
+        Ok(db)
+    }
+
+    /// Make the partitions of the month of `now` and the two after it, if missing.
+    pub(crate) async fn prepare_partitions(&self, now: i64) -> Result<(), StoreError> {
+        let this = Month::of(now);
+        let ahead = [this.start, this.next().start, this.next().next().start];
+        let missing = self.partitions.missing(ahead.into_iter());
+        self.partitions.create(&self.pool, &missing).await
+    }
+
+    pub(crate) async fn write_batch(&self, rows: &[Row], rejects: &[RejectRow]) -> Result<Vec<Outcome>, StoreError> {
+        let mut retried = false;
+        loop {
+            let missing = self.partitions.missing(rows.iter().map(|r| r.ts));
+            self.partitions.create(&self.pool, &missing).await?;
+            let mut conn = self.pool.acquire().await?;
+            let result = Self::write_batch_on(&mut conn, rows, rejects).await;
+            match discard_on_error(&mut conn, result) {
+                // A partition this node counted on was dropped meanwhile: learn again, once.
+                Err(e) if is_missing_partition(&e) && !retried => {
+                    retried = true;
+                    self.partitions.load(&self.pool).await?;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn write_batch_on(
+        conn: &mut PgConnection,
+        rows: &[Row],
+        rejects: &[RejectRow],
+    ) -> Result<Vec<Outcome>, StoreError> {
+        let mut tx = conn.begin().await?;
+        let mut outcomes = vec![Outcome::Inserted; rows.len()];
+        if !rows.is_empty() {
+            let mut devices: Vec<&str> = rows.iter().map(|r| r.device_id.as_str()).collect();
+            devices.sort_unstable();
+            devices.dedup();
+            sqlx::query(LOCK_DEVICES).bind(&devices).execute(&mut *tx).await?;
+            let marks: HashMap<String, i64> =
+                sqlx::query_as("SELECT device_id, max_seq FROM device_marks WHERE device_id = ANY($1)")
+                    .bind(&devices)
+                    .fetch_all(&mut *tx)
+                    .await?
+                    .into_iter()
+                    .collect();
+
+            // The first row of each (device, seq): new above the device's mark, else looked up.
+            // Later rows of the same key are resends of it.
+            let mut first: HashMap<(&str, i64), usize> = HashMap::with_capacity(rows.len());
+            let (mut insert, mut lookup, mut repeats) = (Vec::with_capacity(rows.len()), Vec::new(), Vec::new());
+            for (i, r) in rows.iter().enumerate() {
+                match first.entry((r.device_id.as_str(), r.seq)) {
+                    Entry::Occupied(_) => repeats.push(i),
+                    Entry::Vacant(v) => {
+                        v.insert(i);
+                        if marks.get(r.device_id.as_str()).is_some_and(|&m| r.seq <= m) {
+                            lookup.push(i);
+                        } else {
+                            insert.push(i);
+                        }
+                    }
+                }
+            }
+            let stored: HashMap<(String, i64), String> = if lookup.is_empty() {
+                HashMap::new()
+            } else {
+                let found: Vec<(String, i64, String)> = sqlx::query_as(LOOKUP)
+                    .bind(lookup.iter().map(|&i| rows[i].device_id.as_str()).collect::<Vec<_>>())
+                    .bind(lookup.iter().map(|&i| rows[i].seq).collect::<Vec<_>>())
+                    .fetch_all(&mut *tx)
+                    .await?;
+                found.into_iter().map(|(d, s, text)| ((d, s), text)).collect()
+            };
+            for &i in &lookup {
+                let r = &rows[i];
+                match stored.get(&(r.device_id.clone(), r.seq)) {
+                    Some(text) => outcomes[i] = resend(text, &r.record),
+                    None => insert.push(i),
+                }
+            }
+            if !insert.is_empty() {
+                let inserted = bind_positions(sqlx::query(&INSERT_POSITIONS), rows, &insert)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if inserted != insert.len() as u64 {
+                    return Err(StoreError::Inconsistent(format!(
+                        "{inserted} of {} new positions were inserted: rows appeared under the batch's device locks",
+                        insert.len()
+                    )));
+                }
+            }
+            for &i in &repeats {
+                let r = &rows[i];
+                let key_row = &rows[first[&(r.device_id.as_str(), r.seq)]];
+                let text = stored.get(&(r.device_id.clone(), r.seq)).unwrap_or(&key_row.record);
+                outcomes[i] = resend(text, &r.record);
+            }
+
+            // The marks move up to the highest seq stored.
+            let mut highest: HashMap<&str, i64> = HashMap::new();
+            for &i in &insert {
+                let r = &rows[i];
+                let h = highest.entry(r.device_id.as_str()).or_insert(r.seq);
+                *h = (*h).max(r.seq);
+            }
+            let raised: Vec<(&str, i64)> = highest
+                .into_iter()
+                .filter(|&(d, s)| marks.get(d).is_none_or(|&m| s > m))
+                .collect();
+            if !raised.is_empty() {
+                sqlx::query(UPSERT_MARKS)
+                    .bind(raised.iter().map(|r| r.0).collect::<Vec<_>>())
+                    .bind(raised.iter().map(|r| r.1).collect::<Vec<_>>())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+
+            let newest = batch::latest_positions(rows, &outcomes);
+            if !newest.is_empty() {
+                let mut q = sqlx::query(&UPSERT_LATEST)
+                    .bind(newest.iter().map(|r| r.device_id.as_str()).collect::<Vec<_>>())
+                    .bind(newest.iter().map(|r| r.seq).collect::<Vec<_>>())
+                    .bind(newest.iter().map(|r| r.ts).collect::<Vec<_>>());
+                for k in 0..Measurement::NAMES.len() {
+                    q = q.bind(newest.iter().map(|r| r.measurement.values()[k]).collect::<Vec<_>>());
+                }
+                q.bind(newest.iter().map(|r| r.received_ms).collect::<Vec<_>>())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+
+            let spans = batch::spans(rows, &outcomes);
+            if !spans.is_empty() {
+                sqlx::query(UPSERT_SPANS)
+                    .bind(spans.iter().map(|s| s.device_id).collect::<Vec<_>>())
+                    .bind(spans.iter().map(|s| s.hour).collect::<Vec<_>>())
+                    .bind(spans.iter().map(|s| s.min_seq).collect::<Vec<_>>())
+                    .bind(spans.iter().map(|s| s.max_seq).collect::<Vec<_>>())
+                    .bind(spans.iter().map(|s| s.newest_ts).collect::<Vec<_>>())
+                    .bind(spans.iter().map(|s| s.newest_seq).collect::<Vec<_>>())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+
+        if !rejects.is_empty() {
+            sqlx::query(INSERT_REJECTS)
+                .bind(rejects.iter().map(|r| r.received_ms).collect::<Vec<_>>())
+                .bind(rejects.iter().map(|r| r.transport).collect::<Vec<_>>())
+                .bind(rejects.iter().map(|r| r.key_name.as_deref()).collect::<Vec<_>>())
+                .bind(rejects.iter().map(|r| r.device_id.as_deref()).collect::<Vec<_>>())
+                .bind(rejects.iter().map(|r| r.index).collect::<Vec<_>>())
+                .bind(rejects.iter().map(|r| r.reason).collect::<Vec<_>>())
+                .bind(rejects.iter().map(|r| r.envelope.as_str()).collect::<Vec<_>>())
+                .execute(&mut *tx)
+                .await?;
+        }
+
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+
+    /// A database on another machine: no local directory to watch.
+    pub(crate) fn directory(&self) -> Option<PathBuf> {
+        None
+    }
+}
+
+/// A resend's outcome against the stored text.
+fn resend(stored: &str, record: &str) -> Outcome {
+    if stored == record {
+        Outcome::Duplicate
+    } else {
+        Outcome::Conflict
+    }
+}
+
+/// The positions INSERT's arrays, of the rows at `which`.
+fn bind_positions<'q>(
+    q: sqlx::query::Query<'q, Db, sqlx::postgres::PgArguments>,
+    rows: &'q [Row],
+    which: &[usize],
+) -> sqlx::query::Query<'q, Db, sqlx::postgres::PgArguments> {
+    let pick = || which.iter().map(|&i| &rows[i]);
+    let mut q = q
+        .bind(pick().map(|r| r.device_id.as_str()).collect::<Vec<_>>())
+        .bind(pick().map(|r| r.seq).collect::<Vec<_>>())
+        .bind(pick().map(|r| r.ts).collect::<Vec<_>>());
+    for k in 0..Measurement::NAMES.len() {
+        q = q.bind(pick().map(|r| r.measurement.values()[k]).collect::<Vec<_>>());
+    }
+    q.bind(pick().map(|r| r.ext.as_deref()).collect::<Vec<_>>())
+        .bind(pick().map(|r| r.record.as_str()).collect::<Vec<_>>())
+        .bind(pick().map(|r| r.kid.as_str()).collect::<Vec<_>>())
+        .bind(pick().map(|r| r.received_ms).collect::<Vec<_>>())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,299 @@
+//! What only PostgreSQL has: `(device_id, seq)` unique across monthly partitions, whoever writes
+//! and in whatever order; partitions made on demand; error kinds; and the query plans.
+
+use super::partitions::Month;
+use crate::tests::TestDb;
+use crate::tests::operators::seeded;
+use crate::tests::store::row;
+use crate::{Outcome, Row, Store};
+use sqlx::Row as _;
+
+const NOV_2025: i64 = 1_762_000_000_000;
+const JAN_2026: i64 = 1_768_000_000_000;
+
+fn at(dev: &str, seq: i64, ts: i64, text: &str) -> Row {
+    row(dev, seq, ts, text)
+}
+
+async fn partitions_of(s: &Store) -> Vec<String> {
+    let pool = &s.postgres_for_tests().pool;
+    sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+         WHERE i.inhparent = 'positions'::regclass ORDER BY 1",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+async fn stored(s: &Store, dev: &str, seq: i64) -> Vec<(i64, String)> {
+    let pool = &s.postgres_for_tests().pool;
+    sqlx::query_as("SELECT ts, record FROM positions WHERE device_id = $1 AND seq = $2")
+        .bind(dev)
+        .bind(seq)
+        .fetch_all(pool)
+        .await
+        .unwrap()
+}
+
+/// A resend whose two versions carry timestamps in different partitions is a conflict, in
+/// either order, in one batch or two, and above or below the device's mark.
+#[tokio::test]
+async fn a_conflict_across_partitions_is_a_conflict() {
+    let db = TestDb::postgres();
+    let s = db.open().await;
+    assert_eq!(
+        s.write_batch(&[at("A", 10, NOV_2025, "a10-nov")], &[]).await.unwrap(),
+        [Outcome::Inserted]
+    );
+    // The same seq with a January ts: another partition, the same (device, seq).
+    assert_eq!(
+        s.write_batch(&[at("A", 10, JAN_2026, "a10-jan")], &[]).await.unwrap(),
+        [Outcome::Conflict]
+    );
+    // A seq below the mark that was never stored is new; its resend in another month is not.
+    assert_eq!(
+        s.write_batch(&[at("A", 3, JAN_2026, "a3-jan"), at("A", 3, NOV_2025, "a3-nov")], &[])
+            .await
+            .unwrap(),
+        [Outcome::Inserted, Outcome::Conflict]
+    );
+    assert_eq!(
+        s.write_batch(&[at("A", 3, JAN_2026, "a3-jan"), at("A", 3, NOV_2025, "a3-nov")], &[])
+            .await
+            .unwrap(),
+        [Outcome::Duplicate, Outcome::Conflict]
+    );
+    // A new device whose first batch holds both versions.
+    assert_eq!(
+        s.write_batch(&[at("B", 1, JAN_2026, "b1-jan"), at("B", 1, NOV_2025, "b1-nov")], &[])
+            .await
+            .unwrap(),
+        [Outcome::Inserted, Outcome::Conflict]
+    );
+    assert_eq!(stored(&s, "A", 10).await, [(NOV_2025, "a10-nov".to_owned())]);
+    assert_eq!(stored(&s, "A", 3).await, [(JAN_2026, "a3-jan".to_owned())]);
+    assert_eq!(stored(&s, "B", 1).await, [(JAN_2026, "b1-jan".to_owned())]);
+    assert_eq!(s.count_positions().await.unwrap(), 3);
+    let parts = partitions_of(&s).await;
+    for want in ["positions_p20251101", "positions_p20260101"] {
+        assert!(parts.iter().any(|p| p == want), "{want} in {parts:?}");
+    }
+}
+
+/// Two nodes (two pools) write the same devices at once, each seq in two versions whose
+/// timestamps fall in different partitions: each (device, seq) is stored exactly once, and
+/// exactly one of its two writes is told it was inserted.
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_writers_store_each_seq_once_across_partitions() {
+    let db = TestDb::postgres();
+    let a = db.open().await;
+    let b = db.open().await;
+    let devices = ["D1", "D2", "D3"];
+    let batch = |ts: i64, tag: &str, round: i64| -> Vec<Row> {
+        devices
+            .iter()
+            .flat_map(|d| (0..20).map(move |k| (d, round * 20 + k)))
+            .map(|(d, seq)| at(d, seq, ts + seq, &format!("{d}-{seq}-{tag}")))
+            .collect()
+    };
+    let mut inserted = 0;
+    for round in 0..10 {
+        let (nov, jan) = (batch(NOV_2025, "nov", round), batch(JAN_2026, "jan", round));
+        let (x, y) = tokio::join!(a.write_batch(&nov, &[]), b.write_batch(&jan, &[]));
+        let (x, y) = (x.unwrap(), y.unwrap());
+        for (p, q) in x.iter().zip(&y) {
+            assert!(
+                matches!(
+                    (p, q),
+                    (Outcome::Inserted, Outcome::Conflict) | (Outcome::Conflict, Outcome::Inserted)
+                ),
+                "{p:?} / {q:?}"
+            );
+            inserted += 1;
+        }
+    }
+    assert_eq!(inserted, 600);
+    assert_eq!(a.count_positions().await.unwrap(), 600);
+    let pool = &a.postgres_for_tests().pool;
+    let twice: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT device_id, seq FROM positions GROUP BY 1, 2 HAVING count(*) > 1) d",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(twice, 0);
+}
+
+/// A record for a month without a partition makes one; the months ahead exist from the start.
+#[tokio::test]
+async fn partitions_are_made_ahead_and_on_demand() {
+    let db = TestDb::postgres();
+    let s = db.open().await;
+    let now = Month::of(crate::now_ms());
+    let parts = partitions_of(&s).await;
+    for m in [now, now.next(), now.next().next()] {
+        assert!(parts.contains(&m.table()), "{} in {parts:?}", m.table());
+    }
+    let old = 1_500_000_000_000; // July 2017
+    s.write_batch(&[at("OLD", 1, old, "old")], &[]).await.unwrap();
+    assert!(partitions_of(&s).await.contains(&"positions_p20170701".to_owned()));
+    // Another node that did not see it made still writes there.
+    let other = db.open().await;
+    other.write_batch(&[at("OLD", 2, old + 1, "old2")], &[]).await.unwrap();
+    // A partition dropped behind a node's back (retention on another node) is made again.
+    s.execute_for_tests("DROP TABLE positions_p20170701").await.unwrap();
+    assert_eq!(
+        other.write_batch(&[at("OLD", 3, old + 2, "old3")], &[]).await.unwrap(),
+        [Outcome::Inserted]
+    );
+    assert_eq!(stored(&s, "OLD", 3).await.len(), 1);
+}
+
+/// A server that went away is an `io` failure, retried; a statement it refuses is not.
+#[tokio::test]
+async fn a_server_that_is_gone_is_retryable() {
+    let mut db = TestDb::postgres();
+    let s = db.open().await;
+    let refused = s.execute_for_tests("INSERT INTO nowhere VALUES (1)").await.unwrap_err();
+    let refused = crate::StoreError::from(refused);
+    assert!(!refused.is_retryable(), "{refused}");
+    db.pg.as_mut().unwrap().stop();
+    let e = s.write_batch(&[at("A", 1, JAN_2026, "a1")], &[]).await.unwrap_err();
+    assert!(e.is_retryable(), "{} is {}", e, e.failure_kind());
+    db.pg.as_mut().unwrap().restart().unwrap();
+    // The pool reconnects by itself.
+    let mut ok = None;
+    for _ in 0..50 {
+        match s.write_batch(&[at("A", 1, JAN_2026, "a1")], &[]).await {
+            Ok(o) => {
+                ok = Some(o);
+                break;
+            }
+            Err(e) => assert!(e.is_retryable(), "{e}"),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(ok, Some(vec![Outcome::Inserted]));
+}
+
+/// The location reads' plans on 400,000 positions over four months: index scans only, never a
+/// sequential scan of positions; a track of one hour reads one partition's index.
+#[tokio::test]
+async fn location_reads_use_the_indexes_and_only_the_partitions_of_the_range() {
+    let db = TestDb::postgres();
+    let s = seeded(&db).await;
+    // Four months of 400 devices, one position an hour... written in SQL to keep the test quick.
+    for m in 0..4 {
+        let start = Month::of(NOV_2025);
+        let month = (0..m).fold(start, |x, _| x.next());
+        s.write_batch(&[at("bulk-0", 1_000_000 + m, month.start, "seed")], &[])
+            .await
+            .unwrap();
+    }
+    let pool = &s.postgres_for_tests().pool;
+    sqlx::query(
+        "INSERT INTO positions (device_id, seq, ts, lat, lon, bat, record, kid, received_ms) \
+         SELECT 'bulk-' || (i % 400), i / 400, $1 + (i / 400) * 3600000, 50.0 + (i % 7), 10.0 + (i % 11), \
+                80.0, 'r' || i, 'k1', 0 FROM generate_series(0::bigint, 399999) AS i",
+    )
+    .bind(Month::of(NOV_2025).start)
+    .execute(pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO position_spans (device_id, hour, min_seq, max_seq, newest_ts, newest_seq) \
+         SELECT device_id, ts / 3600000, MIN(seq), MAX(seq), MAX(ts), MAX(seq) FROM positions \
+         WHERE device_id LIKE 'bulk-%' GROUP BY 1, 2 ON CONFLICT DO NOTHING",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO latest_positions (device_id, seq, ts, lat, lon, received_ms) \
+         SELECT device_id, MAX(seq), MAX(ts), 50.0, 10.0, 0 FROM positions GROUP BY device_id \
+         ON CONFLICT (device_id) DO NOTHING",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+    sqlx::query("ANALYZE").execute(pool).await.unwrap();
+
+    async fn explain(pool: &sqlx::PgPool, mut b: sqlx::QueryBuilder<'_, sqlx::Postgres>) -> String {
+        let rows = b.build().fetch_all(pool).await.unwrap();
+        rows.iter()
+            .map(|r| r.get::<String, _>(0))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+    let scoped = crate::Visibility {
+        everything: false,
+        orgs: vec!["globex".into()],
+        order_groups: vec![("acme".into(), "north".into())],
+    };
+    // Run, so that partitions pruned at run time (the newest record's ts comes from its span)
+    // show as never executed. The bulk's two partitions are never scanned whole (the seeded
+    // devices' few rows in 1970 may be: a scan of five rows is the planner's right choice).
+    let ex = "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) ";
+    for vis in [&scoped, &crate::Visibility::everything()] {
+        let one = explain(pool, super::operators::devices_query(ex, vis, Some("bulk-7"))).await;
+        let all = explain(pool, super::operators::devices_query(ex, vis, None)).await;
+        let latest = explain(pool, super::operators::latest_query(ex, vis, None)).await;
+        for (name, p) in [("device", &one), ("devices", &all), ("latest", &latest)] {
+            let scans: Vec<&str> = p
+                .lines()
+                .filter(|l| l.contains("Seq Scan on positions_p2025") && !l.contains("never executed"))
+                .collect();
+            assert!(scans.is_empty(), "{name} plan scans positions:\n{p}");
+        }
+        assert!(one.contains("Index Scan using positions_p20251201_device_seq"), "{one}");
+    }
+
+    // One hour's track: the spans by primary key, then one partition's (device_id, seq) index.
+    let hour = Month::of(NOV_2025).next().start / 3_600_000 + 5;
+    let spans = sqlx::query(&format!("EXPLAIN {}", super::operators::SPANS_SQL))
+        .bind("bulk-7")
+        .bind(hour)
+        .bind(hour)
+        .fetch_all(pool)
+        .await
+        .unwrap();
+    let spans: Vec<String> = spans.iter().map(|r| r.get(0)).collect();
+    let (min_seq, max_seq): (i64, i64) =
+        sqlx::query_as("SELECT min_seq, max_seq FROM position_spans WHERE device_id = 'bulk-7' AND hour = $1")
+            .bind(hour)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert!(spans.iter().any(|l| l.contains("position_spans_pkey")), "{spans:?}");
+    // As the server plans it for the bound values (a custom plan): pruned to one partition.
+    let track: Vec<String> = sqlx::query(&format!("EXPLAIN {}", *super::operators::TRACK_SQL))
+        .bind("bulk-7")
+        .bind(min_seq)
+        .bind(max_seq)
+        .bind(hour * 3_600_000)
+        .bind((hour + 1) * 3_600_000)
+        .bind(i64::MIN)
+        .bind(i64::MIN)
+        .bind(100_i64)
+        .fetch_all(pool)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let plan = track.join("\n");
+    assert!(!plan.contains("Seq Scan"), "{plan}");
+    let mut partitions: Vec<&str> = plan
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("positions_p"))
+        .map(|w| w.trim_end_matches("_device_seq"))
+        .collect();
+    partitions.sort_unstable();
+    partitions.dedup();
+    assert_eq!(partitions, ["positions_p20251201"], "{plan}");
+    assert!(
+        plan.contains("positions_p20251201_device_seq"),
+        "through its index:\n{plan}"
+    );
+}
