@@ -27,6 +27,7 @@ async fn store(dir: &std::path::Path) -> Store {
             cache_mib: 32,
             wal_autocheckpoint_pages: 10_000,
         },
+        postgres: Default::default(),
     };
     Store::open(&opts, MasterKey::from_bytes(&[1; 32])).await.unwrap()
 }

@@ -141,9 +141,23 @@ pub fn record(dev: &str, seq: u64) -> String {
     )
 }
 
+/// Which database a test server runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// The embedded default, `data/trackgate.db`.
+    Sqlite,
+    /// A throwaway PostgreSQL cluster of the test's own (TLS, verified against its test CA).
+    Postgres,
+}
+
+/// The database the test servers use.
+pub const DATABASE: &str = "trackgate";
+
 /// A running trackgate.
 pub struct Server {
     pub dir: PathBuf,
+    /// The PostgreSQL cluster it runs on, if not SQLite; it outlives restarts of the server.
+    pub pg: Option<postgres::Postgres>,
     pub config: PathBuf,
     pub https: SocketAddr,
     pub ops: SocketAddr,
@@ -158,8 +172,21 @@ impl Server {
     /// Start in `dir` (kept across restarts) with extra settings appended to the test config, as
     /// dotted keys (`ingest.batch_max_rows = 10`).
     pub fn start_in(dir: &Path, extra_toml: &str) -> anyhow::Result<Server> {
+        Self::start_on(Backend::Sqlite, dir, extra_toml)
+    }
+
+    /// As [`Server::start_in`], on `backend`; on PostgreSQL, a cluster is made in `dir/pg`.
+    pub fn start_on(backend: Backend, dir: &Path, extra_toml: &str) -> anyhow::Result<Server> {
         std::fs::create_dir_all(dir)?;
         let config = dir.join("trackgate.toml");
+        let pg = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => {
+                let pg = postgres::Postgres::start(&dir.join("pg"))?;
+                pg.create_database(DATABASE)?;
+                Some(pg)
+            }
+        };
         if !config.exists() {
             let mut f = std::fs::File::create(&config)?;
             writeln!(
@@ -167,9 +194,14 @@ impl Server {
                 "mode = \"dev\"\ndata_dir = {:?}\nhttp.listen = \"127.0.0.1:0\"\nops.listen = \"127.0.0.1:0\"\nlog.format = \"json\"\nlog.level = \"info\"\n",
                 dir.join("data")
             )?;
+            if let Some(pg) = &pg {
+                writeln!(f, "database.url = {:?}", pg.url(DATABASE))?;
+            }
             f.write_all(merge_note(extra_toml).as_bytes())?;
         }
-        Self::spawn(dir, &config)
+        let mut server = Self::spawn(dir, &config)?;
+        server.pg = pg;
+        Ok(server)
     }
 
     /// Start exactly as the Quick start does (`trackgate serve`, embedded defaults, data in
@@ -214,6 +246,7 @@ impl Server {
     fn attach(dir: &Path, config: PathBuf, child: Child, log: PathBuf) -> anyhow::Result<Server> {
         let mut server = Server {
             dir: dir.into(),
+            pg: None,
             config,
             https: "0.0.0.0:0".parse()?,
             ops: "0.0.0.0:0".parse()?,
@@ -263,7 +296,9 @@ impl Server {
         let _ = self.stop_with("-KILL");
         let dir = self.dir.clone();
         let config = self.config.clone();
+        let pg = self.pg.take();
         *self = Self::spawn(&dir, &config)?;
+        self.pg = pg;
         Ok(())
     }
 
@@ -407,10 +442,15 @@ impl Server {
         metric_value(&self.metrics().await, series)
     }
 
-    /// The SQLite database, opened read-only.
-    pub async fn db(&self) -> sqlx::SqlitePool {
-        let url = format!("sqlite://{}?mode=ro", self.dir.join("data/trackgate.db").display());
-        sqlx::SqlitePool::connect(&url).await.expect("database opens")
+    /// The database, as a person with SQL access would read it: SQLite opened read-only, or
+    /// PostgreSQL over TLS. Placeholders are `$1`, `$2`, ... on both.
+    pub async fn db(&self) -> sqlx::AnyPool {
+        sqlx::any::install_default_drivers();
+        let url = match &self.pg {
+            Some(pg) => pg.url(DATABASE),
+            None => format!("sqlite://{}?mode=ro", self.dir.join("data/trackgate.db").display()),
+        };
+        sqlx::AnyPool::connect(&url).await.expect("database opens")
     }
 }
 
@@ -538,7 +578,7 @@ impl Reply {
 /// The seqs stored for `device`.
 pub async fn stored_seqs(server: &Server, device: &str) -> std::collections::BTreeSet<u64> {
     let db = server.db().await;
-    let seqs: Vec<i64> = sqlx::query_scalar("SELECT seq FROM positions WHERE device_id = ?")
+    let seqs: Vec<i64> = sqlx::query_scalar("SELECT seq FROM positions WHERE device_id = $1")
         .bind(device)
         .fetch_all(&db)
         .await
@@ -558,10 +598,10 @@ pub fn rss_mb(pid: u32) -> f64 {
 }
 
 /// How many positions are stored, for one device or all.
-pub async fn stored(db: &sqlx::SqlitePool, device: Option<&str>) -> i64 {
+pub async fn stored(db: &sqlx::AnyPool, device: Option<&str>) -> i64 {
     match device {
         Some(d) => {
-            sqlx::query_scalar("SELECT COUNT(*) FROM positions WHERE device_id = ?")
+            sqlx::query_scalar("SELECT COUNT(*) FROM positions WHERE device_id = $1")
                 .bind(d)
                 .fetch_one(db)
                 .await
@@ -573,7 +613,7 @@ pub async fn stored(db: &sqlx::SqlitePool, device: Option<&str>) -> i64 {
 
 /// Wait (polling every 10 ms, at most 30 s) until at least `n` positions are stored; the count.
 /// Assertions on what was stored come after, so a timeout shows up as their failure.
-pub async fn wait_for_stored(db: &sqlx::SqlitePool, n: i64) -> i64 {
+pub async fn wait_for_stored(db: &sqlx::AnyPool, n: i64) -> i64 {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let got = stored(db, None).await;
@@ -604,9 +644,33 @@ pub fn vector_supplier() -> Key {
 
 /// A started server with the §5 supplier and device provisioned, in a fresh temporary directory.
 pub fn started(extra_toml: &str) -> (tempfile::TempDir, Server) {
+    started_on(Backend::Sqlite, extra_toml)
+}
+
+/// As [`started`], on `backend`.
+pub fn started_on(backend: Backend, extra_toml: &str) -> (tempfile::TempDir, Server) {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start_in(dir.path(), extra_toml).unwrap();
+    let server = Server::start_on(backend, dir.path(), extra_toml).unwrap();
     server.add_supplier(&vector_supplier());
     server.add_device(&vector_device(), Some("ACME"));
     (dir, server)
+}
+
+/// A `sqlite` and a `postgres` test of each named `async fn(Backend)`, in modules of those names.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name($crate::Backend::Sqlite).await
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name($crate::Backend::Postgres).await
+            })*
+        }
+    };
 }

@@ -1,13 +1,13 @@
-//! POST /v1/records end to end: the real binary, real TLS, the real SQLite file.
+//! POST /v1/records end to end: the real binary, real TLS, the database read back directly
+//! (SQLite, and PostgreSQL over TLS for the tests of what is stored).
 
 use trackgate_e2e::*;
 
 const JSON: &str = "application/json";
 const NDJSON: &str = "application/x-ndjson";
 
-#[tokio::test]
-async fn single_envelope_array_and_ndjson_are_stored() {
-    let (_dir, server) = started("");
+async fn single_envelope_array_and_ndjson_are_stored(backend: Backend) {
+    let (_dir, server) = started_on(backend, "");
     let (dev, sup, c) = (vector_device(), vector_supplier(), server.client());
     let one = dev.envelope(&record("TRK-0001", 1));
     assert_eq!(server.post(&c, &sup, JSON, &one).await.counts(), (1, 0));
@@ -58,9 +58,8 @@ async fn the_section_5_vector_request_is_accepted_when_its_time_is_now() {
     );
 }
 
-#[tokio::test]
-async fn duplicates_are_counted_not_stored_twice() {
-    let (_dir, server) = started("");
+async fn duplicates_are_counted_not_stored_twice(backend: Backend) {
+    let (_dir, server) = started_on(backend, "");
     let (dev, sup, c) = (vector_device(), vector_supplier(), server.client());
     let env = dev.envelope(&record("TRK-0001", 7));
     assert_eq!(server.post(&c, &sup, JSON, &env).await.counts(), (1, 0));
@@ -84,9 +83,8 @@ async fn duplicates_are_counted_not_stored_twice() {
     );
 }
 
-#[tokio::test]
-async fn a_changed_resend_is_a_conflict_and_the_stored_record_is_kept() {
-    let (_dir, server) = started("");
+async fn a_changed_resend_is_a_conflict_and_the_stored_record_is_kept(backend: Backend) {
+    let (_dir, server) = started_on(backend, "");
     let (dev, sup, c) = (vector_device(), vector_supplier(), server.client());
     let first = record("TRK-0001", 9);
     server.post(&c, &sup, JSON, &dev.envelope(&first)).await.counts();
@@ -102,9 +100,8 @@ async fn a_changed_resend_is_a_conflict_and_the_stored_record_is_kept() {
     assert_eq!(kept, first);
 }
 
-#[tokio::test]
-async fn a_mixed_batch_is_answered_per_index_and_the_good_records_are_stored() {
-    let (_dir, server) = started("");
+async fn a_mixed_batch_is_answered_per_index_and_the_good_records_are_stored(backend: Backend) {
+    let (_dir, server) = started_on(backend, "");
     let (dev, sup, c) = (vector_device(), vector_supplier(), server.client());
     server.add_device(&Key::derived("TRK-OFF", "k1"), Some("ACME"));
     server.ok(&["device", "disable", "TRK-OFF"], None);
@@ -191,9 +188,8 @@ async fn stale_and_future_timestamps_are_refused_before_any_key_lookup() {
     assert_eq!(stored(&server.db().await, None).await, 1);
 }
 
-#[tokio::test]
-async fn unknown_revoked_and_wrong_keys_are_unauthorized_alike() {
-    let (_dir, server) = started("ingest.key_refresh_ms = 100");
+async fn unknown_revoked_and_wrong_keys_are_unauthorized_alike(backend: Backend) {
+    let (_dir, server) = started_on(backend, "ingest.key_refresh_ms = 100");
     let (dev, sup, c) = (vector_device(), vector_supplier(), server.client());
     let body = dev.envelope(&record("TRK-0001", 1));
     let unknown_owner = Key::derived("NOBODY", "k1");
@@ -280,9 +276,8 @@ async fn wait_for_status(server: &Server, c: &reqwest::Client, key: &Key, body: 
     panic!("status never became {status}");
 }
 
-#[tokio::test]
-async fn a_device_key_carries_only_its_own_records() {
-    let (_dir, server) = started("");
+async fn a_device_key_carries_only_its_own_records(backend: Backend) {
+    let (_dir, server) = started_on(backend, "");
     let (dev, c) = (vector_device(), server.client());
     let other = Key::derived("TRK-0002", "k1");
     server.add_device(&other, Some("ACME"));
@@ -304,9 +299,8 @@ async fn a_device_key_carries_only_its_own_records() {
     assert_eq!(stored(&server.db().await, None).await, 1);
 }
 
-#[tokio::test]
-async fn key_rotation_and_a_revoked_kid() {
-    let (_dir, server) = started("ingest.key_refresh_ms = 100");
+async fn key_rotation_and_a_revoked_kid(backend: Backend) {
+    let (_dir, server) = started_on(backend, "ingest.key_refresh_ms = 100");
     let (dev, sup, c) = (vector_device(), vector_supplier(), server.client());
     let k2 = Key::derived("TRK-0001", "k2");
     server.import_key(&k2);
@@ -422,3 +416,13 @@ async fn http1_and_http2_are_both_served() {
         (1, 0)
     );
 }
+
+trackgate_e2e::on_both_backends!(
+    single_envelope_array_and_ndjson_are_stored,
+    duplicates_are_counted_not_stored_twice,
+    a_changed_resend_is_a_conflict_and_the_stored_record_is_kept,
+    a_mixed_batch_is_answered_per_index_and_the_good_records_are_stored,
+    unknown_revoked_and_wrong_keys_are_unauthorized_alike,
+    a_device_key_carries_only_its_own_records,
+    key_rotation_and_a_revoked_kid,
+);

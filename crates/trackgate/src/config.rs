@@ -117,6 +117,9 @@ pub struct RawDatabase {
     pub sqlite_synchronous: Option<String>,
     pub sqlite_cache_mib: Option<u32>,
     pub sqlite_wal_autocheckpoint: Option<u32>,
+    pub postgres_ca: Option<PathBuf>,
+    pub postgres_client_cert: Option<PathBuf>,
+    pub postgres_client_key: Option<PathBuf>,
     pub min_free_bytes: Option<u64>,
 }
 
@@ -473,11 +476,39 @@ impl RawConfig {
         let url = d
             .url
             .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("trackgate.db").display()));
-        if !url.starts_with("sqlite:") {
+        let postgres = url.starts_with("postgres://") || url.starts_with("postgresql://");
+        if !postgres && !url.starts_with("sqlite:") {
             bail!(
-                "`database.url` must be a sqlite:// URL (PostgreSQL is not supported yet), not {:?}",
+                "`database.url` must be a sqlite:// or postgres:// URL, not {:?}",
                 trackgate_store::redact_url(&url)
             );
+        }
+        // Each backend's keys only with its URL, so a setting that would do nothing is not
+        // silently ignored.
+        let (theirs, other) = if postgres {
+            (
+                [
+                    ("sqlite_synchronous", d.sqlite_synchronous.is_some()),
+                    ("sqlite_cache_mib", d.sqlite_cache_mib.is_some()),
+                    ("sqlite_wal_autocheckpoint", d.sqlite_wal_autocheckpoint.is_some()),
+                ],
+                "a postgres://",
+            )
+        } else {
+            (
+                [
+                    ("postgres_ca", d.postgres_ca.is_some()),
+                    ("postgres_client_cert", d.postgres_client_cert.is_some()),
+                    ("postgres_client_key", d.postgres_client_key.is_some()),
+                ],
+                "a sqlite://",
+            )
+        };
+        if let Some((key, _)) = theirs.iter().find(|(_, set)| *set) {
+            bail!("`database.{key}` does not apply to {other} database.url");
+        }
+        if d.postgres_client_cert.is_some() != d.postgres_client_key.is_some() {
+            bail!("`database.postgres_client_cert` and `database.postgres_client_key` must be given together");
         }
         let synchronous_full = match d.sqlite_synchronous.as_deref().unwrap_or("full") {
             "full" => true,
@@ -512,6 +543,11 @@ impl RawConfig {
                     100,
                     10_000_000,
                 )? as u32,
+            },
+            postgres: trackgate_store::PostgresOptions {
+                ca_file: d.postgres_ca,
+                client_cert: d.postgres_client_cert,
+                client_key: d.postgres_client_key,
             },
         };
         let i = self.ingest;
@@ -788,6 +824,32 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("`ingest.queue_capacity`"), "{e}");
+    }
+
+    #[test]
+    fn database_keys_belong_to_their_backend() {
+        let pg = "mode = \"dev\"\n[database]\nurl = \"postgres://tg:secret@db.internal/tg\"\n";
+        let c = parse(&format!("{pg}postgres_ca = \"ca.pem\"")).unwrap();
+        assert_eq!(c.database.postgres.ca_file.as_deref(), Some(Path::new("ca.pem")));
+        let e = parse(&format!("{pg}sqlite_synchronous = \"full\""))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "`database.sqlite_synchronous` does not apply to a postgres:// database.url"
+        );
+        let e = parse(&format!("{pg}postgres_client_cert = \"c.pem\""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`database.postgres_client_key`"), "{e}");
+        let e = parse("mode = \"dev\"\n[database]\npostgres_ca = \"ca.pem\"")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "`database.postgres_ca` does not apply to a sqlite:// database.url");
+        let e = parse("mode = \"dev\"\n[database]\nurl = \"mysql://tg:hunter2@db/tg\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("sqlite:// or postgres://") && !e.contains("hunter2"), "{e}");
     }
 
     #[test]

@@ -45,6 +45,7 @@ async fn store(dir: &std::path::Path) -> Store {
             synchronous_full: false,
             ..Default::default()
         },
+        postgres: Default::default(),
     };
     Store::open(&opts, MasterKey::from_bytes(&[3; 32])).await.unwrap()
 }
