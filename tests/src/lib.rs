@@ -156,8 +156,11 @@ pub const DATABASE: &str = "trackgate";
 /// A running trackgate.
 pub struct Server {
     pub dir: PathBuf,
-    /// The PostgreSQL cluster it runs on, if not SQLite; it outlives restarts of the server.
+    /// The PostgreSQL cluster it runs on, if not SQLite and if this server made it; it outlives
+    /// restarts of the server.
     pub pg: Option<postgres::Postgres>,
+    /// Its `database.url` when that is PostgreSQL (read from its config file).
+    pub postgres_url: Option<String>,
     pub config: PathBuf,
     pub https: SocketAddr,
     pub ops: SocketAddr,
@@ -244,9 +247,16 @@ impl Server {
     }
 
     fn attach(dir: &Path, config: PathBuf, child: Child, log: PathBuf) -> anyhow::Result<Server> {
+        let postgres_url = std::fs::read_to_string(&config).ok().and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("database.url = "))
+                .map(|v| v.trim().trim_matches('"').to_owned())
+                .filter(|url| url.starts_with("postgres"))
+        });
         let mut server = Server {
             dir: dir.into(),
             pg: None,
+            postgres_url,
             config,
             https: "0.0.0.0:0".parse()?,
             ops: "0.0.0.0:0".parse()?,
@@ -446,8 +456,8 @@ impl Server {
     /// PostgreSQL over TLS. Placeholders are `$1`, `$2`, ... on both.
     pub async fn db(&self) -> sqlx::AnyPool {
         sqlx::any::install_default_drivers();
-        let url = match &self.pg {
-            Some(pg) => pg.url(DATABASE),
+        let url = match &self.postgres_url {
+            Some(url) => url.clone(),
             None => format!("sqlite://{}?mode=ro", self.dir.join("data/trackgate.db").display()),
         };
         sqlx::AnyPool::connect(&url).await.expect("database opens")
@@ -661,16 +671,58 @@ pub fn started_on(backend: Backend, extra_toml: &str) -> (tempfile::TempDir, Ser
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
-            $(#[tokio::test]
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
                 super::$name($crate::Backend::Sqlite).await
             })*
         }
         mod postgres {
-            $(#[tokio::test]
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
                 super::$name($crate::Backend::Postgres).await
             })*
         }
     };
+}
+
+/// Another client's transaction that keeps trackgate's writer from committing until released:
+/// SQLite's write lock (`BEGIN IMMEDIATE`), or on PostgreSQL a SHARE lock on `positions`, which
+/// inserts wait for.
+pub enum WriteHold {
+    Sqlite(sqlx::SqliteConnection),
+    Postgres(sqlx::PgConnection),
+}
+
+impl WriteHold {
+    pub async fn take(server: &Server) -> WriteHold {
+        use sqlx::Connection as _;
+        match &server.postgres_url {
+            None => {
+                let url = format!("sqlite://{}", server.dir.join("data/trackgate.db").display());
+                let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+                sqlx::query("BEGIN IMMEDIATE").execute(&mut c).await.unwrap();
+                WriteHold::Sqlite(c)
+            }
+            Some(url) => {
+                let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+                sqlx::query("BEGIN").execute(&mut c).await.unwrap();
+                sqlx::query("LOCK TABLE positions IN SHARE MODE")
+                    .execute(&mut c)
+                    .await
+                    .unwrap();
+                WriteHold::Postgres(c)
+            }
+        }
+    }
+
+    pub async fn release(self) {
+        match self {
+            WriteHold::Sqlite(mut c) => {
+                sqlx::query("ROLLBACK").execute(&mut c).await.unwrap();
+            }
+            WriteHold::Postgres(mut c) => {
+                sqlx::query("ROLLBACK").execute(&mut c).await.unwrap();
+            }
+        }
+    }
 }

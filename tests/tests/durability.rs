@@ -96,9 +96,8 @@ async fn until_acked(seen: &Arc<Mutex<Seen>>, n: usize) {
     panic!("traffic never reached {n} acknowledged records");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn records_acknowledged_before_kill_9_are_all_there_after_restart() {
-    let (_dir, mut server) = started("");
+async fn records_acknowledged_before_kill_9_are_all_there_after_restart(backend: Backend) {
+    let (_dir, mut server) = started_on(backend, "");
     for round in 0..2u64 {
         let seen = Arc::new(Mutex::new(Seen::default()));
         let base = round * 100_000_000;
@@ -124,9 +123,8 @@ async fn records_acknowledged_before_kill_9_are_all_there_after_restart() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_drains_commits_and_answers_before_exit() {
-    let (_dir, mut server) = started("shutdown.grace_period_secs = 30");
+async fn sigterm_drains_commits_and_answers_before_exit(backend: Backend) {
+    let (_dir, mut server) = started_on(backend, "shutdown.grace_period_secs = 30");
     let seen = Arc::new(Mutex::new(Seen::default()));
     let sender = traffic(&server, 4, 100_000, 0, seen.clone());
     let stopper = async {
@@ -147,10 +145,10 @@ async fn sigterm_drains_commits_and_answers_before_exit() {
     assert!(seen.refused.is_disjoint(&stored), "a refused record was stored");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_full_queue_answers_503_and_stores_nothing_of_that_request() {
+async fn a_full_queue_answers_503_and_stores_nothing_of_that_request(backend: Backend) {
     // The stall timeout is out of the way: this test is about the full queue, not the stalled store.
-    let (dir, server) = started(
+    let (_dir, server) = started_on(
+        backend,
         "ingest.queue_capacity = 1000\nhttp.max_records = 1000\ningest.write_retry_secs = 120\ningest.stall_timeout_ms = 600000",
     );
     let (dev, sup) = (vector_device(), vector_supplier());
@@ -164,12 +162,8 @@ async fn a_full_queue_answers_503_and_stores_nothing_of_that_request() {
         )
     };
 
-    // Hold SQLite's write lock so the writer cannot commit: request A waits in the queue.
-    let url = format!("sqlite://{}", dir.path().join("data/trackgate.db").display());
-    let mut lock = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
-        .await
-        .unwrap();
-    sqlx::query("BEGIN IMMEDIATE").execute(&mut lock).await.unwrap();
+    // Hold the database so the writer cannot commit: request A waits in the queue.
+    let lock = WriteHold::take(&server).await;
 
     let c = server.client();
     let body_a = batch(0);
@@ -187,7 +181,7 @@ async fn a_full_queue_answers_503_and_stores_nothing_of_that_request() {
         }
         assert_eq!(server.metric("trackgate_queue_depth").await, 600.0);
         let reply = server.post(&c, &sup, JSON, &batch(10_000)).await;
-        sqlx::query("ROLLBACK").execute(&mut lock).await.unwrap();
+        lock.release().await;
         reply
     };
     let (a, b) = tokio::join!(a, b);
@@ -208,3 +202,9 @@ async fn a_full_queue_answers_503_and_stores_nothing_of_that_request() {
     // Retried later, it goes through.
     assert_eq!(server.post(&c, &sup, JSON, &batch(10_000)).await.counts(), (600, 0));
 }
+
+trackgate_e2e::on_both_backends!(
+    records_acknowledged_before_kill_9_are_all_there_after_restart,
+    sigterm_drains_commits_and_answers_before_exit,
+    a_full_queue_answers_503_and_stores_nothing_of_that_request,
+);

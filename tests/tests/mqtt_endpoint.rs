@@ -21,7 +21,12 @@ struct Endpoint {
 
 /// trackgate with its endpoint on, the §5 device and `others` provisioned.
 fn endpoint(extra: &str, others: &[&Key]) -> Endpoint {
-    let (dir, server) = started(&format!("{MQTT_ENDPOINT}{extra}"));
+    endpoint_on(Backend::Sqlite, extra, others)
+}
+
+/// As [`endpoint`], on `backend`.
+fn endpoint_on(backend: Backend, extra: &str, others: &[&Key]) -> Endpoint {
+    let (dir, server) = started_on(backend, &format!("{MQTT_ENDPOINT}{extra}"));
     for k in others {
         server.add_device(k, None);
     }
@@ -189,10 +194,9 @@ fn pubacked_mids(lines: &Lines) -> BTreeSet<u64> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mosquitto_pub_records_are_stored_and_rejections_reach_the_subscriber() {
+async fn mosquitto_pub_records_are_stored_and_rejections_reach_the_subscriber(backend: Backend) {
     let other = Key::derived("TRK-0002", "k1");
-    let e = endpoint("", &[&other]);
+    let e = endpoint_on(backend, "", &[&other]);
     let dev = vector_device();
     let topic = telemetry("TRK-0001");
     let (sub, rejections) = e.subscribe(&dev, "devices/TRK-0001/rejections", &["-C", "3", "-v"]);
@@ -311,10 +315,9 @@ async fn a_device_cannot_publish_or_subscribe_beyond_its_own_topics() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_message_acknowledged_before_kill_9_is_stored_exactly_once() {
+async fn every_message_acknowledged_before_kill_9_is_stored_exactly_once(backend: Backend) {
     let devices: Vec<Key> = (1..=4).map(|i| Key::derived(&format!("KILL-{i}"), "k1")).collect();
-    let mut e = endpoint("", &devices.iter().collect::<Vec<_>>());
+    let mut e = endpoint_on(backend, "", &devices.iter().collect::<Vec<_>>());
     let per_device = 5000u64;
     // What each device still has to send, and what it saw acknowledged.
     let mut left: Vec<Vec<u64>> = vec![(1..=per_device).collect(); devices.len()];
@@ -386,22 +389,11 @@ async fn every_message_acknowledged_before_kill_9_is_stored_exactly_once() {
     );
 }
 
-/// Hold SQLite's write lock from another connection, as another process would.
-async fn lock_database(e: &Endpoint) -> sqlx::SqliteConnection {
-    let url = format!("sqlite://{}", e.server.dir.join("data/trackgate.db").display());
-    let mut lock = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
-        .await
-        .unwrap();
-    sqlx::query("BEGIN IMMEDIATE").execute(&mut lock).await.unwrap();
-    lock
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stalled_store_withholds_pubacks_and_everything_lands_after() {
-    let e = endpoint("", &[]);
+async fn a_stalled_store_withholds_pubacks_and_everything_lands_after(backend: Backend) {
+    let e = endpoint_on(backend, "", &[]);
     let dev = vector_device();
     let before = rss_mb(e.server.pid());
-    let mut lock = lock_database(&e).await;
+    let lock = WriteHold::take(&e.server).await;
     let seqs: Vec<u64> = (1..=300).collect();
     let (mut child, lines) = e.publish_lines(&dev, &seqs);
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -413,7 +405,7 @@ async fn a_stalled_store_withholds_pubacks_and_everything_lands_after() {
     );
     let grown = rss_mb(e.server.pid()) - before;
     assert!(grown < 64.0, "RSS grew by {grown} MB while the store stalled");
-    sqlx::query("ROLLBACK").execute(&mut lock).await.unwrap();
+    lock.release().await;
     let status = child.wait().unwrap();
     assert!(status.success(), "{:?}", lines.closed());
     assert_eq!(pubacked_mids(&lines).len(), 300);
@@ -556,7 +548,7 @@ async fn an_mqtt_5_client_is_told_receive_maximum_and_it_holds() {
             }
         })
     };
-    let mut lock = lock_database(&e).await;
+    let lock = WriteHold::take(&e.server).await;
     for seq in 1..=20u64 {
         client
             .publish(
@@ -573,7 +565,7 @@ async fn an_mqtt_5_client_is_told_receive_maximum_and_it_holds() {
     assert_eq!(seen.lock().unwrap().1, 0, "no PUBACK before the commit");
     let unacked = e.server.metric("trackgate_mqtt_unacked_messages").await;
     assert!((1.0..=4.0).contains(&unacked), "{unacked} in flight");
-    sqlx::query("ROLLBACK").execute(&mut lock).await.unwrap();
+    lock.release().await;
     let deadline = Instant::now() + Duration::from_secs(30);
     while seen.lock().unwrap().1 < 20 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -585,9 +577,8 @@ async fn an_mqtt_5_client_is_told_receive_maximum_and_it_holds() {
 
 /// Two nodes on one database: the endpoint holds nothing beyond its connections, so a device can
 /// publish through either, and when one dies it sends what was not acknowledged through the other.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_nodes_serve_a_device_and_one_dying_loses_nothing() {
-    let mut a = endpoint("", &[]);
+async fn two_nodes_serve_a_device_and_one_dying_loses_nothing(backend: Backend) {
+    let mut a = endpoint_on(backend, "", &[]);
     // The second node: the same config and data directory (database, certificate, master key).
     let b_server = Server::start_in(&a.server.dir, "").unwrap();
     let b = Endpoint {
@@ -634,9 +625,8 @@ async fn two_nodes_serve_a_device_and_one_dying_loses_nothing() {
 
 /// SIGTERM: the endpoint stops taking messages, answers what was committed, closes, and trackgate
 /// exits cleanly; every message a device saw acknowledged is stored.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_answers_what_was_committed_then_closes() {
-    let mut e = endpoint("", &[]);
+async fn sigterm_answers_what_was_committed_then_closes(backend: Backend) {
+    let mut e = endpoint_on(backend, "", &[]);
     let dev = vector_device();
     let seqs: Vec<u64> = (1..=5000).collect();
     let (mut child, lines) = e.publish_lines(&dev, &seqs);
@@ -657,3 +647,11 @@ async fn sigterm_answers_what_was_committed_then_closes() {
     assert!(lost.is_empty(), "acknowledged but not stored: {lost:?}");
     assert!(acked.len() < seqs.len(), "the shutdown came mid-stream");
 }
+
+trackgate_e2e::on_both_backends!(
+    mosquitto_pub_records_are_stored_and_rejections_reach_the_subscriber,
+    every_message_acknowledged_before_kill_9_is_stored_exactly_once,
+    a_stalled_store_withholds_pubacks_and_everything_lands_after,
+    two_nodes_serve_a_device_and_one_dying_loses_nothing,
+    sigterm_answers_what_was_committed_then_closes,
+);

@@ -4,7 +4,7 @@
 //! the admin API, and the audit rows both leave.
 
 use serde_json::Value;
-use trackgate_e2e::{Key, Server, now_ms, started};
+use trackgate_e2e::{Backend, Key, Server, now_ms, started, started_on};
 
 const DEVICES: [&str; 4] = ["a-n1", "a-s1", "a-x1", "g-1"];
 
@@ -252,9 +252,8 @@ impl Sse {
     }
 }
 
-#[tokio::test]
-async fn each_membership_rule_sees_exactly_its_devices_on_every_endpoint() {
-    let (_dir, s) = started("");
+async fn each_membership_rule_sees_exactly_its_devices_on_every_endpoint(backend: Backend) {
+    let (_dir, s) = started_on(backend, "");
     seed(&s);
     let c = s.client();
     let t0 = now_ms() - 60_000;
@@ -348,9 +347,8 @@ async fn tokens_are_required_and_checked() {
     assert_eq!(status, 200, "the unaltered token is accepted");
 }
 
-#[tokio::test]
-async fn geojson_output_is_valid_rfc_7946() {
-    let (dir, s) = started("");
+async fn geojson_output_is_valid_rfc_7946(backend: Backend) {
+    let (dir, s) = started_on(backend, "");
     seed(&s);
     let c = s.client();
     let t0 = now_ms() - 60_000;
@@ -407,9 +405,8 @@ async fn geojson_output_is_valid_rfc_7946() {
     assert!(!out.status.success());
 }
 
-#[tokio::test]
-async fn a_long_track_pages_through_every_point_once() {
-    let (_dir, s) = started("");
+async fn a_long_track_pages_through_every_point_once(backend: Backend) {
+    let (_dir, s) = started_on(backend, "");
     seed(&s);
     let c = s.client();
     let t0 = now_ms() - 3_600_000;
@@ -471,9 +468,8 @@ async fn a_long_track_pages_through_every_point_once() {
     }
 }
 
-#[tokio::test]
-async fn admin_changes_and_location_reads_leave_audit_rows() {
-    let (_dir, s) = started("");
+async fn admin_changes_and_location_reads_leave_audit_rows(backend: Backend) {
+    let (_dir, s) = started_on(backend, "");
     seed(&s);
     let c = s.client();
     let boss = token(&s, &["--email", "boss@acme.example"]);
@@ -635,9 +631,8 @@ async fn admin_changes_and_location_reads_leave_audit_rows() {
 
 /// A live stream lasts only as long as the token it was opened with; reconnecting with the
 /// expired token is refused.
-#[tokio::test]
-async fn a_live_stream_ends_when_its_token_expires() {
-    let (_dir, s) = started("auth.leeway_secs = 0\n");
+async fn a_live_stream_ends_when_its_token_expires(backend: Backend) {
+    let (_dir, s) = started_on(backend, "auth.leeway_secs = 0\n");
     seed(&s);
     let c = s.client();
     let t = token(&s, &["--email", "clerk@acme.example", "--ttl-secs", "3"]);
@@ -650,3 +645,11 @@ async fn a_live_stream_ends_when_its_token_expires() {
     let again = c.get(s.url("/v1/stream")).bearer_auth(&t).send().await.unwrap();
     assert_eq!(again.status(), 401);
 }
+
+trackgate_e2e::on_both_backends!(
+    each_membership_rule_sees_exactly_its_devices_on_every_endpoint,
+    geojson_output_is_valid_rfc_7946,
+    a_long_track_pages_through_every_point_once,
+    admin_changes_and_location_reads_leave_audit_rows,
+    a_live_stream_ends_when_its_token_expires,
+);
