@@ -10,7 +10,8 @@
 //!
 //! The full disk is a small tmpfs mounted by the test; the read-only database is made immutable
 //! with `chattr +i` (writes through descriptors SQLite already holds then fail, as on a disk
-//! remounted read-only). Both need root, so the suite runs as root (CI does).
+//! remounted read-only). Both need root, so the suite runs as root (CI does). On PostgreSQL, the
+//! server itself goes away for 30 s (and comes back on the same port and data).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -215,6 +216,8 @@ enum Fault {
     Locked,
     /// The database and its write-ahead log made immutable under SQLite's open descriptors.
     ReadOnly,
+    /// The PostgreSQL server stopped (fast shutdown: every session cut) for 30 s.
+    PostgresGone,
 }
 
 /// The fault's state while it lasts.
@@ -222,6 +225,7 @@ enum Injected {
     Filler(PathBuf),
     Lock(sqlx::SqliteConnection),
     ReadOnly(Immutable),
+    Stopped(postgres::Postgres),
 }
 
 /// Files made immutable, made writable again on drop (also when a test fails, so the temporary
@@ -239,14 +243,39 @@ impl Drop for Immutable {
 impl Fault {
     fn hold(self) -> Duration {
         match self {
-            Fault::Locked => Duration::from_secs(30),
+            Fault::Locked | Fault::PostgresGone => Duration::from_secs(30),
             _ => Duration::from_secs(8),
         }
     }
 
-    /// `data` is the data directory; for a full disk it is the tmpfs `fs`.
-    async fn inject(self, data: &Path, fs: Option<&Tmpfs>) -> Injected {
+    fn backend(self) -> Backend {
         match self {
+            Fault::PostgresGone => Backend::Postgres,
+            _ => Backend::Sqlite,
+        }
+    }
+
+    /// The test's settings: stalls and failures are called within a second or two. On SQLite the
+    /// watermark is off so SQLite meets the real wall, and checkpoints keep the WAL small as on
+    /// a busy production disk.
+    fn settings(self) -> &'static str {
+        match self.backend() {
+            Backend::Sqlite => {
+                "database.min_free_bytes = 0\ndatabase.sqlite_wal_autocheckpoint = 100\n\
+                 ingest.stall_timeout_ms = 1000\ningest.write_retry_secs = 2"
+            }
+            Backend::Postgres => "ingest.stall_timeout_ms = 1000\ningest.write_retry_secs = 2",
+        }
+    }
+
+    /// `data` is the data directory; for a full disk it is the tmpfs `fs`.
+    async fn inject(self, data: &Path, fs: Option<&Tmpfs>, server: &mut Server) -> Injected {
+        match self {
+            Fault::PostgresGone => {
+                let mut pg = server.pg.take().expect("a PostgreSQL server");
+                pg.stop();
+                Injected::Stopped(pg)
+            }
             Fault::DiskFull => {
                 let fs = fs.expect("a full disk needs its tmpfs");
                 let filler = fs.path.join("filler");
@@ -275,8 +304,12 @@ impl Fault {
 }
 
 impl Injected {
-    async fn clear(self) {
+    async fn clear(self, server: &mut Server) {
         match self {
+            Injected::Stopped(mut pg) => {
+                pg.restart().unwrap();
+                server.pg = Some(pg);
+            }
             Injected::Filler(f) => std::fs::remove_file(f).unwrap(),
             Injected::Lock(mut c) => {
                 sqlx::query("ROLLBACK").execute(&mut c).await.unwrap();
@@ -292,14 +325,7 @@ async fn under(fault: Fault, kill: bool) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let fs = (fault == Fault::DiskFull).then(|| Tmpfs::mount(&data, "24m"));
-    let mut server = Server::start_in(
-        dir.path(),
-        // The watermark is off so SQLite meets the real wall; checkpoints keep the WAL small as
-        // on a busy production disk; stalls and failures are called within a second or two.
-        "database.min_free_bytes = 0\ndatabase.sqlite_wal_autocheckpoint = 100\n\
-         ingest.stall_timeout_ms = 1000\ningest.write_retry_secs = 2",
-    )
-    .unwrap();
+    let mut server = Server::start_on(fault.backend(), dir.path(), fault.settings()).unwrap();
     server.add_device(&vector_device(), None);
     let name = format!("{fault:?}{}", if kill { " + kill -9" } else { "" });
 
@@ -307,7 +333,7 @@ async fn under(fault: Fault, kill: bool) {
     traffic
         .until("200 acknowledged", Duration::from_secs(60), |l| l.acked.len() >= 200)
         .await;
-    let injected = fault.inject(&data, fs.as_ref()).await;
+    let injected = fault.inject(&data, fs.as_ref(), &mut server).await;
     let before = traffic.ledger.lock().unwrap().statuses.get(&503).copied().unwrap_or(0);
 
     // While the fault lasts, /readyz must say so, and clients must be refused, not held.
@@ -335,7 +361,7 @@ async fn under(fault: Fault, kill: bool) {
     );
     assert_eq!(killed, kill, "{name}: the kill never happened");
 
-    injected.clear().await;
+    injected.clear(&mut server).await;
     if kill {
         let ledger = traffic.finish().await;
         server.restart().unwrap();
@@ -400,6 +426,16 @@ async fn read_only_database_refuses_honestly_and_recovers_by_itself() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_only_database_then_kill_9_loses_nothing_acknowledged() {
     under(Fault::ReadOnly, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_gone_for_30_s_refuses_honestly_and_recovers_by_itself() {
+    under(Fault::PostgresGone, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_gone_then_kill_9_loses_nothing_acknowledged() {
+    under(Fault::PostgresGone, true).await;
 }
 
 /// The watermark: under `database.min_free_bytes` new work is refused with 503 before SQLite

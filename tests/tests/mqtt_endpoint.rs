@@ -412,6 +412,84 @@ async fn a_stalled_store_withholds_pubacks_and_everything_lands_after(backend: B
     assert_eq!(e.stored_seqs("TRK-0001").await.len(), 300);
 }
 
+/// PostgreSQL gone for a while under a connected device: PUBACKs are withheld (and /readyz says
+/// not ready) until it is back; then every message is acknowledged and stored, without a
+/// restart of trackgate and without the device reconnecting. (A device connecting meanwhile is
+/// refused with CONNACK "server unavailable", and retries.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_gone_withholds_pubacks_and_everything_lands_after() {
+    // The writer keeps retrying its batch through the outage (rather than giving up on it, which
+    // closes the connection so that the device resends).
+    let mut e = endpoint_on(Backend::Postgres, "ingest.write_retry_secs = 120", &[]);
+    let dev = vector_device();
+    let mut options = rumqttc::MqttOptions::new("outage", "localhost", e.port);
+    options
+        .set_credentials("TRK-0001", mqtt_password(&dev.secret, "TRK-0001"))
+        .set_transport(rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(
+            tls_client(&e.ca, &[]),
+        )));
+    let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 300);
+    let pubacks = Arc::new(Mutex::new(0usize));
+    let poller = {
+        let pubacks = pubacks.clone();
+        tokio::spawn(async move {
+            while let Ok(event) = eventloop.poll().await {
+                if let rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)) = event {
+                    *pubacks.lock().unwrap() += 1;
+                }
+            }
+        })
+    };
+    let publish = |seqs: std::ops::RangeInclusive<u64>| {
+        let (client, dev) = (client.clone(), dev.clone());
+        async move {
+            for seq in seqs {
+                let body = dev.envelope(&record("TRK-0001", seq));
+                client
+                    .publish("devices/TRK-0001/telemetry", rumqttc::QoS::AtLeastOnce, false, body)
+                    .await
+                    .unwrap();
+            }
+        }
+    };
+    let acked = |n: usize| {
+        let pubacks = pubacks.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while *pubacks.lock().unwrap() < n && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            *pubacks.lock().unwrap()
+        }
+    };
+    publish(1..=10).await;
+    assert_eq!(acked(10).await, 10);
+
+    let mut pg = e.server.pg.take().unwrap();
+    pg.stop();
+    publish(11..=110).await;
+    assert!(
+        e.server.wait_readyz(503, Duration::from_secs(20)).await,
+        "/readyz stayed ready"
+    );
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        *pubacks.lock().unwrap(),
+        10,
+        "a PUBACK went out while PostgreSQL was gone"
+    );
+
+    pg.restart().unwrap();
+    e.server.pg = Some(pg);
+    assert_eq!(acked(110).await, 110, "every message is acknowledged once it is back");
+    assert!(
+        e.server.wait_readyz(200, Duration::from_secs(20)).await,
+        "/readyz never ready again"
+    );
+    assert_eq!(e.stored_seqs("TRK-0001").await, (1..=110).collect::<BTreeSet<u64>>());
+    poller.abort();
+}
+
 /// A TLS connection from `from` to the endpoint (no MQTT yet).
 async fn tls_to(
     e: &Endpoint,
