@@ -255,7 +255,7 @@ pub async fn raw_baseline(
 }
 
 /// Every row trackgate stored, in arrival order: the baseline's identical rows.
-pub async fn stored_rows(db: &sqlx::SqlitePool) -> Vec<Row> {
+pub async fn stored_rows(db: &sqlx::AnyPool) -> Vec<Row> {
     use sqlx::Row as _;
     let sql = format!(
         "SELECT device_id, seq, ts, {}, ext, record, kid, received_ms FROM positions ORDER BY rowid",
