@@ -12,6 +12,7 @@
 //!   (`UNNEST`), `(device_id, seq)` kept unique across partitions (see its module docs).
 //! - `queries/`: the SQL both backends speak, compiled once inside each backend module.
 //! - `migrate`: each backend's schema, embedded and applied at open.
+//! - `copy`: a whole database into another, of either backend (`trackgate db copy`).
 //!
 //! The write path is [`Store::write_batch`]: one transaction inserts the rows
 //! (`ON CONFLICT DO NOTHING`), classifies the ones not inserted as duplicates or conflicts by
@@ -19,9 +20,20 @@
 //! and keeps the batch's rejected records.
 #![forbid(unsafe_code)]
 
+/// Call the same method on whichever backend `$self` (a [`Store`]) is.
+macro_rules! dispatch {
+    ($self:ident, $db:ident => $call:expr) => {
+        match &$self.backend {
+            $crate::Backend::Sqlite($db) => $call,
+            $crate::Backend::Postgres($db) => $call,
+        }
+    };
+}
+
 pub mod access;
 mod batch;
 mod columns;
+mod copy;
 pub mod crypto;
 mod error;
 mod migrate;
@@ -34,6 +46,7 @@ pub use access::{
     Assignment, AuditEntry, AuditRecord, BBox, DeviceView, Fix, MemberKeys, Membership, OrderGroup, Organization, Role,
     Rule, RuleKind, Scope, TrackCursor, TrackPage, UserGroup, Visibility,
 };
+pub use copy::TableCount;
 pub use crypto::MasterKey;
 pub use error::{FAILURE_KINDS, StoreError};
 pub use model::{Kind, Outcome, Principal, PrincipalInfo, RejectRow, Row, StoredPosition};
@@ -73,15 +86,6 @@ pub struct OpenOptions {
     pub max_connections: u32,
     pub sqlite: SqliteOptions,
     pub postgres: PostgresOptions,
-}
-
-macro_rules! dispatch {
-    ($self:ident, $db:ident => $call:expr) => {
-        match &$self.backend {
-            Backend::Sqlite($db) => $call,
-            Backend::Postgres($db) => $call,
-        }
-    };
 }
 
 impl Store {

@@ -92,7 +92,7 @@ pub struct Principal {
 }
 
 /// A principal as listed to an administrator: no secrets.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct PrincipalInfo {
     pub id: String,
     pub kind: &'static str,
@@ -103,7 +103,7 @@ pub struct PrincipalInfo {
 }
 
 /// A key as listed to an administrator: no secret.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct KeyInfo {
     pub kid: String,
     pub active: bool,

@@ -40,6 +40,10 @@ use trackgate_proto::Measurement;
 
 // The same SQL compiled against this backend's sqlx driver: see `queries/`.
 #[allow(clippy::duplicate_mod)]
+#[path = "queries/copy.rs"]
+mod copy;
+// The same SQL compiled against this backend's sqlx driver: see `queries/`.
+#[allow(clippy::duplicate_mod)]
 #[path = "queries/operators.rs"]
 mod operators;
 mod partitions;
@@ -57,6 +61,12 @@ type Handle = Postgres;
 const MAX_BIND_PARAMS: usize = 65_535;
 /// Writers of the change log take turns until they commit, so its `seq` grows in commit order.
 const SERIALIZE_CHANGE_LOG: Option<&str> = Some("LOCK TABLE principal_changes IN EXCLUSIVE MODE");
+/// A copy writes generated ids as given, then moves the identity's sequence past them.
+const INSERT_KEEPING_IDS: &str = " OVERRIDING SYSTEM VALUE";
+const SYNC_IDENTITY: Option<&str> = Some(
+    "SELECT setval(pg_get_serial_sequence('{table}', '{column}'), \
+     COALESCE((SELECT MAX({column}) FROM {table}), 0) + 1, false)",
+);
 
 /// TLS to the server, beside what the URL says.
 #[derive(Debug, Clone, Default)]

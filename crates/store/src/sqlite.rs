@@ -17,6 +17,10 @@ use std::time::Duration;
 
 // The same SQL compiled against this backend's sqlx driver: see `queries/`.
 #[allow(clippy::duplicate_mod)]
+#[path = "queries/copy.rs"]
+mod copy;
+// The same SQL compiled against this backend's sqlx driver: see `queries/`.
+#[allow(clippy::duplicate_mod)]
 #[path = "queries/operators.rs"]
 mod operators;
 // The same SQL compiled against this backend's sqlx driver: see `queries/`.
@@ -31,6 +35,9 @@ type Db = sqlx::Sqlite;
 type Handle = Sqlite;
 /// Principals' changes are logged by the one writer SQLite allows at a time.
 const SERIALIZE_CHANGE_LOG: Option<&str> = None;
+/// A copy writes generated ids as given, and SQLite moves its counter past them by itself.
+const INSERT_KEEPING_IDS: &str = "";
+const SYNC_IDENTITY: Option<&str> = None;
 
 /// SQLite allows this many bound parameters in one statement.
 const MAX_BIND_PARAMS: usize = 32_766;

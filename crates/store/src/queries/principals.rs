@@ -443,6 +443,20 @@ pub(crate) fn measurement<S: AsRef<str>>(r: &DbRow, names: &[S; 8]) -> Result<Me
     Ok(Measurement::from_values(values))
 }
 
+/// A stored position as the write path takes it (for a copy into another database).
+pub(super) fn stored_row(r: &DbRow) -> Result<crate::model::Row, StoreError> {
+    Ok(crate::model::Row {
+        device_id: r.try_get("device_id")?,
+        seq: r.try_get("seq")?,
+        ts: r.try_get("ts")?,
+        measurement: measurement(r, &Measurement::NAMES)?,
+        ext: r.try_get("ext")?,
+        record: r.try_get("record")?,
+        kid: r.try_get("kid")?,
+        received_ms: r.try_get("received_ms")?,
+    })
+}
+
 fn stored_position(r: &DbRow) -> Result<StoredPosition, StoreError> {
     Ok(StoredPosition {
         device_id: r.try_get("device_id")?,

@@ -1,6 +1,7 @@
 //! The command line: `trackgate serve` and the provisioning commands, which work on the database
 //! directly (a running server picks their changes up within `ingest.key_refresh_ms`).
 
+mod copy;
 mod import;
 mod operators;
 
@@ -64,6 +65,16 @@ pub enum Command {
     },
     /// Dev mode only: print an ID token signed with the local dev key, for the operators' API.
     DevToken(DevTokenArgs),
+    /// The database as a whole.
+    #[command(subcommand)]
+    Db(DbCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DbCommand {
+    /// Copy every table into another database (for example from the Quick start's SQLite file
+    /// into PostgreSQL), with progress; resumable; ends with each table's counts compared.
+    Copy(copy::CopyArgs),
 }
 
 #[derive(Debug, Args)]
@@ -198,8 +209,10 @@ pub enum KeyCommand {
 
 /// Run a provisioning command.
 pub async fn run(config: &Config, command: Command) -> anyhow::Result<()> {
-    if let Command::DevToken(args) = command {
-        return dev_token(config, args);
+    match command {
+        Command::DevToken(args) => return dev_token(config, args),
+        Command::Db(DbCommand::Copy(args)) => return copy::run(config, args).await,
+        _ => {}
     }
     let store = app::open_store(config).await?;
     let result = provision(&store, command).await;
@@ -260,6 +273,7 @@ async fn provision(store: &Store, command: Command) -> anyhow::Result<()> {
         Command::Rule(c) => operators::rule(store, c).await?,
         Command::Audit { org, limit } => operators::audit(store, org.as_deref(), limit).await?,
         Command::DevToken(_) => unreachable!("dev-token needs no database"),
+        Command::Db(_) => unreachable!("db commands open their own databases"),
         Command::Key(c) => match c {
             KeyCommand::Generate { owner, kid } => {
                 let mut bytes = [0u8; 32];
