@@ -198,3 +198,57 @@ async fn kill_9_of_one_node_loses_nothing_and_the_other_keeps_serving() {
         acked.len()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_stream_on_one_node_shows_what_the_other_stored() {
+    let mut c = cluster("");
+    c.a.ok(&["org", "add", "acme", "--name", "Acme"], None);
+    c.a.ok(&["device", "assign", "TRK-0001", "--org", "acme"], None);
+    let token =
+        c.b.ok(&["dev-token", "--email", "root@ops.example", "--platform-admin"], None)
+            .trim()
+            .to_owned();
+    let cb = c.b.client();
+    let mut stream = trackgate_e2e::sse::Sse::open(&c.b, &cb, &token).await;
+    let (ca, dev) = (c.a.client(), vector_device());
+    for seq in 1..=5u64 {
+        assert_eq!(c.a.post_record(&ca, &dev, seq).await.counts(), (1, 0));
+    }
+    let mut seen = Vec::new();
+    for _ in 1..=5 {
+        let f = tokio::time::timeout(Duration::from_secs(10), stream.position())
+            .await
+            .expect("node B streams node A's positions");
+        assert_eq!(f["properties"]["device_id"], "TRK-0001");
+        seen.push(f["properties"]["seq"].as_u64().unwrap());
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, [1, 2, 3, 4, 5]);
+    // And B's own, once each (its own notifications are not read back twice).
+    assert_eq!(c.b.post_record(&cb, &dev, 6).await.counts(), (1, 0));
+    let f = tokio::time::timeout(Duration::from_secs(10), stream.position())
+        .await
+        .unwrap();
+    assert_eq!(f["properties"]["seq"], 6);
+    assert!(
+        tokio::time::timeout(Duration::from_secs(1), stream.position())
+            .await
+            .is_err(),
+        "a position streamed twice"
+    );
+    // A database restart loses notifications: the stream is ended, not left silently missing
+    // positions, and its client reconnects.
+    let pg = c.a.pg.as_mut().unwrap();
+    pg.restart().unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(30), async {
+        while stream.next().await.is_some() {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream outlived lost notifications");
+    let mut again = trackgate_e2e::sse::Sse::open(&c.b, &cb, &token).await;
+    assert_eq!(c.a.post_record(&ca, &dev, 7).await.counts(), (1, 0));
+    let f = tokio::time::timeout(Duration::from_secs(10), again.position())
+        .await
+        .unwrap();
+    assert_eq!(f["properties"]["seq"], 7);
+}

@@ -51,6 +51,7 @@ pub use crypto::MasterKey;
 pub use error::{FAILURE_KINDS, StoreError};
 pub use model::{Kind, Outcome, Principal, PrincipalInfo, RejectRow, Row, StoredPosition};
 pub use postgres::PostgresOptions;
+pub use postgres::commits::{CommitFollower, Followed, SeqRange};
 pub use sqlite::SqliteOptions;
 
 use std::collections::HashMap;
@@ -105,6 +106,20 @@ impl Store {
             )));
         };
         Ok(Store { backend })
+    }
+
+    /// The positions other nodes commit, as they do, for the live streams; `None` on SQLite,
+    /// whose one node sees every commit itself.
+    pub async fn follow_commits(&self) -> Result<Option<CommitFollower>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(None),
+            Backend::Postgres(db) => db.follow_commits().await.map(Some),
+        }
+    }
+
+    /// The positioned records of `ranges`, in seq order per range.
+    pub async fn positions_in(&self, ranges: &[SeqRange]) -> Result<Vec<(String, Fix)>, StoreError> {
+        dispatch!(self, db => db.positions_in(ranges).await)
     }
 
     /// Which backend this is: `sqlite` or `postgres`, for metrics and logs.

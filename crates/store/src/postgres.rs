@@ -43,6 +43,7 @@ use trackgate_proto::Measurement;
 #[path = "queries/copy.rs"]
 mod copy;
 // The same SQL compiled against this backend's sqlx driver: see `queries/`.
+pub(crate) mod commits;
 #[allow(clippy::duplicate_mod)]
 #[path = "queries/operators.rs"]
 mod operators;
@@ -128,6 +129,8 @@ pub(crate) struct Postgres {
     pub(crate) pool: PgPool,
     master: MasterKey,
     partitions: Arc<Partitions>,
+    /// This process among the nodes, for its own commit notifications.
+    node: Arc<str>,
 }
 
 /// The positions INSERT, the whole batch as one array per column.
@@ -201,10 +204,13 @@ impl Postgres {
             .await?
             .run(&pool)
             .await?;
+        let mut id = [0u8; 8];
+        getrandom::fill(&mut id).expect("the operating system's random source failed");
         let db = Postgres {
             pool,
             master,
             partitions: Arc::default(),
+            node: hex::encode(id).into(),
         };
         db.check_master_key().await?;
         db.partitions.load(&db.pool).await?;
@@ -226,7 +232,7 @@ impl Postgres {
             let missing = self.partitions.missing(rows.iter().map(|r| r.ts));
             self.partitions.create(&self.pool, &missing).await?;
             let mut conn = self.pool.acquire().await?;
-            let result = Self::write_batch_on(&mut conn, rows, rejects).await;
+            let result = Self::write_batch_on(&mut conn, rows, rejects, &self.node).await;
             match discard_on_error(&mut conn, result) {
                 // A partition this node counted on was dropped meanwhile: learn again, once.
                 Err(e) if is_missing_partition(&e) && !retried => {
@@ -242,6 +248,7 @@ impl Postgres {
         conn: &mut PgConnection,
         rows: &[Row],
         rejects: &[RejectRow],
+        node: &str,
     ) -> Result<Vec<Outcome>, StoreError> {
         let mut tx = conn.begin().await?;
         let mut outcomes = vec![Outcome::Inserted; rows.len()];
@@ -358,6 +365,15 @@ impl Postgres {
             }
         }
 
+        // Delivered to the other nodes only if this commits.
+        for payload in commits::payloads(node, rows, &outcomes) {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(commits::CHANNEL)
+                .bind(payload)
+                .execute(&mut *tx)
+                .await?;
+        }
+
         if !rejects.is_empty() {
             sqlx::query(INSERT_REJECTS)
                 .bind(rejects.iter().map(|r| r.received_ms).collect::<Vec<_>>())
@@ -373,6 +389,11 @@ impl Postgres {
 
         tx.commit().await?;
         Ok(outcomes)
+    }
+
+    /// The other nodes' commits of positions, from now on.
+    pub(crate) async fn follow_commits(&self) -> Result<commits::CommitFollower, StoreError> {
+        commits::CommitFollower::start(&self.pool, &self.node).await
     }
 
     /// A database on another machine: no local directory to watch.

@@ -168,6 +168,26 @@ pub async fn serve_until(config: Config, shutdown: CancellationToken) -> anyhow:
         keys.clone()
             .follow_changes(config.ingest.key_refresh, background.clone()),
     );
+    if let Some(follower) = store.follow_commits().await.context("following other nodes' commits")? {
+        tasks.spawn(crate::feed::follow_other_nodes(
+            follower,
+            store.clone(),
+            feed.clone(),
+            background.clone(),
+        ));
+    }
+    let (upkeep_store, upkeep_stop) = (store.clone(), background.clone());
+    tasks.spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(UPKEEP_EVERY) => {}
+                _ = upkeep_stop.cancelled() => return,
+            }
+            if let Err(e) = upkeep_store.maintain(trackgate_store::now_ms()).await {
+                tracing::warn!(error = %e, "database upkeep failed; it is tried again in an hour");
+            }
+        }
+    });
 
     let throttle = Arc::new(FailureThrottle::new(config.auth_throttle, metrics.clone()));
     let sweeper = throttle.clone();
@@ -315,6 +335,8 @@ const THROTTLE_SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs
 
 /// How often free space is measured and a stall looked for.
 const HEALTH_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+/// How often the database's upkeep runs (on PostgreSQL: partitions made ahead).
+const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Committed batches a live stream may fall behind by before it is closed.
 const FEED_BATCHES: usize = 1024;

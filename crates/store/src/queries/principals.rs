@@ -413,6 +413,35 @@ impl Handle {
         row.as_ref().map(stored_position).transpose()
     }
 
+    pub(crate) async fn positions_in(
+        &self,
+        ranges: &[crate::SeqRange],
+    ) -> Result<Vec<(String, crate::access::Fix)>, StoreError> {
+        let sql = format!(
+            "SELECT seq, ts, {} FROM positions WHERE device_id = $1 AND seq >= $2 AND seq <= $3 \
+             AND lat IS NOT NULL ORDER BY seq",
+            measurement_columns("", "")
+        );
+        let mut out = Vec::new();
+        for r in ranges {
+            let rows = sqlx::query(&sql)
+                .bind(&r.device)
+                .bind(r.first)
+                .bind(r.last)
+                .fetch_all(&self.pool)
+                .await?;
+            for row in &rows {
+                let fix = crate::access::Fix::new(
+                    row.try_get("seq")?,
+                    row.try_get("ts")?,
+                    measurement(row, &Measurement::NAMES)?,
+                );
+                out.extend(fix.map(|f| (r.device.clone(), f)));
+            }
+        }
+        Ok(out)
+    }
+
     pub(crate) async fn count_positions(&self) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar("SELECT COUNT(*) FROM positions")
             .fetch_one(&self.pool)
