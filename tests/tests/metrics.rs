@@ -43,7 +43,7 @@ async fn a_scrape_after_traffic_passes_promtool_and_shows_the_counts() {
         6.0,
         "5 new rows and 1 duplicate were written"
     );
-    assert!(check("trackgate_commit_duration_seconds_count") >= 2.0);
+    assert!(check(r#"trackgate_commit_duration_seconds_count{backend="sqlite"}"#) >= 2.0);
     assert_eq!(check("trackgate_queue_depth"), 0.0);
     assert_eq!(check("trackgate_queue_capacity"), 100_000.0);
     assert!(page.contains("# HELP trackgate_database_errors_total"));

@@ -62,6 +62,11 @@ type Handle = Postgres;
 const MAX_BIND_PARAMS: usize = 65_535;
 /// Writers of the change log take turns until they commit, so its `seq` grows in commit order.
 const SERIALIZE_CHANGE_LOG: Option<&str> = Some("LOCK TABLE principal_changes IN EXCLUSIVE MODE");
+/// The advisory locks (two-key space, apart from the per-device locks) of jobs that run once
+/// across the nodes: 1 partition changes, 2 pruning rejects.
+pub(crate) const JOB_LOCKS: i32 = 0x7467_6174;
+/// A background job's lock for the transaction, if no other node holds it (`$1`: the job).
+const TRY_JOB_LOCK: Option<&str> = Some("SELECT pg_try_advisory_xact_lock(1952932212, $1)");
 /// A copy writes generated ids as given, then moves the identity's sequence past them.
 const INSERT_KEEPING_IDS: &str = " OVERRIDING SYSTEM VALUE";
 const SYNC_IDENTITY: Option<&str> = Some(

@@ -35,6 +35,8 @@ type Db = sqlx::Sqlite;
 type Handle = Sqlite;
 /// Principals' changes are logged by the one writer SQLite allows at a time.
 const SERIALIZE_CHANGE_LOG: Option<&str> = None;
+/// One writer at a time: jobs need no lock of their own.
+const TRY_JOB_LOCK: Option<&str> = None;
 /// A copy writes generated ids as given, and SQLite moves its counter past them by itself.
 const INSERT_KEEPING_IDS: &str = "";
 const SYNC_IDENTITY: Option<&str> = None;

@@ -95,6 +95,8 @@ pub async fn serve_until(config: Config, shutdown: CancellationToken) -> anyhow:
     tracing::info!(cert = %tls_files.cert.display(), sha256 = %leaf.fingerprint, not_after = leaf.not_after, "TLS certificate");
 
     let metrics = Metrics::new();
+    // Its series exist from the start, at zero.
+    metrics.commit_seconds.with_label_values(&[store.backend_name()]);
     metrics.tls_not_after.set(leaf.not_after);
     let keys = Arc::new(KeyCache::new(
         store.clone(),

@@ -20,8 +20,8 @@ pub struct Metrics {
     pub http_request_seconds: HistogramVec,
     /// Rows per committed batch.
     pub batch_rows: Histogram,
-    /// Time to write and commit one batch.
-    pub commit_seconds: Histogram,
+    /// Time to write and commit one batch, by database backend (`sqlite`, `postgres`).
+    pub commit_seconds: HistogramVec,
     /// Rows (and rejects) queued for the writer.
     pub queue_depth: IntGauge,
     pub queue_capacity: IntGauge,
@@ -125,6 +125,18 @@ impl Metrics {
         registry
             .register(Box::new(http_request_seconds.clone()))
             .expect("unique metric");
+        let commit_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "trackgate_commit_duration_seconds",
+                "Time to write and commit one batch, by database backend.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["backend"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(commit_seconds.clone()))
+            .expect("unique metric");
         let build_info = IntGaugeVec::new(
             Opts::new("trackgate_build_info", "Always 1; labelled with the version."),
             &["version"],
@@ -143,11 +155,7 @@ impl Metrics {
                 "Rows written per committed batch.",
                 BATCH_BUCKETS,
             ),
-            commit_seconds: histogram(
-                "trackgate_commit_duration_seconds",
-                "Time to write and commit one batch.",
-                LATENCY_BUCKETS,
-            ),
+            commit_seconds,
             queue_depth: gauge("trackgate_queue_depth", "Rows waiting in the queue for the writer."),
             queue_capacity: gauge("trackgate_queue_capacity", "Rows the queue holds at most."),
             database_errors: {

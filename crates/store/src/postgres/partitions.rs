@@ -14,8 +14,8 @@ use sqlx::PgPool;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-/// The advisory lock (two-key space, apart from the per-device locks) partition changes hold.
-const LOCK: (i32, i32) = (0x7467_6174, 1);
+/// The advisory lock partition changes hold (see `JOB_LOCKS`).
+const LOCK: (i32, i32) = (super::JOB_LOCKS, 1);
 
 /// Days since the epoch of the first day of month `m` (1-12) of year `y` (proleptic Gregorian).
 fn days_from_civil(y: i64, m: i64) -> i64 {
@@ -196,6 +196,12 @@ mod tests {
             assert_eq!(Month::of(m.start), m);
             assert_eq!(Month::of(m.end - 1), m);
         }
+    }
+
+    #[test]
+    fn jobs_lock_in_one_space() {
+        let sql = super::super::TRY_JOB_LOCK.unwrap();
+        assert!(sql.contains(&format!("({}, $1)", super::super::JOB_LOCKS)), "{sql}");
     }
 
     #[test]

@@ -407,3 +407,41 @@ async fn a_sqlite_database_copies_into_postgres_and_reads_the_same() {
     assert_eq!(newest[0].action, "after.copy");
     assert_eq!(newest[0].id, s.audit_log(None, None, 1).await.unwrap()[0].id + 1);
 }
+
+/// Pruning rejects runs on one node at a time: while another holds the job's lock, a node skips.
+#[tokio::test]
+async fn a_job_another_node_is_running_is_skipped() {
+    let db = TestDb::postgres();
+    let s = db.open().await;
+    let reject = |i: i64| crate::RejectRow {
+        received_ms: 1,
+        transport: "https",
+        key_name: None,
+        device_id: None,
+        index: i,
+        reason: "malformed",
+        envelope: "{}".into(),
+    };
+    s.write_batch(&[], &(0..10).map(reject).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    let pool = &s.postgres_for_tests().pool;
+    let mut other = pool.acquire().await.unwrap();
+    sqlx::query("SELECT pg_advisory_lock($1, 2)")
+        .bind(super::JOB_LOCKS)
+        .execute(&mut *other)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.prune_rejects(3).await.unwrap(),
+        0,
+        "skipped while another node prunes"
+    );
+    assert_eq!(s.recent_rejects(100).await.unwrap().len(), 10);
+    sqlx::query("SELECT pg_advisory_unlock($1, 2)")
+        .bind(super::JOB_LOCKS)
+        .execute(&mut *other)
+        .await
+        .unwrap();
+    assert_eq!(s.prune_rejects(3).await.unwrap(), 7);
+}

@@ -18,6 +18,9 @@ type Conn = <Db as sqlx::Database>::Connection;
 
 const MASTER_CHECK_AAD: &[u8] = b"trackgate master key check";
 
+/// Background jobs that run once across the nodes, by their lock's number.
+const JOB_PRUNE_REJECTS: i32 = 2;
+
 /// A write on `conn` failed: close the connection instead of returning it to the pool, so no
 /// state a failed write left behind is reused. On SQLite that is a transaction SQLite may have
 /// rolled back by itself (see `sqlite::leaves_no_transaction_open`), or a connection opened while
@@ -92,12 +95,25 @@ impl Handle {
         self.pool.close().await;
     }
 
+    /// Keep the newest `keep` rejects. Every node's writer calls this; with several nodes on one
+    /// database one of them prunes at a time and the others skip (`super::TRY_JOB_LOCK`).
     pub(crate) async fn prune_rejects(&self, keep: u64) -> Result<u64, StoreError> {
         let keep = i64::try_from(keep).unwrap_or(i64::MAX);
+        let mut tx = self.pool.begin().await?;
+        if let Some(lock) = super::TRY_JOB_LOCK {
+            let got: bool = sqlx::query_scalar(lock)
+                .bind(JOB_PRUNE_REJECTS)
+                .fetch_one(&mut *tx)
+                .await?;
+            if !got {
+                return Ok(0);
+            }
+        }
         let done = sqlx::query("DELETE FROM rejects WHERE id <= (SELECT MAX(id) FROM rejects) - $1")
             .bind(keep)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
         Ok(done.rows_affected())
     }
 

@@ -144,7 +144,10 @@ impl Writer {
 
         let started = Instant::now();
         let result = self.write_with_retry(&rows, &rejects, started).await;
-        self.metrics.commit_seconds.observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .commit_seconds
+            .with_label_values(&[self.store.backend_name()])
+            .observe(started.elapsed().as_secs_f64());
         self.metrics.batch_rows.observe(total_rows as f64);
 
         let mut conflicts = Vec::new();
