@@ -445,3 +445,31 @@ async fn a_job_another_node_is_running_is_skipped() {
         .unwrap();
     assert_eq!(s.prune_rejects(3).await.unwrap(), 7);
 }
+
+/// Without an sslmode in the URL, the server's certificate is verified against the configured
+/// CA (and its host name): a server whose certificate another CA signed is refused.
+#[tokio::test]
+async fn the_server_is_verified_against_the_configured_ca() {
+    let db = TestDb::postgres();
+    let pg = db.pg.as_ref().unwrap();
+    let bare = format!(
+        "postgres://{}:{}@localhost:{}/t",
+        trackgate_e2e::postgres::USER,
+        trackgate_e2e::postgres::PASSWORD,
+        pg.port
+    );
+    let mut opts = db.options();
+    opts.url = bare;
+    opts.postgres.ca_file = Some(pg.ca.clone());
+    Store::open(&opts, TestDb::master()).await.unwrap().close().await;
+
+    let other = trackgate_e2e::pki::server_cert(db.dir.path(), "other", &["localhost"]);
+    opts.postgres.ca_file = Some(other.ca);
+    let e = Store::open(&opts, TestDb::master()).await.unwrap_err();
+    assert!(e.is_retryable(), "a TLS failure: {e}");
+    assert!(!e.to_string().contains(trackgate_e2e::postgres::PASSWORD), "{e}");
+    // By IP address, the name in the certificate does not match.
+    opts.url = opts.url.replace("@localhost:", "@127.0.0.1:");
+    opts.postgres.ca_file = Some(pg.ca.clone());
+    assert!(Store::open(&opts, TestDb::master()).await.is_err());
+}
