@@ -23,7 +23,7 @@ use sqlx::{Connection, QueryBuilder};
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Instant;
-use trackgate_benches::{now_ms, position_columns, push_row, rows};
+use trackgate_benches::{copy_positions, now_ms, position_columns, push_row, rows};
 use trackgate_e2e::postgres::Postgres;
 use trackgate_proto::Measurement;
 use trackgate_store::Row;
@@ -237,7 +237,7 @@ async fn measure(pg: &Postgres, db: &str, case: &Case, data: &[Row]) -> f64 {
     for chunk in data.chunks(BATCH) {
         let mut tx = conn.begin().await.unwrap();
         match case.method {
-            Method::RawCopy => copy(&mut tx, "positions", chunk).await,
+            Method::RawCopy => copy_positions(&mut tx, "positions", chunk).await,
             Method::Insert => insert(&mut tx, chunk).await,
             Method::Unnest => unnest(&mut tx, chunk).await,
             Method::StagedCopy => staged(&mut tx, chunk).await,
@@ -267,37 +267,6 @@ async fn measure(pg: &Postgres, db: &str, case: &Case, data: &[Row]) -> f64 {
     conn.close().await.unwrap();
     pg.psql("postgres", &format!("DROP DATABASE \"{db}\"")).unwrap();
     per_s
-}
-
-/// CSV for COPY: text quoted (quotes doubled), NULL as an unquoted empty field.
-fn csv(rows: &[Row]) -> String {
-    use std::fmt::Write;
-    let text = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
-    let mut out = String::with_capacity(rows.len() * 400);
-    for r in rows {
-        let _ = write!(out, "{},{},{}", text(&r.device_id), r.seq, r.ts);
-        for v in r.measurement.values() {
-            out.push(',');
-            if let Some(v) = v {
-                let _ = write!(out, "{v}");
-            }
-        }
-        out.push(',');
-        if let Some(e) = &r.ext {
-            out.push_str(&text(e));
-        }
-        let _ = writeln!(out, ",{},{},{}", text(&r.record), text(&r.kid), r.received_ms);
-    }
-    out
-}
-
-async fn copy(conn: &mut PgConnection, table: &str, rows: &[Row]) {
-    let mut c = conn
-        .copy_in_raw(&format!("COPY {table} ({}) FROM STDIN (FORMAT csv)", columns()))
-        .await
-        .unwrap();
-    c.send(csv(rows).into_bytes()).await.unwrap();
-    c.finish().await.unwrap();
 }
 
 async fn insert(conn: &mut PgConnection, rows: &[Row]) {
@@ -340,7 +309,7 @@ async fn staged(conn: &mut PgConnection, rows: &[Row]) {
         .execute(&mut *conn)
         .await
         .unwrap();
-    copy(conn, "staging", rows).await;
+    copy_positions(conn, "staging", rows).await;
     sqlx::raw_sql(&format!(
         "INSERT INTO positions ({c}) SELECT {c} FROM staging ON CONFLICT DO NOTHING",
         c = columns()

@@ -1,4 +1,4 @@
-//! End-to-end harness: the release `trackgate` binary with SQLite, real brokers, real TLS, on
+//! End-to-end harness: the release `trackgate` binary with SQLite or PostgreSQL, real brokers, real TLS, on
 //! loopback. Measures committed records/s for each case beside its baseline in the same run,
 //! with acknowledgement latency and trackgate's CPU and memory where firmware-sim drives it.
 //!
@@ -18,8 +18,12 @@
 //! - the same driven by firmware-sim (PUBACK latency, trackgate's CPU and RSS);
 //! - trackgate's own MQTT endpoint (no broker), the same pre-signed messages;
 //! - the endpoint driven by firmware-sim, at full rate and at half of it (PUBACK latency).
+//!
+//! PostgreSQL ([`postgres`]): HTTPS supplier batches on one node and on two, and MQTT arrays of
+//! 100 to the endpoint, each beside the raw `COPY` of the identical rows into the same schema.
 #![forbid(unsafe_code)]
 
+mod postgres;
 mod proc;
 mod report;
 mod sim;
@@ -153,27 +157,31 @@ use proc::rate;
 #[tokio::main]
 async fn main() {
     let usage = || -> ! {
-        eprintln!("usage: e2e [all|https|mqtt] [--record RESULTS.md]");
+        eprintln!("usage: e2e [all|https|mqtt|postgres] [--record RESULTS.md]");
         std::process::exit(2);
     };
     let (mut which, mut record) = ("all".to_owned(), None);
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
-            "all" | "https" | "mqtt" => which = a,
+            "all" | "https" | "mqtt" | "postgres" => which = a,
             "--record" => record = Some(args.next().unwrap_or_else(|| usage())),
             _ => usage(),
         }
     }
-    if which != "mqtt" {
+    let mut database = format!("SQLite {}", sqlite_version().await);
+    if which == "all" || which == "https" {
         https_cases().await;
     }
-    if which != "https" {
+    if which == "all" || which == "mqtt" {
         mqtt_cases().await;
+    }
+    if which == "all" || which == "postgres" {
+        database = format!("{database}; {}", postgres::cases().await);
     }
     if let Some(file) = record {
         let command = format!("target/release/e2e {which}");
-        let section = report::markdown(&command, &sqlite_version().await);
+        let section = report::markdown(&command, &database);
         report::record(Path::new(&file), &section).expect("writing the results file");
         println!("\nrecorded in {file}:\n\n{section}");
     }

@@ -104,7 +104,7 @@ fn machine() -> String {
 }
 
 /// The section for this run.
-pub fn markdown(command: &str, sqlite_version: &str) -> String {
+pub fn markdown(command: &str, databases: &str) -> String {
     let mut s = String::new();
     let date = run("date", &["-u", "+%Y-%m-%d %H:%M UTC"]).unwrap_or_default();
     let mut commit = run("git", &["rev-parse", "--short", "HEAD"]).unwrap_or_else(|| "unknown".into());
@@ -115,20 +115,21 @@ pub fn markdown(command: &str, sqlite_version: &str) -> String {
     let _ = writeln!(s, "- **Machine**: {}; everything shares it.", machine());
     let _ = writeln!(
         s,
-        "- **Software**: trackgate at commit {commit}, release profile; {}; SQLite {sqlite_version}; {}.",
+        "- **Software**: trackgate at commit {commit}, release profile; {}; {databases}; {}.",
         run("rustc", &["--version"]).unwrap_or_else(|| "rustc unknown".into()),
         run("mosquitto", &["-h"]).unwrap_or_else(|| "mosquitto unknown".into()),
     );
     let _ = writeln!(
         s,
         "- **Conditions**: loopback, TLS everywhere, trackgate with its defaults (SQLite \
-         `synchronous=FULL`) and HTTP rate limiting off. Committed records/s runs from the first \
+         `synchronous=FULL`, or PostgreSQL on this machine over TLS with its defaults) and HTTP rate \
+         limiting off. Committed records/s runs from the first \
          send to the last row in the database. Latency is the device's, from send to HTTP 200 or \
          PUBACK. trackgate's CPU and RSS are its own, and the machine's CPU is every process's and the \
          kernel's, all in cores (of the machine's total) from `/proc`."
     );
     let all = lines().clone();
-    for section in ["HTTPS", "MQTT"] {
+    for section in ["HTTPS", "MQTT", "PostgreSQL"] {
         let rows: Vec<&Line> = all.iter().filter(|l| l.section == section).collect();
         if rows.is_empty() {
             continue;

@@ -30,7 +30,7 @@ pub struct Case {
     pub rate: Option<f64>,
 }
 
-fn sim(dir: &Path, args: &[&str]) -> Value {
+pub fn sim(dir: &Path, args: &[&str]) -> Value {
     let out = Command::new(built("firmware-sim"))
         .args(args)
         .current_dir(dir)
@@ -254,11 +254,17 @@ pub async fn raw_baseline(
     (per_s, report::add(section, name, per_s))
 }
 
-/// Every row trackgate stored, in arrival order: the baseline's identical rows.
+/// Every row trackgate stored, in arrival order (SQLite's rowid; on PostgreSQL, the time each
+/// was received): the baseline's identical rows.
 pub async fn stored_rows(db: &sqlx::AnyPool) -> Vec<Row> {
     use sqlx::Row as _;
+    let order = if db.connect_options().database_url.scheme() == "sqlite" {
+        "rowid"
+    } else {
+        "received_ms, device_id, seq"
+    };
     let sql = format!(
-        "SELECT device_id, seq, ts, {}, ext, record, kid, received_ms FROM positions ORDER BY rowid",
+        "SELECT device_id, seq, ts, {}, ext, record, kid, received_ms FROM positions ORDER BY {order}",
         Measurement::NAMES.join(", ")
     );
     let rows = sqlx::query(&sql).fetch_all(db).await.unwrap();
