@@ -56,6 +56,9 @@ enum Method {
         locks: bool,
         check: bool,
     },
+    /// trackgate's own write path, `Store::write_batch`, on its own schema (monthly partitions,
+    /// device locks and marks, spans, latest positions, the commit notification).
+    Store,
 }
 
 /// `positions` by 31 days of `ts`, the current range and the next two made ahead; the unique
@@ -193,6 +196,15 @@ async fn main() {
             spans: true,
         },
     ];
+    let cases: Vec<Case> = cases
+        .into_iter()
+        .chain([Case {
+            name: "trackgate's write path (Store::write_batch)",
+            method: Method::Store,
+            ts_index: false,
+            spans: true,
+        }])
+        .collect();
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
     for round in 0..rounds {
         for (i, case) in cases.iter().enumerate() {
@@ -220,6 +232,26 @@ async fn main() {
 /// One case into a fresh database `db`: rows committed per second.
 async fn measure(pg: &Postgres, db: &str, case: &Case, data: &[Row]) -> f64 {
     pg.create_database(db).unwrap();
+    if case.method == Method::Store {
+        let opts = trackgate_store::OpenOptions {
+            url: pg.url(db),
+            max_connections: 2,
+            sqlite: Default::default(),
+            postgres: Default::default(),
+        };
+        let store = trackgate_store::Store::open(&opts, trackgate_store::MasterKey::from_bytes(&[1; 32]))
+            .await
+            .unwrap();
+        let t = Instant::now();
+        for chunk in data.chunks(BATCH) {
+            store.write_batch(chunk, &[]).await.unwrap();
+        }
+        let per_s = data.len() as f64 / t.elapsed().as_secs_f64();
+        assert_eq!(store.count_positions().await.unwrap(), data.len() as i64);
+        store.close().await;
+        pg.psql("postgres", &format!("DROP DATABASE \"{db}\"")).unwrap();
+        return per_s;
+    }
     let opts = PgConnectOptions::from_str(&pg.url(db)).unwrap();
     let mut conn = PgConnection::connect_with(&opts).await.unwrap();
     if let Method::Partitioned { check, .. } = case.method {
@@ -241,6 +273,7 @@ async fn measure(pg: &Postgres, db: &str, case: &Case, data: &[Row]) -> f64 {
             Method::Insert => insert(&mut tx, chunk).await,
             Method::Unnest => unnest(&mut tx, chunk).await,
             Method::StagedCopy => staged(&mut tx, chunk).await,
+            Method::Store => unreachable!("measured above"),
             Method::Partitioned { locks, check } => {
                 let devices = seq_bounds(chunk);
                 if locks {

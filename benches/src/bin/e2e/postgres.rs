@@ -75,7 +75,8 @@ async fn https(pg: &Postgres, name: &str, nodes: usize, per_node_devices: usize)
             ],
         );
     }
-    let records = 2000u64;
+    // 500,000 records: several seconds, so that a checkpoint or a slow start weighs little.
+    let records = 5000u64;
     let total = (nodes * per_node_devices) as u64 * records;
     let usage = Usage::start(servers[0].pid());
     let t = Instant::now();
