@@ -166,10 +166,12 @@ pub fn position_csv(rows: &[Row]) -> String {
 /// COPY `rows` into `table` (its [`position_columns`]): the fastest way into PostgreSQL.
 pub async fn copy_positions(conn: &mut sqlx::PgConnection, table: &str, rows: &[Row]) {
     let mut c = conn
-        .copy_in_raw(&format!("COPY {table} ({}) FROM STDIN (FORMAT csv)", position_columns()))
+        .copy_in_raw(&format!(
+            "COPY {table} ({}) FROM STDIN (FORMAT csv)",
+            position_columns()
+        ))
         .await
         .unwrap();
     c.send(position_csv(rows).into_bytes()).await.unwrap();
     c.finish().await.unwrap();
 }
-

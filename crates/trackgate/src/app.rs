@@ -116,6 +116,7 @@ pub async fn serve_until(config: Config, shutdown: CancellationToken) -> anyhow:
             batch_linger: config.ingest.batch_linger,
             write_retry: config.ingest.write_retry,
             rejects_keep: config.ingest.rejects_keep,
+            concurrent_batches: config.ingest.concurrent_batches,
         },
         health.clone(),
     )

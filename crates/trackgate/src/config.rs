@@ -135,6 +135,7 @@ pub struct RawIngest {
     pub key_cache_max_entries: Option<u64>,
     pub write_retry_secs: Option<u64>,
     pub stall_timeout_ms: Option<u64>,
+    pub concurrent_batches: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -320,6 +321,8 @@ pub struct IngestConfig {
     pub write_retry: Duration,
     /// A write not committed for this long closes the door to new work.
     pub stall_timeout: Duration,
+    /// Batches written at once: 1 on SQLite (one writer), 2 by default on PostgreSQL.
+    pub concurrent_batches: usize,
 }
 
 impl RawConfig {
@@ -551,7 +554,16 @@ impl RawConfig {
             },
         };
         let i = self.ingest;
+        let concurrent_batches = if postgres {
+            range("ingest.concurrent_batches", i.concurrent_batches, 2, 1, 64)?
+        } else {
+            if let Some(n) = i.concurrent_batches.filter(|&n| n != 1) {
+                bail!("`ingest.concurrent_batches` must be 1 with SQLite, which takes one writer at a time, not {n}");
+            }
+            1
+        };
         let ingest = IngestConfig {
+            concurrent_batches,
             queue_capacity: range("ingest.queue_capacity", i.queue_capacity, 100_000, 1, 100_000_000)?,
             batch_max_rows: range("ingest.batch_max_rows", i.batch_max_rows, 2000, 1, 100_000)?,
             batch_linger: Duration::from_millis(
@@ -846,6 +858,14 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert_eq!(e, "`database.postgres_ca` does not apply to a sqlite:// database.url");
+        assert_eq!(parse(pg).unwrap().ingest.concurrent_batches, 2);
+        let e = parse("mode = \"dev\"\n[ingest]\nconcurrent_batches = 2")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("`ingest.concurrent_batches` must be 1 with SQLite"),
+            "{e}"
+        );
         let e = parse("mode = \"dev\"\n[database]\nurl = \"mysql://tg:hunter2@db/tg\"")
             .unwrap_err()
             .to_string();

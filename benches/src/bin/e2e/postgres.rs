@@ -18,7 +18,10 @@ const DEVICES: usize = 100;
 
 /// The server's version, for the record.
 pub fn version(pg: &Postgres) -> String {
-    pg.psql("postgres", "SHOW server_version").unwrap_or_default().trim().to_owned()
+    pg.psql("postgres", "SHOW server_version")
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
 }
 
 /// A fresh database on `pg`, and its URL.
@@ -89,7 +92,14 @@ async fn https(pg: &Postgres, name: &str, nodes: usize, per_node_devices: usize)
                 .args(["send", "--url", &s.url(""), "--ca"])
                 .arg(s.dir.join("data/tls/dev-cert.pem"))
                 .args(["--roster", &format!("roster{n}.json"), "--mode", "supplier"])
-                .args(["--records", &records.to_string(), "--batch", "1000", "--concurrency", "4"])
+                .args([
+                    "--records",
+                    &records.to_string(),
+                    "--batch",
+                    "1000",
+                    "--concurrency",
+                    "4",
+                ])
                 .args(["--json", "--quiet"])
                 .stdout(Stdio::null())
                 .spawn()
@@ -100,7 +110,11 @@ async fn https(pg: &Postgres, name: &str, nodes: usize, per_node_devices: usize)
         assert!(s.wait().unwrap().success(), "firmware-sim failed");
     }
     let db = servers[0].db().await;
-    assert_eq!(wait_for_stored(&db, total as i64).await, total as i64, "not everything was committed");
+    assert_eq!(
+        wait_for_stored(&db, total as i64).await,
+        total as i64,
+        "not everything was committed"
+    );
     let took = t.elapsed();
     let used = usage.finish();
     println!("  {name:<40} {}  (node 0: {used})", rate(total, took));
@@ -158,7 +172,11 @@ async fn mqtt_arrays(pg: &Postgres) -> (f64, usize, Vec<Row>) {
         ],
     );
     let db = server.db().await;
-    assert_eq!(wait_for_stored(&db, total as i64).await, total as i64, "not everything was committed");
+    assert_eq!(
+        wait_for_stored(&db, total as i64).await,
+        total as i64,
+        "not everything was committed"
+    );
     let took = t.elapsed();
     let used = usage.finish();
     let name = "MQTT endpoint, arrays of 100, 4 devices";
@@ -211,7 +229,11 @@ pub async fn cases() -> String {
     report::ratio(one_at, one / copy);
     report::ratio(copy_at, 1.0);
     let (two, two_at, _) = https(&pg, "HTTPS supplier batches of 1000, two nodes", 2, DEVICES / 2).await;
-    println!("  two nodes to one: {:.2}; to the raw COPY: {:.2}", two / one, two / copy);
+    println!(
+        "  two nodes to one: {:.2}; to the raw COPY: {:.2}",
+        two / one,
+        two / copy
+    );
     report::ratio(two_at, two / copy);
 
     let (mqtt, mqtt_at, rows) = mqtt_arrays(&pg).await;

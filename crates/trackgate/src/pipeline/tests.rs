@@ -74,6 +74,7 @@ fn settings(max_rows: usize) -> WriterSettings {
         batch_linger: Duration::from_millis(50),
         write_retry: Duration::from_secs(1),
         rejects_keep: 100,
+        concurrent_batches: 1,
     }
 }
 

@@ -1,8 +1,12 @@
-//! The one writer: gathers submissions into a batch until it holds `batch_max_rows` rows or
+//! The writer: gathers submissions into a batch until it holds `batch_max_rows` rows or
 //! `batch_linger` has passed since its first submission, writes the batch in one transaction,
 //! and only then answers each submission and gives its room in the queue back. With the default
 //! linger of 0 this is group commit: a batch is whatever queued up while the previous commit ran,
 //! so a lone record commits at once and a busy queue still makes large commits.
+//!
+//! Up to `concurrent_batches` batches are written at once, each in its own transaction: one on
+//! SQLite, which has one writer; more on PostgreSQL, where a batch's device locks serialize only
+//! the batches that share a device, and each transaction gets a server process of its own.
 //!
 //! Every attempt is reported to [`StoreHealth`]: a failing or stalled store closes the door to new
 //! work, and a commit (of a batch, or of the probe the writer sends while idle and failing) opens
@@ -13,8 +17,10 @@ use super::queue::{Submission, WriteFailed};
 use crate::feed::Feed;
 use crate::metrics::Metrics;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use trackgate_store::{Outcome, RejectRow, Row, Store};
 
@@ -26,15 +32,23 @@ pub struct WriterSettings {
     pub write_retry: Duration,
     /// Rejected records kept; older ones are pruned now and then.
     pub rejects_keep: u64,
+    /// Batches written at once, each in its own transaction.
+    pub concurrent_batches: usize,
 }
 
 pub struct Writer {
-    store: Store,
     rx: mpsc::UnboundedReceiver<Submission>,
+    commits: Committer,
+}
+
+/// What writing a batch needs, shared by the batches in flight.
+#[derive(Clone)]
+struct Committer {
+    store: Store,
     permits: Arc<Semaphore>,
     metrics: Metrics,
     settings: WriterSettings,
-    batches_since_prune: u32,
+    batches_since_prune: Arc<AtomicU32>,
     feed: Option<Feed>,
     health: Arc<StoreHealth>,
 }
@@ -55,20 +69,22 @@ impl Writer {
         health: Arc<StoreHealth>,
     ) -> Self {
         Writer {
-            store,
             rx,
-            permits,
-            metrics,
-            settings,
-            batches_since_prune: 0,
-            feed: None,
-            health,
+            commits: Committer {
+                store,
+                permits,
+                metrics,
+                settings,
+                batches_since_prune: Arc::default(),
+                feed: None,
+                health,
+            },
         }
     }
 
     /// Publish committed positions to `feed` (the location API's live streams).
     pub fn with_feed(mut self, feed: Feed) -> Self {
-        self.feed = Some(feed);
+        self.commits.feed = Some(feed);
         self
     }
 
@@ -77,7 +93,16 @@ impl Writer {
     pub async fn run(mut self, drain: CancellationToken) {
         let mut carry: Option<Submission> = None;
         let mut draining = false;
+        let settings = self.commits.settings.clone();
+        let mut writing: JoinSet<()> = JoinSet::new();
         loop {
+            // Room for one more batch in flight.
+            while writing.len() >= settings.concurrent_batches.max(1) {
+                reap(writing.join_next().await);
+            }
+            while let Some(done) = writing.try_join_next() {
+                reap(Some(done));
+            }
             let first = match carry.take() {
                 Some(s) => s,
                 None if draining => match self.rx.try_recv() {
@@ -93,19 +118,23 @@ impl Writer {
                         draining = true;
                         continue;
                     }
-                    _ = tokio::time::sleep(PROBE_EVERY), if self.health.is_failing() => {
-                        self.probe().await;
+                    _ = tokio::time::sleep(PROBE_EVERY), if self.commits.health.is_failing() && writing.is_empty() => {
+                        self.commits.probe().await;
+                        continue;
+                    }
+                    done = writing.join_next(), if !writing.is_empty() => {
+                        reap(done);
                         continue;
                     }
                 },
             };
             let mut rows = first.rows.len();
             let mut batch = vec![first];
-            let deadline = tokio::time::Instant::now() + self.settings.batch_linger;
-            while rows < self.settings.batch_max_rows {
+            let deadline = tokio::time::Instant::now() + settings.batch_linger;
+            while rows < settings.batch_max_rows {
                 // Without a linger (group commit), the batch is what is queued now: taken without
                 // a timer per submission, which at 100 k messages a second is the writer's cost.
-                let next = if draining || self.settings.batch_linger.is_zero() {
+                let next = if draining || settings.batch_linger.is_zero() {
                     self.rx.try_recv().ok()
                 } else {
                     tokio::select! {
@@ -116,19 +145,33 @@ impl Writer {
                     }
                 };
                 let Some(s) = next else { break };
-                if rows + s.rows.len() > self.settings.batch_max_rows {
+                if rows + s.rows.len() > settings.batch_max_rows {
                     carry = Some(s);
                     break;
                 }
                 rows += s.rows.len();
                 batch.push(s);
             }
-            self.write(batch).await;
+            let commits = self.commits.clone();
+            writing.spawn(async move { commits.write(batch).await });
+        }
+        while let Some(done) = writing.join_next().await {
+            reap(Some(done));
         }
         tracing::info!("writer drained");
     }
+}
 
-    async fn write(&mut self, batch: Vec<Submission>) {
+/// A batch's task ended; a panic in it is a bug, said loudly (its submissions were answered
+/// unavailable when their senders were dropped).
+fn reap(done: Option<Result<(), tokio::task::JoinError>>) {
+    if let Some(Err(e)) = done {
+        tracing::error!(error = %e, "a batch's write task failed");
+    }
+}
+
+impl Committer {
+    async fn write(&self, batch: Vec<Submission>) {
         let total_rows: usize = batch.iter().map(|s| s.rows.len()).sum();
         let mut rows: Vec<Row> = Vec::with_capacity(total_rows);
         let mut rejects: Vec<RejectRow> = Vec::new();
@@ -193,9 +236,8 @@ impl Writer {
         {
             tracing::warn!(error = %e, "cannot keep conflict rejects");
         }
-        self.batches_since_prune += 1;
-        if self.batches_since_prune >= PRUNE_EVERY {
-            self.batches_since_prune = 0;
+        if self.batches_since_prune.fetch_add(1, Ordering::Relaxed) + 1 >= PRUNE_EVERY {
+            self.batches_since_prune.store(0, Ordering::Relaxed);
             if let Err(e) = self.store.prune_rejects(self.settings.rejects_keep).await {
                 tracing::warn!(error = %e, "cannot prune the rejects table");
             }
