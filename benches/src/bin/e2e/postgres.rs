@@ -80,6 +80,8 @@ async fn https(pg: &Postgres, name: &str, nodes: usize, per_node_devices: usize)
     }
     // 500,000 records: several seconds, so that a checkpoint or a slow start weighs little.
     let records = 5000u64;
+    // Requests in flight per firmware-sim; `E2E_SUPPLIER_CONCURRENCY` tries others.
+    let concurrency = std::env::var("E2E_SUPPLIER_CONCURRENCY").unwrap_or_else(|_| "4".into());
     let total = (nodes * per_node_devices) as u64 * records;
     let usage = Usage::start(servers[0].pid());
     let t = Instant::now();
@@ -98,7 +100,7 @@ async fn https(pg: &Postgres, name: &str, nodes: usize, per_node_devices: usize)
                     "--batch",
                     "1000",
                     "--concurrency",
-                    "4",
+                    &concurrency,
                 ])
                 .args(["--json", "--quiet"])
                 .stdout(Stdio::null())
@@ -191,7 +193,8 @@ async fn mqtt_arrays(pg: &Postgres) -> (f64, usize, Vec<Row>) {
 /// per transaction.
 async fn copy_baseline(pg: &Postgres, name: &str, rows: &[Row], batch: usize) -> (f64, usize) {
     use sqlx::Connection as _;
-    let url = database(pg, &format!("copy_{}", rows.len()));
+    let db: String = name.chars().filter(char::is_ascii_alphanumeric).collect();
+    let url = database(pg, &format!("copy_{}", db.to_ascii_lowercase()));
     // trackgate's own schema and partitions: open it once with the store.
     let opts = trackgate_store::OpenOptions {
         url: url.clone(),
