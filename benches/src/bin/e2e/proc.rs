@@ -107,19 +107,29 @@ pub struct WriterShare {
     rows: f64,
 }
 
+/// The commit histogram's `_sum` or `_count`, whichever backend the server runs on.
+async fn commit_metric(server: &trackgate_e2e::Server, part: &str) -> f64 {
+    let page = server.metrics().await;
+    let name = format!("trackgate_commit_duration_seconds_{part}{{");
+    page.lines()
+        .filter(|l| l.starts_with(&name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 impl WriterShare {
     pub async fn start(server: &trackgate_e2e::Server) -> WriterShare {
         WriterShare {
-            commit_s: server.metric("trackgate_commit_duration_seconds_sum").await,
-            commits: server.metric("trackgate_commit_duration_seconds_count").await,
+            commit_s: commit_metric(server, "sum").await,
+            commits: commit_metric(server, "count").await,
             rows: server.metric("trackgate_batch_rows_sum").await,
         }
     }
 
     /// "writer in a commit x % of the time, y rows per commit"
     pub async fn finish(self, server: &trackgate_e2e::Server, wall: Duration) -> String {
-        let commit_s = server.metric("trackgate_commit_duration_seconds_sum").await - self.commit_s;
-        let commits = server.metric("trackgate_commit_duration_seconds_count").await - self.commits;
+        let commit_s = commit_metric(server, "sum").await - self.commit_s;
+        let commits = commit_metric(server, "count").await - self.commits;
         let rows = server.metric("trackgate_batch_rows_sum").await - self.rows;
         format!(
             "writer in a commit {:.0} % of the time, {:.0} rows and {:.1} ms per commit",
