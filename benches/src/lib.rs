@@ -175,3 +175,16 @@ pub async fn copy_positions(conn: &mut sqlx::PgConnection, table: &str, rows: &[
     c.send(position_csv(rows).into_bytes()).await.unwrap();
     c.finish().await.unwrap();
 }
+
+/// trackgate's store on the database at `url` (migrated, and on PostgreSQL its partitions made).
+pub async fn store_at(url: &str) -> trackgate_store::Store {
+    let opts = trackgate_store::OpenOptions {
+        url: url.to_owned(),
+        max_connections: 2,
+        sqlite: Default::default(),
+        postgres: Default::default(),
+    };
+    trackgate_store::Store::open(&opts, trackgate_store::MasterKey::from_bytes(&[1; 32]))
+        .await
+        .expect("the benchmark's database opens")
+}

@@ -233,15 +233,7 @@ async fn main() {
 async fn measure(pg: &Postgres, db: &str, case: &Case, data: &[Row]) -> f64 {
     pg.create_database(db).unwrap();
     if case.method == Method::Store {
-        let opts = trackgate_store::OpenOptions {
-            url: pg.url(db),
-            max_connections: 2,
-            sqlite: Default::default(),
-            postgres: Default::default(),
-        };
-        let store = trackgate_store::Store::open(&opts, trackgate_store::MasterKey::from_bytes(&[1; 32]))
-            .await
-            .unwrap();
+        let store = trackgate_benches::store_at(&pg.url(db)).await;
         let t = Instant::now();
         for chunk in data.chunks(BATCH) {
             store.write_batch(chunk, &[]).await.unwrap();

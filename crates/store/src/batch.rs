@@ -80,11 +80,12 @@ pub fn spans<'a>(rows: &'a [Row], outcomes: &'a [Outcome]) -> Vec<Span<'a>> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use trackgate_proto::Measurement;
 
-    fn row(dev: &str, seq: i64, ts: i64, positioned: bool) -> Row {
+    /// A row of `dev`, with a position or without.
+    pub(crate) fn row(dev: &str, seq: i64, ts: i64, positioned: bool) -> Row {
         let at = positioned.then_some(1.0);
         Row {
             device_id: dev.into(),

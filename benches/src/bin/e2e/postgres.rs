@@ -6,12 +6,12 @@
 
 use crate::proc::{Usage, rate};
 use crate::report;
-use crate::sim::{sim, stored_rows};
+use crate::sim::{provision, sim, stored_rows};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 use trackgate_benches::copy_positions;
 use trackgate_e2e::postgres::Postgres;
-use trackgate_e2e::{Server, binary, built, wait_for_stored};
+use trackgate_e2e::{Server, built, wait_for_stored};
 use trackgate_store::Row;
 
 const DEVICES: usize = 100;
@@ -65,18 +65,7 @@ async fn https(pg: &Postgres, name: &str, nodes: usize, per_node_devices: usize)
                 &roster,
             ],
         );
-        sim(
-            dir.path(),
-            &[
-                "provision",
-                "--roster",
-                &roster,
-                "--trackgate",
-                binary().to_str().unwrap(),
-                "--config",
-                servers[0].config.to_str().unwrap(),
-            ],
-        );
+        provision(dir.path(), &roster, &servers[0]);
     }
     // 500,000 records: several seconds, so that a checkpoint or a slow start weighs little.
     let records = 5000u64;
@@ -111,7 +100,20 @@ async fn https(pg: &Postgres, name: &str, nodes: usize, per_node_devices: usize)
     for mut s in senders {
         assert!(s.wait().unwrap().success(), "firmware-sim failed");
     }
-    let db = servers[0].db().await;
+    finished(name, &servers[0], total, t, usage, nodes == 1).await
+}
+
+/// A case's end: once `total` records are stored, its rate from `t`, printed and reported (with
+/// what trackgate used when it is the only node), and the rows stored.
+async fn finished(
+    name: &str,
+    server: &Server,
+    total: u64,
+    t: Instant,
+    usage: Usage,
+    one_node: bool,
+) -> (f64, usize, Vec<Row>) {
+    let db = server.db().await;
     assert_eq!(
         wait_for_stored(&db, total as i64).await,
         total as i64,
@@ -122,7 +124,7 @@ async fn https(pg: &Postgres, name: &str, nodes: usize, per_node_devices: usize)
     println!("  {name:<40} {}  (node 0: {used})", rate(total, took));
     let per_s = total as f64 / took.as_secs_f64();
     let at = report::add("PostgreSQL", name.to_owned(), per_s);
-    if nodes == 1 {
+    if one_node {
         report::used(at, used);
     }
     (per_s, at, stored_rows(&db).await)
@@ -138,16 +140,7 @@ async fn mqtt_arrays(pg: &Postgres) -> (f64, usize, Vec<Row>) {
     );
     let server = Server::start_in(&dir.path().join("tg"), &config).unwrap();
     sim(dir.path(), &["roster", "--devices", "4"]);
-    sim(
-        dir.path(),
-        &[
-            "provision",
-            "--trackgate",
-            binary().to_str().unwrap(),
-            "--config",
-            server.config.to_str().unwrap(),
-        ],
-    );
+    provision(dir.path(), "roster.json", &server);
     let records = 125_000u64;
     let total = 4 * records;
     let port = server.mqtt.expect("the endpoint").port().to_string();
@@ -173,20 +166,15 @@ async fn mqtt_arrays(pg: &Postgres) -> (f64, usize, Vec<Row>) {
             "--quiet",
         ],
     );
-    let db = server.db().await;
-    assert_eq!(
-        wait_for_stored(&db, total as i64).await,
-        total as i64,
-        "not everything was committed"
-    );
-    let took = t.elapsed();
-    let used = usage.finish();
-    let name = "MQTT endpoint, arrays of 100, 4 devices";
-    println!("  {name:<40} {}  ({used})", rate(total, took));
-    let per_s = total as f64 / took.as_secs_f64();
-    let at = report::add("PostgreSQL", name, per_s);
-    report::used(at, used);
-    (per_s, at, stored_rows(&db).await)
+    finished(
+        "MQTT endpoint, arrays of 100, 4 devices",
+        &server,
+        total,
+        t,
+        usage,
+        true,
+    )
+    .await
 }
 
 /// The storage limit: `rows` COPYed into a fresh database with trackgate's schema, `batch` rows
@@ -196,15 +184,7 @@ async fn copy_baseline(pg: &Postgres, name: &str, rows: &[Row], batch: usize) ->
     let db: String = name.chars().filter(char::is_ascii_alphanumeric).collect();
     let url = database(pg, &format!("copy_{}", db.to_ascii_lowercase()));
     // trackgate's own schema and partitions: open it once with the store.
-    let opts = trackgate_store::OpenOptions {
-        url: url.clone(),
-        max_connections: 2,
-        sqlite: Default::default(),
-        postgres: Default::default(),
-    };
-    let store = trackgate_store::Store::open(&opts, trackgate_store::MasterKey::from_bytes(&[1; 32]))
-        .await
-        .unwrap();
+    let store = trackgate_benches::store_at(&url).await;
     store.close().await;
     let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
     let t = Instant::now();

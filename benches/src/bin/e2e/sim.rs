@@ -44,6 +44,22 @@ pub fn sim(dir: &Path, args: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or_default()
 }
 
+/// Provision the roster file `roster` (in `dir`) into `server` through its CLI.
+pub fn provision(dir: &Path, roster: &str, server: &Server) {
+    sim(
+        dir,
+        &[
+            "provision",
+            "--roster",
+            roster,
+            "--trackgate",
+            binary().to_str().unwrap(),
+            "--config",
+            server.config.to_str().unwrap(),
+        ],
+    );
+}
+
 /// Run one case; prints its line and returns the committed rate, its line in the report and the
 /// rows stored.
 pub async fn run(case: &Case) -> (f64, usize, Vec<Row>) {
@@ -60,16 +76,7 @@ pub async fn run(case: &Case) -> (f64, usize, Vec<Row>) {
     let server = Server::start_in(&dir.path().join("tg"), &config).unwrap();
     let n = case.devices.to_string();
     sim(dir.path(), &["roster", "--devices", &n]);
-    sim(
-        dir.path(),
-        &[
-            "provision",
-            "--trackgate",
-            binary().to_str().unwrap(),
-            "--config",
-            server.config.to_str().unwrap(),
-        ],
-    );
+    provision(dir.path(), "roster.json", &server);
     if let Some(b) = &broker {
         b.load_credentials(&server);
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;

@@ -122,24 +122,9 @@ impl CommitFollower {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use trackgate_proto::Measurement;
 
     fn row(dev: &str, seq: i64, positioned: bool) -> Row {
-        let at = positioned.then_some(1.0);
-        Row {
-            device_id: dev.into(),
-            seq,
-            ts: 0,
-            measurement: Measurement {
-                lat: at,
-                lon: at,
-                ..Measurement::default()
-            },
-            ext: None,
-            record: String::new(),
-            kid: "k1".into(),
-            received_ms: 0,
-        }
+        crate::batch::tests::row(dev, seq, 0, positioned)
     }
 
     #[test]

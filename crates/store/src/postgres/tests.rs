@@ -4,7 +4,7 @@
 use super::partitions::Month;
 use crate::tests::TestDb;
 use crate::tests::operators::seeded;
-use crate::tests::store::row;
+use crate::tests::store::{rejects, row};
 use crate::{Outcome, Row, Store};
 use sqlx::Row as _;
 
@@ -319,18 +319,7 @@ async fn a_sqlite_database_copies_into_postgres_and_reads_the_same() {
         .map(|i| at("TRK-9", i, NOV_2025 + i * 3_600_000, &format!("r{i}")))
         .collect();
     s.write_batch(&rows, &[]).await.unwrap();
-    let reject = |i: i64| crate::RejectRow {
-        received_ms: 1,
-        transport: "https",
-        key_name: Some("ACME/s1".into()),
-        device_id: Some("TRK-9".into()),
-        index: i,
-        reason: "bad_signature",
-        envelope: "{}".into(),
-    };
-    s.write_batch(&[], &(0..30).map(reject).collect::<Vec<_>>())
-        .await
-        .unwrap();
+    s.write_batch(&[], &rejects(30, "TRK-9")).await.unwrap();
 
     let to_db = TestDb::postgres();
     let t = to_db.open().await;
@@ -413,18 +402,7 @@ async fn a_sqlite_database_copies_into_postgres_and_reads_the_same() {
 async fn a_job_another_node_is_running_is_skipped() {
     let db = TestDb::postgres();
     let s = db.open().await;
-    let reject = |i: i64| crate::RejectRow {
-        received_ms: 1,
-        transport: "https",
-        key_name: None,
-        device_id: None,
-        index: i,
-        reason: "malformed",
-        envelope: "{}".into(),
-    };
-    s.write_batch(&[], &(0..10).map(reject).collect::<Vec<_>>())
-        .await
-        .unwrap();
+    s.write_batch(&[], &rejects(10, "A")).await.unwrap();
     let pool = &s.postgres_for_tests().pool;
     let mut other = pool.acquire().await.unwrap();
     sqlx::query("SELECT pg_advisory_lock($1, 2)")

@@ -4,6 +4,21 @@ use super::{TestDb, on_both_backends};
 use crate::*;
 use trackgate_proto::Measurement;
 
+/// `n` rejected records of device `dev`, as supplier key ACME/k1 relayed them.
+pub(crate) fn rejects(n: i64, dev: &str) -> Vec<RejectRow> {
+    (0..n)
+        .map(|i| RejectRow {
+            received_ms: 1,
+            transport: "https",
+            key_name: Some("ACME/k1".into()),
+            device_id: Some(dev.into()),
+            index: i,
+            reason: "bad_signature",
+            envelope: "{}".into(),
+        })
+        .collect()
+}
+
 pub(crate) fn row(dev: &str, seq: i64, ts: i64, text: &str) -> Row {
     Row {
         device_id: dev.into(),
@@ -159,18 +174,7 @@ async fn large_batches_span_statements(db: TestDb) {
 
 async fn rejects_are_kept_and_bounded(db: TestDb) {
     let s = db.open().await;
-    let reject = |i: i64| RejectRow {
-        received_ms: 1,
-        transport: "https",
-        key_name: Some("ACME/k1".into()),
-        device_id: Some("A".into()),
-        index: i,
-        reason: "bad_signature",
-        envelope: "{}".into(),
-    };
-    s.write_batch(&[], &(0..10).map(reject).collect::<Vec<_>>())
-        .await
-        .unwrap();
+    s.write_batch(&[], &rejects(10, "A")).await.unwrap();
     assert_eq!(s.prune_rejects(4).await.unwrap(), 6);
     let kept = s.recent_rejects(100).await.unwrap();
     assert_eq!(kept.len(), 4);
