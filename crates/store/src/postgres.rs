@@ -20,6 +20,13 @@
 //!
 //! Each partition's own unique index still backs the insert (`ON CONFLICT DO NOTHING`), and an
 //! insert that finds a row the lookup did not is reported as an error, never as stored.
+//!
+//! # Many nodes
+//!
+//! Several nodes (and several batches of one node) write at once: the device locks serialize
+//! only the batches that share a device. A batch that stores positions announces them to the
+//! other nodes' live streams inside its transaction (`commits`). The change log's writers take
+//! turns (`SERIALIZE_CHANGE_LOG`), and background jobs run on one node at a time (`JOB_LOCKS`).
 
 use crate::batch;
 use crate::columns::{measurement_columns, measurement_from_excluded};
@@ -38,20 +45,19 @@ use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 use trackgate_proto::Measurement;
 
-// The same SQL compiled against this backend's sqlx driver: see `queries/`.
+// The SQL both backends speak (`queries/`), compiled against this backend's sqlx driver.
 #[allow(clippy::duplicate_mod)]
 #[path = "queries/copy.rs"]
 mod copy;
-// The same SQL compiled against this backend's sqlx driver: see `queries/`.
-pub(crate) mod commits;
 #[allow(clippy::duplicate_mod)]
 #[path = "queries/operators.rs"]
 mod operators;
-mod partitions;
-// The same SQL compiled against this backend's sqlx driver: see `queries/`.
 #[allow(clippy::duplicate_mod)]
 #[path = "queries/principals.rs"]
 pub(crate) mod principals;
+
+pub(crate) mod commits;
+mod partitions;
 
 use principals::discard_on_error;
 

@@ -15,15 +15,13 @@ use std::str::FromStr;
 use std::sync::LazyLock;
 use std::time::Duration;
 
-// The same SQL compiled against this backend's sqlx driver: see `queries/`.
+// The SQL both backends speak (`queries/`), compiled against this backend's sqlx driver.
 #[allow(clippy::duplicate_mod)]
 #[path = "queries/copy.rs"]
 mod copy;
-// The same SQL compiled against this backend's sqlx driver: see `queries/`.
 #[allow(clippy::duplicate_mod)]
 #[path = "queries/operators.rs"]
 mod operators;
-// The same SQL compiled against this backend's sqlx driver: see `queries/`.
 #[allow(clippy::duplicate_mod)]
 #[path = "queries/principals.rs"]
 pub(crate) mod principals;
