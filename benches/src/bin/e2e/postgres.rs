@@ -35,7 +35,9 @@ fn database(pg: &Postgres, name: &str) -> String {
 async fn https(pg: &Postgres, name: &str, nodes: usize, per_node_devices: usize) -> (f64, usize, Vec<Row>) {
     let dir = tempfile::tempdir().unwrap();
     let url = database(pg, &format!("https_{nodes}"));
-    let base = format!("http.rate_limit_per_second = 0\ndatabase.url = {url:?}\n");
+    // `E2E_TRACKGATE_TOML` adds settings to try (e.g. ingest.batch_max_rows), as in `sim`.
+    let extra = std::env::var("E2E_TRACKGATE_TOML").unwrap_or_default();
+    let base = format!("http.rate_limit_per_second = 0\ndatabase.url = {url:?}\n{extra}\n");
     let mut servers: Vec<Server> = Vec::new();
     for n in 0..nodes {
         let extra = if n == 0 {
