@@ -70,13 +70,51 @@ enum Backend {
 }
 
 /// A connection pool's state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PoolStatus {
     /// Connections open, in use or idle.
     pub open: u32,
     pub idle: u32,
     /// The most the pool opens.
     pub max: u32,
+    /// Batches that waited for a connection (1 ms or more), and how long in all, since start.
+    pub waits: u64,
+    pub wait_seconds: f64,
+}
+
+/// How often, and how long, the write path waited for a pooled connection.
+#[derive(Debug, Default)]
+pub(crate) struct PoolWaits {
+    count: std::sync::atomic::AtomicU64,
+    micros: std::sync::atomic::AtomicU64,
+}
+
+impl PoolWaits {
+    /// An acquire that takes this long waited for a connection; one that did not takes microseconds.
+    const WAITED: std::time::Duration = std::time::Duration::from_millis(1);
+
+    /// A connection from `pool`, the wait counted.
+    pub(crate) async fn acquire<DB: sqlx::Database>(
+        &self,
+        pool: &sqlx::Pool<DB>,
+    ) -> Result<sqlx::pool::PoolConnection<DB>, sqlx::Error> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let started = std::time::Instant::now();
+        let conn = pool.acquire().await;
+        let waited = started.elapsed();
+        if waited >= Self::WAITED {
+            self.count.fetch_add(1, Relaxed);
+            self.micros
+                .fetch_add(u64::try_from(waited.as_micros()).unwrap_or(u64::MAX), Relaxed);
+        }
+        conn
+    }
+
+    /// (waits, seconds waited) so far.
+    pub(crate) fn totals(&self) -> (u64, f64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.count.load(Relaxed), self.micros.load(Relaxed) as f64 / 1e6)
+    }
 }
 
 /// Open options that apply to any backend.

@@ -142,6 +142,7 @@ pub(crate) struct Postgres {
     partitions: Arc<Partitions>,
     /// This process among the nodes, for its own commit notifications.
     node: Arc<str>,
+    waits: Arc<crate::PoolWaits>,
 }
 
 /// The positions INSERT, the whole batch as one array per column.
@@ -222,6 +223,7 @@ impl Postgres {
             master,
             partitions: Arc::default(),
             node: hex::encode(id).into(),
+            waits: Arc::default(),
         };
         db.check_master_key().await?;
         db.partitions.load(&db.pool).await?;
@@ -242,7 +244,7 @@ impl Postgres {
         loop {
             let missing = self.partitions.missing(rows.iter().map(|r| r.ts));
             self.partitions.create(&self.pool, &missing).await?;
-            let mut conn = self.pool.acquire().await?;
+            let mut conn = self.waits.acquire(&self.pool).await?;
             let result = Self::write_batch_on(&mut conn, rows, rejects, &self.node).await;
             match discard_on_error(&mut conn, result) {
                 // A partition this node counted on was dropped meanwhile: learn again, once.

@@ -12,7 +12,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use sqlx::{Connection as _, QueryBuilder};
 use std::collections::HashMap;
 use std::str::FromStr;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 // The SQL both backends speak (`queries/`), compiled against this backend's sqlx driver.
@@ -114,6 +114,7 @@ impl Default for SqliteOptions {
 pub(crate) struct Sqlite {
     pub(crate) pool: SqlitePool,
     master: MasterKey,
+    waits: Arc<crate::PoolWaits>,
 }
 
 /// Whether a pooled connection may be handed out again: it must hold no transaction.
@@ -161,7 +162,11 @@ impl Sqlite {
             .connect_with(connect)
             .await?;
         Migrator::new(Embedded::all(migrate::SQLITE)).await?.run(&pool).await?;
-        let db = Sqlite { pool, master };
+        let db = Sqlite {
+            pool,
+            master,
+            waits: Arc::default(),
+        };
         db.check_master_key().await?;
         Ok(db)
     }
@@ -178,7 +183,7 @@ impl Sqlite {
     }
 
     pub(crate) async fn write_batch(&self, rows: &[Row], rejects: &[RejectRow]) -> Result<Vec<Outcome>, StoreError> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.waits.acquire(&self.pool).await?;
         let result = Self::write_batch_on(&mut conn, rows, rejects).await;
         discard_on_error(&mut conn, result)
     }

@@ -40,6 +40,9 @@ pub struct Metrics {
     pub ready: IntGauge,
     /// The database connection pool: connections in use, idle, and the most it opens.
     pub db_connections: IntGaugeVec,
+    /// Batches that waited for a pooled connection, and the time they waited.
+    pub db_pool_waits: IntCounter,
+    pub db_pool_wait_seconds: prometheus::Counter,
     /// Open connections by listener (https, ops).
     pub connections_open: IntGaugeVec,
     /// Connections closed or refused by trackgate, by listener and reason.
@@ -78,6 +81,13 @@ impl Metrics {
         set("in_use", pool.open.saturating_sub(pool.idle));
         set("idle", pool.idle);
         set("max", pool.max);
+        // The store counts from start; the counters move up by what is new.
+        self.db_pool_waits
+            .inc_by(pool.waits.saturating_sub(self.db_pool_waits.get()));
+        let seconds = pool.wait_seconds - self.db_pool_wait_seconds.get();
+        if seconds > 0.0 {
+            self.db_pool_wait_seconds.inc_by(seconds);
+        }
     }
 
     pub fn new() -> Self {
@@ -192,6 +202,24 @@ impl Metrics {
                 "trackgate_ready",
                 "1 while new work is admitted (what /readyz says), else 0.",
             ),
+            db_pool_waits: {
+                let c = IntCounter::new(
+                    "trackgate_db_pool_waits_total",
+                    "Batches that waited 1 ms or more for a database connection.",
+                )
+                .expect("valid metric");
+                registry.register(Box::new(c.clone())).expect("unique metric");
+                c
+            },
+            db_pool_wait_seconds: {
+                let c = prometheus::Counter::new(
+                    "trackgate_db_pool_wait_seconds_total",
+                    "Time batches spent waiting for a database connection.",
+                )
+                .expect("valid metric");
+                registry.register(Box::new(c.clone())).expect("unique metric");
+                c
+            },
             db_connections: {
                 let g = IntGaugeVec::new(
                     Opts::new(

@@ -79,10 +79,13 @@ impl Handle {
     }
 
     pub(crate) fn pool_status(&self) -> crate::PoolStatus {
+        let (waits, wait_seconds) = self.waits.totals();
         crate::PoolStatus {
             open: self.pool.size(),
             idle: u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX),
             max: self.pool.options().get_max_connections(),
+            waits,
+            wait_seconds,
         }
     }
 

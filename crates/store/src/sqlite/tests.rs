@@ -250,3 +250,29 @@ async fn location_reads_use_the_indexes_on_a_million_positions() {
     assert_eq!(page.points.len(), 100);
     assert!(page.points.windows(2).all(|w| w[0].ts() <= w[1].ts()));
 }
+
+/// A batch that has to wait for a pooled connection is counted, with the time it waited.
+#[tokio::test]
+async fn waits_for_a_connection_are_counted() {
+    let db = TestDb::sqlite();
+    let s = db.open().await;
+    assert_eq!((s.pool_status().waits, s.pool_status().wait_seconds), (0, 0.0));
+    s.write_batch(&[row("A", 1, 100, "a1")], &[]).await.unwrap();
+    assert_eq!(s.pool_status().waits, 0, "a free connection is not a wait");
+    let pool = s.sqlite_for_tests().pool.clone();
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(pool.acquire().await.unwrap());
+    }
+    let writer = {
+        let s = s.clone();
+        tokio::spawn(async move { s.write_batch(&[row("A", 2, 200, "a2")], &[]).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert!(!writer.is_finished());
+    drop(held);
+    writer.await.unwrap().unwrap();
+    let status = s.pool_status();
+    assert_eq!(status.waits, 1);
+    assert!(status.wait_seconds >= 0.09, "{status:?}");
+}
