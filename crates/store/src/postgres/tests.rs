@@ -451,3 +451,39 @@ async fn the_server_is_verified_against_the_configured_ca() {
     opts.postgres.ca_file = Some(pg.ca.clone());
     assert!(Store::open(&opts, TestDb::master()).await.is_err());
 }
+
+/// And back: PostgreSQL copies into SQLite by the same code, with the same answers.
+#[tokio::test]
+async fn a_postgres_database_copies_into_sqlite_and_reads_the_same() {
+    use crate::access::Visibility;
+    let from_db = TestDb::postgres();
+    let s = seeded(&from_db).await;
+    let rows: Vec<Row> = (0..1500)
+        .map(|i| at("a-n", 100 + i, NOV_2025 + i * 3_600_000, &format!("r{i}")))
+        .collect();
+    s.write_batch(&rows, &rejects(12, "a-n")).await.unwrap();
+    let to_db = TestDb::sqlite();
+    let t = to_db.open().await;
+    let counts = s.copy_into(&t, 400, |_, _, _| {}).await.unwrap();
+    for c in &counts {
+        assert_eq!(c.source, c.target, "{c:?}");
+    }
+    assert_eq!(counts.iter().find(|c| c.table == "positions").unwrap().target, 1505);
+    let vis = Visibility::everything();
+    assert_eq!(
+        s.devices(&vis, None).await.unwrap(),
+        t.devices(&vis, None).await.unwrap()
+    );
+    assert_eq!(
+        s.track("a-n", 0, i64::MAX, None, 5000).await.unwrap(),
+        t.track("a-n", 0, i64::MAX, None, 5000).await.unwrap()
+    );
+    assert_eq!(
+        s.audit_log(None, None, 1000).await.unwrap(),
+        t.audit_log(None, None, 1000).await.unwrap()
+    );
+    assert_eq!(
+        s.recent_rejects(100).await.unwrap(),
+        t.recent_rejects(100).await.unwrap()
+    );
+}
