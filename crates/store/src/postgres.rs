@@ -68,6 +68,8 @@ type Handle = Postgres;
 const MAX_BIND_PARAMS: usize = 65_535;
 /// Writers of the change log take turns until they commit, so its `seq` grows in commit order.
 const SERIALIZE_CHANGE_LOG: Option<&str> = Some("LOCK TABLE principal_changes IN EXCLUSIVE MODE");
+/// Transactions that write begin as any other.
+const BEGIN_WRITE: &str = "BEGIN";
 /// The advisory locks (two-key space, apart from the per-device locks) of jobs that run once
 /// across the nodes: 1 partition changes, 2 pruning rejects.
 pub(crate) const JOB_LOCKS: i32 = 0x7467_6174;

@@ -33,6 +33,11 @@ type Db = sqlx::Sqlite;
 type Handle = Sqlite;
 /// Principals' changes are logged by the one writer SQLite allows at a time.
 const SERIALIZE_CHANGE_LOG: Option<&str> = None;
+/// A transaction that will write takes the write lock at its start, waiting for it (busy
+/// timeout) if another connection holds it. A deferred one that reads first and writes later can
+/// instead fail at once with SQLITE_BUSY while another connection's transaction, such as one
+/// rolled back on drop whose ROLLBACK is still queued, holds the lock.
+const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
 /// One writer at a time: jobs need no lock of their own.
 const TRY_JOB_LOCK: Option<&str> = None;
 /// A copy writes generated ids as given, and SQLite moves its counter past them by itself.

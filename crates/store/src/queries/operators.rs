@@ -249,7 +249,7 @@ impl Handle {
     pub(crate) async fn add_organization(&self, id: &str, name: &str, audit: &AuditEntry) -> Result<(), StoreError> {
         check_id("organization id", id)?;
         check_text("organization name", name)?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with(super::BEGIN_WRITE).await?;
         sqlx::query("INSERT INTO organizations (id, name, created_ms) VALUES ($1, $2, $3)")
             .bind(id)
             .bind(name)
@@ -295,7 +295,7 @@ impl Handle {
     ) -> Result<(), StoreError> {
         check_id("order group id", id)?;
         check_text("order group name", name)?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with(super::BEGIN_WRITE).await?;
         Self::require_org(&mut tx, org).await?;
         sqlx::query("INSERT INTO order_groups (org_id, id, name, created_ms) VALUES ($1, $2, $3, $4)")
             .bind(org)
@@ -327,7 +327,7 @@ impl Handle {
 
     /// Give a device to an organization (or move it), clearing its order group and shipment.
     pub(crate) async fn assign_device(&self, device: &str, org: &str, audit: &AuditEntry) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with(super::BEGIN_WRITE).await?;
         Self::require_org(&mut tx, org).await?;
         if !Self::exists(
             &mut tx,
@@ -367,7 +367,7 @@ impl Handle {
         if let Some(r) = &a.shipment_ref {
             check_text("shipment reference", r)?;
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with(super::BEGIN_WRITE).await?;
         if let Some(group) = &a.order_group_id {
             Self::require_order_group(&mut tx, &a.org_id, group).await?;
         }
@@ -394,7 +394,7 @@ impl Handle {
     pub(crate) async fn add_user_group(&self, g: &UserGroup, audit: &AuditEntry) -> Result<(), StoreError> {
         check_id("user group id", &g.id)?;
         check_text("user group name", &g.name)?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with(super::BEGIN_WRITE).await?;
         Self::require_org(&mut tx, &g.org_id).await?;
         sqlx::query(
             "INSERT INTO user_groups (org_id, id, name, role, all_order_groups, created_ms) VALUES ($1, $2, $3, $4, $5, $6)",
@@ -429,7 +429,7 @@ impl Handle {
     }
 
     pub(crate) async fn remove_user_group(&self, org: &str, id: &str, audit: &AuditEntry) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with(super::BEGIN_WRITE).await?;
         Self::require_user_group(&mut tx, org, id).await?;
         // Children first: the cascade is declared, but do not depend on the connection's pragma.
         for sql in [
@@ -465,7 +465,7 @@ impl Handle {
         rule: &Rule,
         audit: &AuditEntry,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with(super::BEGIN_WRITE).await?;
         Self::require_user_group(&mut tx, org, group).await?;
         Self::insert_rule(&mut tx, org, group, rule).await?;
         commit_audited(tx, audit).await
@@ -479,7 +479,7 @@ impl Handle {
         audit: &AuditEntry,
     ) -> Result<(), StoreError> {
         let value = rule.kind.normalize(&rule.value);
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with(super::BEGIN_WRITE).await?;
         let done = sqlx::query(
             "DELETE FROM membership_rules WHERE kind = $1 AND value = $2 AND org_id = $3 AND user_group_id = $4",
         )

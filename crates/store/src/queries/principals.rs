@@ -102,7 +102,7 @@ impl Handle {
     /// database one of them prunes at a time and the others skip (`super::TRY_JOB_LOCK`).
     pub(crate) async fn prune_rejects(&self, keep: u64) -> Result<u64, StoreError> {
         let keep = i64::try_from(keep).unwrap_or(i64::MAX);
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with(super::BEGIN_WRITE).await?;
         if let Some(lock) = super::TRY_JOB_LOCK {
             let got: bool = sqlx::query_scalar(lock)
                 .bind(JOB_PRUNE_REJECTS)
@@ -159,7 +159,7 @@ impl Handle {
             },
             id,
         )?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with(super::BEGIN_WRITE).await?;
         if let Some(s) = supplier {
             Self::require_supplier(&mut tx, s).await?;
         }
@@ -192,7 +192,7 @@ impl Handle {
             check_id("device id", id)?;
             check_id("key id", kid)?;
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with(super::BEGIN_WRITE).await?;
         if let Some(s) = supplier {
             Self::require_supplier(&mut tx, s).await?;
         }
@@ -225,7 +225,7 @@ impl Handle {
     }
 
     pub(crate) async fn set_enabled(&self, id: &str, enabled: bool) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with(super::BEGIN_WRITE).await?;
         let done = sqlx::query("UPDATE principals SET enabled = $1 WHERE id = $2")
             .bind(enabled)
             .bind(id)
@@ -244,7 +244,7 @@ impl Handle {
 
     pub(crate) async fn add_key(&self, owner: &str, kid: &str, secret: &Secret) -> Result<(), StoreError> {
         check_id("key id", kid)?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with(super::BEGIN_WRITE).await?;
         let exists = sqlx::query("SELECT 1 FROM principals WHERE id = $1")
             .bind(owner)
             .fetch_optional(&mut *tx)
@@ -284,7 +284,7 @@ impl Handle {
     }
 
     pub(crate) async fn revoke_key(&self, owner: &str, kid: &str) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with(super::BEGIN_WRITE).await?;
         let done = sqlx::query(
             "UPDATE keys SET active = FALSE, revoked_ms = $1 WHERE owner_id = $2 AND kid = $3 AND active = TRUE",
         )
