@@ -298,6 +298,22 @@ async fn location_reads_use_the_indexes_and_only_the_partitions_of_the_range() {
     );
 }
 
+/// `s` and `t` answer the same: `device`'s track, the audit log and the recent rejects.
+async fn same_reads(s: &Store, t: &Store, device: &str) {
+    assert_eq!(
+        s.track(device, 0, i64::MAX, None, 5000).await.unwrap(),
+        t.track(device, 0, i64::MAX, None, 5000).await.unwrap()
+    );
+    assert_eq!(
+        s.audit_log(None, None, 1000).await.unwrap(),
+        t.audit_log(None, None, 1000).await.unwrap()
+    );
+    assert_eq!(
+        s.recent_rejects(100).await.unwrap(),
+        t.recent_rejects(100).await.unwrap()
+    );
+}
+
 /// A SQLite database with keys, operators, audit rows, rejects and positions over several
 /// months copies into PostgreSQL: every table's count agrees, the same reads answer the same,
 /// the keys open with the same master key, and a copy that stopped part way resumes.
@@ -357,18 +373,7 @@ async fn a_sqlite_database_copies_into_postgres_and_reads_the_same() {
         t.devices(&vis, None).await.unwrap()
     );
     assert_eq!(s.latest(&vis, None).await.unwrap(), t.latest(&vis, None).await.unwrap());
-    assert_eq!(
-        s.track("TRK-9", 0, i64::MAX, None, 5000).await.unwrap(),
-        t.track("TRK-9", 0, i64::MAX, None, 5000).await.unwrap()
-    );
-    assert_eq!(
-        s.audit_log(None, None, 1000).await.unwrap(),
-        t.audit_log(None, None, 1000).await.unwrap()
-    );
-    assert_eq!(
-        s.recent_rejects(100).await.unwrap(),
-        t.recent_rejects(100).await.unwrap()
-    );
+    same_reads(&s, &t, "TRK-9").await;
     // As if the copy had stopped part way: the target lacks a tail of some tables.
     t.execute_for_tests("DELETE FROM positions WHERE (device_id, seq) >= ('TRK-9', 1700)")
         .await
@@ -474,16 +479,5 @@ async fn a_postgres_database_copies_into_sqlite_and_reads_the_same() {
         s.devices(&vis, None).await.unwrap(),
         t.devices(&vis, None).await.unwrap()
     );
-    assert_eq!(
-        s.track("a-n", 0, i64::MAX, None, 5000).await.unwrap(),
-        t.track("a-n", 0, i64::MAX, None, 5000).await.unwrap()
-    );
-    assert_eq!(
-        s.audit_log(None, None, 1000).await.unwrap(),
-        t.audit_log(None, None, 1000).await.unwrap()
-    );
-    assert_eq!(
-        s.recent_rejects(100).await.unwrap(),
-        t.recent_rejects(100).await.unwrap()
-    );
+    same_reads(&s, &t, "a-n").await;
 }
