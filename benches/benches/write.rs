@@ -28,6 +28,7 @@ async fn store(dir: &std::path::Path) -> Store {
             wal_autocheckpoint_pages: 10_000,
         },
         postgres: Default::default(),
+        retention: Default::default(),
     };
     Store::open(&opts, MasterKey::from_bytes(&[1; 32])).await.unwrap()
 }

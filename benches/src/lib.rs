@@ -183,6 +183,7 @@ pub async fn store_at(url: &str) -> trackgate_store::Store {
         max_connections: 2,
         sqlite: Default::default(),
         postgres: Default::default(),
+        retention: Default::default(),
     };
     trackgate_store::Store::open(&opts, trackgate_store::MasterKey::from_bytes(&[1; 32]))
         .await

@@ -1,4 +1,5 @@
-//! MQTT ingest against a real Mosquitto over TLS, published to by the real `mosquitto_pub`.
+//! MQTT ingest against a real Mosquitto over TLS, published to by the real `mosquitto_pub`, with
+//! trackgate storing into SQLite and into PostgreSQL.
 
 use std::time::Duration;
 use trackgate_e2e::mosquitto::Mosquitto;
@@ -11,12 +12,13 @@ struct Rig {
     server: Server,
 }
 
-/// A broker, trackgate consuming from it, and `devices` provisioned with broker credentials.
-fn rig(devices: &[Key], extra: &str) -> Rig {
+/// A broker, trackgate on `backend` consuming from it, and `devices` provisioned with broker
+/// credentials.
+fn rig(backend: Backend, devices: &[Key], extra: &str) -> Rig {
     let dir = tempfile::tempdir().unwrap();
     let broker = Mosquitto::start(&dir.path().join("broker")).unwrap();
     let settings = format!("{}{extra}", broker.trackgate_settings());
-    let server = Server::start_in(&dir.path().join("trackgate"), &settings).unwrap();
+    let server = Server::start_on(backend, &dir.path().join("trackgate"), &settings).unwrap();
     for d in devices {
         server.add_device(d, None);
     }
@@ -79,10 +81,9 @@ impl Rig {
     }
 }
 
-#[tokio::test]
-async fn records_published_by_mosquitto_pub_are_stored() {
+async fn records_published_by_mosquitto_pub_are_stored(backend: Backend) {
     let dev = vector_device();
-    let rig = rig(std::slice::from_ref(&dev), "");
+    let rig = rig(backend, std::slice::from_ref(&dev), "");
     let first = dev.envelope(&record("TRK-0001", 1));
     rig.publish(&dev, "TRK-0001", &first);
     let array = format!(
@@ -110,10 +111,9 @@ async fn records_published_by_mosquitto_pub_are_stored() {
     assert_eq!(rig.server.metric("trackgate_mqtt_connected").await, 1.0);
 }
 
-#[tokio::test]
-async fn bad_messages_are_rejected_acknowledged_counted_and_reported_to_the_device() {
+async fn bad_messages_are_rejected_acknowledged_counted_and_reported_to_the_device(backend: Backend) {
     let (dev, other) = (vector_device(), Key::derived("TRK-0002", "k1"));
-    let rig = rig(&[dev.clone(), other.clone()], "");
+    let rig = rig(backend, &[dev.clone(), other.clone()], "");
     // The device listens for its rejections (its ACL allows reading only its own topic).
     let listener = std::process::Command::new("mosquitto_sub")
         .args(["-h", "localhost", "-p", &rig.broker.port.to_string(), "--cafile"])
@@ -173,11 +173,10 @@ fn fleet(count: usize, n: u64) -> Vec<(Key, Vec<String>)> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_record_the_broker_accepted_is_stored_once_across_kill_9() {
+async fn every_record_the_broker_accepted_is_stored_once_across_kill_9(backend: Backend) {
     let devices = fleet(4, 5000);
     let keys: Vec<Key> = devices.iter().map(|(k, _)| k.clone()).collect();
-    let mut rig = rig(&keys, "");
+    let mut rig = rig(backend, &keys, "");
     // The publishers run to completion on their own: mosquitto_pub exits 0 only when the broker
     // has acknowledged every message.
     let publishers: Vec<_> = devices
@@ -238,11 +237,10 @@ async fn every_record_the_broker_accepted_is_stored_once_across_kill_9() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn trackgate_reconnects_after_a_broker_restart_and_loses_nothing() {
+async fn trackgate_reconnects_after_a_broker_restart_and_loses_nothing(backend: Backend) {
     let devices = fleet(1, 2000);
     let (key, lines) = devices.into_iter().next().unwrap();
-    let mut rig = rig(std::slice::from_ref(&key), "");
+    let mut rig = rig(backend, std::slice::from_ref(&key), "");
     let pw = mqtt_password(&key.secret, &key.owner);
     let topic = format!("devices/{}/telemetry", key.owner);
     let out = rig.broker.publish_lines(&key.owner, &pw, &topic, &lines[..1000]);
@@ -269,11 +267,11 @@ fn rss_kib(pid: u32) -> u64 {
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stalled_database_holds_pubacks_back_and_everything_lands_after() {
+async fn a_stalled_database_holds_pubacks_back_and_everything_lands_after(backend: Backend) {
     let devices = fleet(2, 3000);
     let keys: Vec<Key> = devices.iter().map(|(k, _)| k.clone()).collect();
     let rig = rig(
+        backend,
         &keys,
         "ingest.queue_capacity = 2000\nhttp.max_records = 1000\ningest.write_retry_secs = 120",
     );
@@ -281,12 +279,8 @@ async fn a_stalled_database_holds_pubacks_back_and_everything_lands_after() {
     let received = r#"trackgate_mqtt_messages_total{outcome="received"}"#;
     let rss_before = rss_kib(rig.server.pid());
 
-    // Stall the writer: hold SQLite's write lock.
-    let url = format!("sqlite://{}", rig.server.dir.join("data/trackgate.db").display());
-    let mut lock = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
-        .await
-        .unwrap();
-    sqlx::query("BEGIN IMMEDIATE").execute(&mut lock).await.unwrap();
+    // Stall the writer: hold the database's write lock.
+    let hold = WriteHold::take(&rig.server).await;
     for (key, lines) in &devices {
         let out = rig.broker.publish_lines(
             &key.owner,
@@ -314,15 +308,14 @@ async fn a_stalled_database_holds_pubacks_back_and_everything_lands_after() {
         "RSS grew from {rss_before} KiB to {rss_stalled} KiB"
     );
 
-    sqlx::query("ROLLBACK").execute(&mut lock).await.unwrap();
+    hold.release().await;
     rig.wait_stored(6000).await;
     rig.wait_metric(acked, 6000.0).await;
 }
 
-#[tokio::test]
-async fn a_payload_of_more_than_1000_envelopes_is_rejected_whole_as_too_large() {
+async fn a_payload_of_more_than_1000_envelopes_is_rejected_whole_as_too_large(backend: Backend) {
     let dev = vector_device();
-    let rig = rig(std::slice::from_ref(&dev), "");
+    let rig = rig(backend, std::slice::from_ref(&dev), "");
     let envs: Vec<String> = (0..1001).map(|s| dev.envelope(&record("TRK-0001", s))).collect();
     // Sent through stdin as one line: a single 200 KB argument would exceed the kernel's limit.
     let pw = mqtt_password(&dev.secret, "TRK-0001");
@@ -380,3 +373,12 @@ async fn a_broker_certificate_trackgate_does_not_trust_is_refused() {
     assert!(refused, "no certificate error in the log:\n{}", server.log_text());
     assert_eq!(server.metric("trackgate_mqtt_connected").await, 0.0);
 }
+
+trackgate_e2e::on_both_backends!(
+    records_published_by_mosquitto_pub_are_stored,
+    bad_messages_are_rejected_acknowledged_counted_and_reported_to_the_device,
+    every_record_the_broker_accepted_is_stored_once_across_kill_9,
+    trackgate_reconnects_after_a_broker_restart_and_loses_nothing,
+    a_stalled_database_holds_pubacks_back_and_everything_lands_after,
+    a_payload_of_more_than_1000_envelopes_is_rejected_whole_as_too_large,
+);

@@ -172,6 +172,10 @@ pub struct Organization {
     pub id: String,
     pub name: String,
     pub created_ms: i64,
+    /// The positions retention the organization chose, if any.
+    pub positions_retention_days: Option<u32>,
+    /// How long its positions are kept: its choice, or the service's retention.
+    pub positions_kept_days: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -94,7 +94,12 @@ pub(crate) const TABLES: &[Table] = &[
         label: "organizations",
         filter: "TRUE",
         key: 1,
-        columns: &[("id", Text), ("name", Text), ("created_ms", Int)],
+        columns: &[
+            ("id", Text),
+            ("name", Text),
+            ("created_ms", Int),
+            ("positions_retention_days", Int),
+        ],
         identity: None,
     },
     Table {

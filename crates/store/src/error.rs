@@ -23,6 +23,13 @@ pub enum StoreError {
         value: String,
         max: usize,
     },
+    #[error("{what} must be from {min} to {max}, not {value}")]
+    OutOfRange {
+        what: &'static str,
+        value: i64,
+        min: i64,
+        max: i64,
+    },
     #[error("the master key does not open the secrets in this database (wrong key?)")]
     WrongMasterKey,
     #[error("the database is not as the write path left it: {0}")]

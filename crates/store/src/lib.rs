@@ -39,6 +39,7 @@ mod error;
 mod migrate;
 pub mod model;
 mod postgres;
+pub mod retention;
 mod rules;
 mod sqlite;
 
@@ -52,6 +53,7 @@ pub use error::{FAILURE_KINDS, StoreError};
 pub use model::{Kind, Outcome, Principal, PrincipalInfo, RejectRow, Row, StoredPosition};
 pub use postgres::PostgresOptions;
 pub use postgres::commits::{CommitFollower, Followed, SeqRange};
+pub use retention::{OrgPurge, PurgeReport, Retention};
 pub use sqlite::SqliteOptions;
 
 use std::collections::HashMap;
@@ -125,6 +127,8 @@ pub struct OpenOptions {
     pub max_connections: u32,
     pub sqlite: SqliteOptions,
     pub postgres: PostgresOptions,
+    /// How long data is kept: reads hide what is past it, [`Store::purge`] removes it.
+    pub retention: Retention,
 }
 
 impl Store {
@@ -175,6 +179,12 @@ impl Store {
             Backend::Sqlite(_) => Ok(()),
             Backend::Postgres(db) => db.prepare_partitions(now_ms).await,
         }
+    }
+
+    /// Remove what is past its retention at `now_ms` (see [`retention`]); `None` when another
+    /// node is at it.
+    pub async fn purge(&self, now_ms: i64) -> Result<Option<PurgeReport>, StoreError> {
+        dispatch!(self, db => db.purge(now_ms).await)
     }
 
     /// Write one batch in one transaction; the outcome of each row, in order.
@@ -327,6 +337,17 @@ impl Store {
     }
 
     /// All organizations, or only those in `only`.
+    /// Keep `org`'s positions for `days` (from `Retention::min_positions_days` to the service's
+    /// retention), or for the service's retention (`None`).
+    pub async fn set_positions_retention(
+        &self,
+        org: &str,
+        days: Option<u32>,
+        audit: &AuditEntry,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, db => db.set_positions_retention(org, days, audit).await)
+    }
+
     pub async fn organizations(&self, only: Option<&[String]>) -> Result<Vec<Organization>, StoreError> {
         dispatch!(self, db => db.organizations(only).await)
     }

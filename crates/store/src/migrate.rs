@@ -19,9 +19,17 @@ pub(crate) const SQLITE: &[Step] = &[
         "position spans",
         include_str!("../migrations/sqlite/0003_position_spans.sql"),
     ),
+    (4, "retention", include_str!("../migrations/sqlite/0004_retention.sql")),
 ];
 
-pub(crate) const POSTGRES: &[Step] = &[(1, "init", include_str!("../migrations/postgres/0001_init.sql"))];
+pub(crate) const POSTGRES: &[Step] = &[
+    (1, "init", include_str!("../migrations/postgres/0001_init.sql")),
+    (
+        2,
+        "retention",
+        include_str!("../migrations/postgres/0002_retention.sql"),
+    ),
+];
 
 #[derive(Debug)]
 pub(crate) struct Embedded {

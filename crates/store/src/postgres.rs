@@ -55,10 +55,14 @@ mod operators;
 #[allow(clippy::duplicate_mod)]
 #[path = "queries/principals.rs"]
 pub(crate) mod principals;
+#[allow(clippy::duplicate_mod)]
+#[path = "queries/retention.rs"]
+mod retention;
 
 pub(crate) mod commits;
 mod partitions;
 
+use crate::retention::DroppedPartition;
 use principals::discard_on_error;
 
 /// What the shared queries (`queries/`) are compiled against.
@@ -71,10 +75,16 @@ const SERIALIZE_CHANGE_LOG: Option<&str> = Some("LOCK TABLE principal_changes IN
 /// Transactions that write begin as any other.
 const BEGIN_WRITE: &str = "BEGIN";
 /// The advisory locks (two-key space, apart from the per-device locks) of jobs that run once
-/// across the nodes: 1 partition changes, 2 pruning rejects.
+/// across the nodes: 1 partition changes, 2 pruning rejects, 3 the retention purge.
 pub(crate) const JOB_LOCKS: i32 = 0x7467_6174;
 /// A background job's lock for the transaction, if no other node holds it (`$1`: the job).
 const TRY_JOB_LOCK: Option<&str> = Some("SELECT pg_try_advisory_xact_lock(1952932212, $1)");
+/// A job that runs many transactions holds its lock for the session, on a connection of its own
+/// (`$1`: the job): taken if no other node holds it, and released.
+const SESSION_JOB_LOCK: Option<(&str, &str)> = Some((
+    "SELECT pg_try_advisory_lock(1952932212, $1)",
+    "SELECT pg_advisory_unlock(1952932212, $1)",
+));
 /// A copy writes generated ids as given, then moves the identity's sequence past them.
 const INSERT_KEEPING_IDS: &str = " OVERRIDING SYSTEM VALUE";
 const SYNC_IDENTITY: Option<&str> = Some(
@@ -145,6 +155,7 @@ pub(crate) struct Postgres {
     /// This process among the nodes, for its own commit notifications.
     node: Arc<str>,
     waits: Arc<crate::PoolWaits>,
+    retention: crate::Retention,
 }
 
 /// The positions INSERT, the whole batch as one array per column.
@@ -226,6 +237,7 @@ impl Postgres {
             partitions: Arc::default(),
             node: hex::encode(id).into(),
             waits: Arc::default(),
+            retention: opts.retention,
         };
         db.check_master_key().await?;
         db.partitions.load(&db.pool).await?;
@@ -404,6 +416,15 @@ impl Postgres {
 
         tx.commit().await?;
         Ok(outcomes)
+    }
+
+    /// Drop the partitions wholly before `before`: each with its rows per organization, and the
+    /// start of the oldest partition left.
+    pub(crate) async fn drop_partitions_before(
+        &self,
+        before: i64,
+    ) -> Result<(Vec<(DroppedPartition, retention::RowsByOrg)>, Option<i64>), StoreError> {
+        self.partitions.drop_before(&self.pool, before).await
     }
 
     /// The other nodes' commits of positions, from now on.

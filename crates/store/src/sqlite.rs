@@ -5,7 +5,7 @@ use crate::batch;
 use crate::columns::{measurement_columns, measurement_from_excluded};
 use crate::migrate::{self, Embedded};
 use crate::model::{Outcome, RejectRow, Row};
-use crate::{MasterKey, OpenOptions, StoreError};
+use crate::{MasterKey, OpenOptions, Retention, StoreError};
 use sqlx::migrate::Migrator;
 use sqlx::query_builder::Separated;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
@@ -25,6 +25,9 @@ mod operators;
 #[allow(clippy::duplicate_mod)]
 #[path = "queries/principals.rs"]
 pub(crate) mod principals;
+#[allow(clippy::duplicate_mod)]
+#[path = "queries/retention.rs"]
+mod retention;
 
 use principals::discard_on_error;
 
@@ -40,6 +43,7 @@ const SERIALIZE_CHANGE_LOG: Option<&str> = None;
 const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
 /// One writer at a time: jobs need no lock of their own.
 const TRY_JOB_LOCK: Option<&str> = None;
+const SESSION_JOB_LOCK: Option<(&str, &str)> = None;
 /// A copy writes generated ids as given, and SQLite moves its counter past them by itself.
 const INSERT_KEEPING_IDS: &str = "";
 const SYNC_IDENTITY: Option<&str> = None;
@@ -120,6 +124,7 @@ pub(crate) struct Sqlite {
     pub(crate) pool: SqlitePool,
     master: MasterKey,
     waits: Arc<crate::PoolWaits>,
+    retention: Retention,
 }
 
 /// Whether a pooled connection may be handed out again: it must hold no transaction.
@@ -171,9 +176,24 @@ impl Sqlite {
             pool,
             master,
             waits: Arc::default(),
+            retention: opts.retention,
         };
         db.check_master_key().await?;
         Ok(db)
+    }
+
+    /// One table, no partitions: expired positions go row by row.
+    pub(crate) async fn drop_partitions_before(
+        &self,
+        _before: i64,
+    ) -> Result<
+        (
+            Vec<(crate::retention::DroppedPartition, retention::RowsByOrg)>,
+            Option<i64>,
+        ),
+        StoreError,
+    > {
+        Ok((Vec::new(), None))
     }
 
     /// The directory holding the database file.

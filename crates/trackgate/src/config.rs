@@ -42,8 +42,20 @@ pub struct RawConfig {
     /// Gone: the embedded broker was replaced by `[mqtt_endpoint]`. Parsed only to say so.
     pub broker: Option<toml::Value>,
     pub mqtt_endpoint: RawMqttEndpoint,
+    pub retention: RawRetention,
     pub auth: crate::auth::config::RawAuth,
     pub ui: crate::web::config::RawUi,
+}
+
+/// How long data is kept beyond positions (whose retention is `ingest.retention_days`), and how
+/// the purge runs.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRetention {
+    pub min_organization_days: Option<u64>,
+    pub rejects_days: Option<u64>,
+    pub interval_secs: Option<u64>,
+    pub batch_rows: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -206,6 +218,8 @@ pub struct Config {
     /// Under this many free bytes on the database's filesystem, new work is refused.
     pub min_free_bytes: u64,
     pub ingest: IngestConfig,
+    /// How often the retention purge runs (its settings are `database.retention`).
+    pub purge_interval: Duration,
     /// Throttling of failed authentications per client address.
     pub auth_throttle: AuthThrottle,
     pub master_key: MasterKeySource,
@@ -314,7 +328,6 @@ pub struct IngestConfig {
     pub queue_capacity: usize,
     pub batch_max_rows: usize,
     pub batch_linger: Duration,
-    pub retention: Duration,
     pub rejects_keep: u64,
     pub key_refresh: Duration,
     pub key_cache_max_entries: usize,
@@ -527,6 +540,22 @@ impl RawConfig {
             0,
             1 << 50,
         )? as u64;
+        let positions_days = range("ingest.retention_days", self.ingest.retention_days, 365, 1, 36_500)? as u32;
+        let r = self.retention;
+        let retention = trackgate_store::Retention {
+            positions_days,
+            min_positions_days: range(
+                "retention.min_organization_days",
+                r.min_organization_days,
+                1,
+                1,
+                u64::from(positions_days),
+            )? as u32,
+            rejects_days: range("retention.rejects_days", r.rejects_days, 30, 1, 36_500)? as u32,
+            batch_rows: range("retention.batch_rows", r.batch_rows, 5000, 100, 1_000_000)? as u32,
+        };
+        let purge_interval =
+            Duration::from_secs(range("retention.interval_secs", r.interval_secs, 3600, 1, 7 * 86_400)? as u64);
         let database = trackgate_store::OpenOptions {
             url,
             max_connections: range("database.max_connections", d.max_connections.map(u64::from), 8, 2, 256)? as u32,
@@ -552,6 +581,7 @@ impl RawConfig {
                 client_cert: d.postgres_client_cert,
                 client_key: d.postgres_client_key,
             },
+            retention,
         };
         let i = self.ingest;
         let concurrent_batches = if postgres {
@@ -568,9 +598,6 @@ impl RawConfig {
             batch_max_rows: range("ingest.batch_max_rows", i.batch_max_rows, 2000, 1, 100_000)?,
             batch_linger: Duration::from_millis(
                 range("ingest.batch_linger_ms", i.batch_linger_ms, 0, 0, 10_000)? as u64
-            ),
-            retention: Duration::from_secs(
-                range("ingest.retention_days", i.retention_days, 365, 1, 36_500)? as u64 * 86_400,
             ),
             rejects_keep: range("ingest.rejects_keep", i.rejects_keep, 10_000, 0, 100_000_000)? as u64,
             key_refresh: Duration::from_millis(
@@ -736,6 +763,7 @@ impl RawConfig {
             database,
             min_free_bytes,
             ingest,
+            purge_interval,
             auth_throttle,
             master_key,
             grace_period: Duration::from_secs(range(
@@ -776,9 +804,9 @@ impl Config {
         raw.validate_with(get(env::MASTER_KEY), get(env::MQTT_PASSWORD))
     }
 
-    /// Retention in milliseconds, for `ts_out_of_range`.
+    /// The service's positions retention in milliseconds, for `ts_out_of_range`.
     pub fn retention_ms(&self) -> u64 {
-        self.ingest.retention.as_millis() as u64
+        u64::from(self.database.retention.positions_days) * 86_400_000
     }
 }
 

@@ -9,7 +9,9 @@
 //! lock on `positions`: writers to other months are not blocked meanwhile. Nodes making the same
 //! partition at once take turns on an advisory lock and skip what already exists.
 
+use super::retention::RowsByOrg;
 use crate::StoreError;
+use crate::retention::DroppedPartition;
 use sqlx::PgPool;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -150,6 +152,83 @@ impl Partitions {
         known.extend(months.iter().map(|m| (m.start, m.end)));
         Ok(())
     }
+}
+
+impl Partitions {
+    /// Detach and drop the partitions wholly before `before`, each with its rows per
+    /// organization (counted once it is detached, so no writer waits on the count); and the start
+    /// of the oldest partition left.
+    ///
+    /// `DETACH ... CONCURRENTLY` takes no lock that blocks writers of other partitions; it cannot
+    /// run inside a transaction. A detach cut off halfway is finished first (`FINALIZE`). The
+    /// drop then holds the partition-change lock, so a partition a writer attached again
+    /// meanwhile (a record from that month) is left for the next run.
+    pub(crate) async fn drop_before(
+        &self,
+        pool: &PgPool,
+        before: i64,
+    ) -> Result<(Vec<(DroppedPartition, RowsByOrg)>, Option<i64>), StoreError> {
+        let listed: Vec<(String, String, bool)> = sqlx::query_as(
+            "SELECT c.relname::text, pg_get_expr(c.relpartbound, c.oid), i.inhdetachpending FROM pg_inherits i \
+             JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'positions'::regclass",
+        )
+        .fetch_all(pool)
+        .await?;
+        let mut dropped = Vec::new();
+        let mut floor: Option<i64> = None;
+        for (name, bound, pending) in listed {
+            let Some((start, end)) = parse_bound(&bound) else {
+                continue;
+            };
+            if end > before {
+                floor = Some(floor.map_or(start, |f| f.min(start)));
+                continue;
+            }
+            let table = quoted(&name);
+            let detach = if pending { "FINALIZE" } else { "CONCURRENTLY" };
+            sqlx::raw_sql(&format!("ALTER TABLE positions DETACH PARTITION {table} {detach}"))
+                .execute(pool)
+                .await?;
+            let mut tx = pool.begin().await?;
+            sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
+                .bind(LOCK.0)
+                .bind(LOCK.1)
+                .execute(&mut *tx)
+                .await?;
+            let attached: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+                 WHERE i.inhparent = 'positions'::regclass AND c.relname = $1)",
+            )
+            .bind(&name)
+            .fetch_one(&mut *tx)
+            .await?;
+            if attached {
+                floor = Some(floor.map_or(start, |f| f.min(start)));
+                continue;
+            }
+            let by_org: RowsByOrg = sqlx::query_as(&format!(
+                "SELECT da.org_id::text, COUNT(*) FROM {table} p \
+                 LEFT JOIN device_assignments da ON da.device_id = p.device_id GROUP BY da.org_id"
+            ))
+            .fetch_all(&mut *tx)
+            .await?;
+            sqlx::query(&format!("DROP TABLE {table}")).execute(&mut *tx).await?;
+            tx.commit().await?;
+            let rows = by_org.iter().map(|(_, n)| u64::try_from(*n).unwrap_or(0)).sum();
+            tracing::info!(partition = %name, rows, "dropped a positions partition past the retention");
+            dropped.push((DroppedPartition { name, rows }, by_org));
+        }
+        self.known
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, &mut end| end > before);
+        Ok((dropped, floor))
+    }
+}
+
+/// `name` as an SQL identifier.
+fn quoted(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// `FOR VALUES FROM ('1764547200000') TO ('1767225600000')` as `(start, end)`.

@@ -235,10 +235,18 @@ async fn location_reads_use_the_indexes_and_only_the_partitions_of_the_range() {
     // show as never executed. The bulk's two partitions are never scanned whole (the seeded
     // devices' few rows in 1970 may be: a scan of five rows is the planner's right choice).
     let ex = "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) ";
+    // Reads hide what is past each organization's retention.
+    let kept = super::operators::Kept {
+        retention: crate::Retention {
+            positions_days: 36_500,
+            ..Default::default()
+        },
+        now: crate::now_ms(),
+    };
     for vis in [&scoped, &crate::Visibility::everything()] {
-        let one = explain(pool, super::operators::devices_query(ex, vis, Some("bulk-7"))).await;
-        let all = explain(pool, super::operators::devices_query(ex, vis, None)).await;
-        let latest = explain(pool, super::operators::latest_query(ex, vis, None)).await;
+        let one = explain(pool, super::operators::devices_query(ex, vis, Some("bulk-7"), kept)).await;
+        let all = explain(pool, super::operators::devices_query(ex, vis, None, kept)).await;
+        let latest = explain(pool, super::operators::latest_query(ex, vis, None, kept)).await;
         for (name, p) in [("device", &one), ("devices", &all), ("latest", &latest)] {
             let scans: Vec<&str> = p
                 .lines()

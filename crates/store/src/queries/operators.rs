@@ -11,6 +11,7 @@ use crate::access::{
 };
 use crate::batch::{SPAN_MS, span_of};
 use crate::columns::measurement_columns;
+use crate::retention::{self, Retention};
 use crate::rules::{check_id, check_text, checked_rule};
 use sqlx::{QueryBuilder, Row as _};
 use std::sync::LazyLock;
@@ -96,19 +97,48 @@ fn assigned_with_latest() -> String {
     )
 }
 
+/// ` AND {ts} >= <the cutoff of organization o's retention at kept.now>`: what the retention of
+/// the device's organization (`o`) still shows.
+fn push_kept(b: &mut QueryBuilder<'_, Db>, ts: &str, kept: Kept) {
+    b.push(format!(" AND {ts} >= CASE WHEN o.positions_retention_days < "))
+        .push_bind(i64::from(kept.retention.positions_days))
+        .push(" THEN ")
+        .push_bind(kept.now)
+        .push(" - o.positions_retention_days * 86400000 ELSE ")
+        .push_bind(retention::cutoff(kept.now, kept.retention.positions_days))
+        .push(" END");
+}
+
+/// A read's retention and clock: positions past their organization's retention are not shown.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Kept {
+    pub retention: Retention,
+    pub now: i64,
+}
+
 /// The visible devices (one when `id` is given) with their latest fix and newest record.
-pub(super) fn devices_query<'a>(prefix: &str, vis: &'a Visibility, id: Option<&'a str>) -> QueryBuilder<'a, Db> {
+pub(super) fn devices_query<'a>(
+    prefix: &str,
+    vis: &'a Visibility,
+    id: Option<&'a str>,
+    kept: Kept,
+) -> QueryBuilder<'a, Db> {
     let mut b = QueryBuilder::new(prefix);
     b.push(assigned_with_latest());
     b.push(
         ", r.ts AS r_ts, r.bat AS r_bat, r.tmp AS r_tmp \
          FROM device_assignments da \
-         LEFT JOIN latest_positions l ON l.device_id = da.device_id \
-         LEFT JOIN position_spans s ON s.device_id = da.device_id \
-           AND s.hour = (SELECT MAX(m.hour) FROM position_spans m WHERE m.device_id = da.device_id) \
-         LEFT JOIN positions r ON r.device_id = da.device_id AND r.seq = s.newest_seq AND r.ts = s.newest_ts \
-         WHERE TRUE",
+         JOIN organizations o ON o.id = da.org_id \
+         LEFT JOIN latest_positions l ON l.device_id = da.device_id",
     );
+    push_kept(&mut b, "l.ts", kept);
+    b.push(
+        " LEFT JOIN position_spans s ON s.device_id = da.device_id \
+           AND s.hour = (SELECT MAX(m.hour) FROM position_spans m WHERE m.device_id = da.device_id) \
+         LEFT JOIN positions r ON r.device_id = da.device_id AND r.seq = s.newest_seq AND r.ts = s.newest_ts",
+    );
+    push_kept(&mut b, "r.ts", kept);
+    b.push(" WHERE TRUE");
     push_visible(&mut b, vis);
     match id {
         Some(id) => b.push(" AND da.device_id = ").push_bind(id),
@@ -118,10 +148,19 @@ pub(super) fn devices_query<'a>(prefix: &str, vis: &'a Visibility, id: Option<&'
 }
 
 /// Latest fixes of visible devices inside `bbox`.
-pub(super) fn latest_query<'a>(prefix: &str, vis: &'a Visibility, bbox: Option<BBox>) -> QueryBuilder<'a, Db> {
+pub(super) fn latest_query<'a>(
+    prefix: &str,
+    vis: &'a Visibility,
+    bbox: Option<BBox>,
+    kept: Kept,
+) -> QueryBuilder<'a, Db> {
     let mut b = QueryBuilder::new(prefix);
     b.push(assigned_with_latest());
-    b.push(" FROM device_assignments da JOIN latest_positions l ON l.device_id = da.device_id WHERE TRUE");
+    b.push(
+        " FROM device_assignments da JOIN organizations o ON o.id = da.org_id \
+         JOIN latest_positions l ON l.device_id = da.device_id WHERE TRUE",
+    );
+    push_kept(&mut b, "l.ts", kept);
     if let Some(bb) = bbox {
         b.push(" AND l.lat >= ").push_bind(bb.south);
         b.push(" AND l.lat <= ").push_bind(bb.north);
@@ -261,7 +300,8 @@ impl Handle {
     }
 
     pub(crate) async fn organizations(&self, only: Option<&[String]>) -> Result<Vec<Organization>, StoreError> {
-        let mut b = QueryBuilder::new("SELECT id, name, created_ms FROM organizations WHERE TRUE");
+        let mut b =
+            QueryBuilder::new("SELECT id, name, created_ms, positions_retention_days FROM organizations WHERE TRUE");
         if let Some(ids) = only {
             if ids.is_empty() {
                 return Ok(Vec::new());
@@ -277,13 +317,38 @@ impl Handle {
         let rows = b.build().fetch_all(&self.pool).await?;
         rows.iter()
             .map(|r| {
+                let chosen: Option<i64> = r.try_get("positions_retention_days")?;
+                let chosen = chosen.map(|d| u32::try_from(d).unwrap_or(u32::MAX));
                 Ok(Organization {
                     id: r.try_get("id")?,
                     name: r.try_get("name")?,
                     created_ms: r.try_get("created_ms")?,
+                    positions_retention_days: chosen,
+                    positions_kept_days: self.retention.positions_days_for(chosen),
                 })
             })
             .collect()
+    }
+
+    /// Keep `org`'s positions for `days` (within the operator's bounds), or for the service's
+    /// retention (`None`).
+    pub(crate) async fn set_positions_retention(
+        &self,
+        org: &str,
+        days: Option<u32>,
+        audit: &AuditEntry,
+    ) -> Result<(), StoreError> {
+        if let Some(d) = days {
+            self.retention.check_choice(d)?;
+        }
+        let mut tx = self.pool.begin_with(super::BEGIN_WRITE).await?;
+        Self::require_org(&mut tx, org).await?;
+        sqlx::query("UPDATE organizations SET positions_retention_days = $1 WHERE id = $2")
+            .bind(days.map(i64::from))
+            .bind(org)
+            .execute(&mut *tx)
+            .await?;
+        commit_audited(tx, audit).await
     }
 
     pub(crate) async fn add_order_group(
@@ -603,11 +668,38 @@ impl Handle {
         Ok(out)
     }
 
+    /// The retention reads apply now.
+    fn kept(&self) -> Kept {
+        Kept {
+            retention: self.retention,
+            now: crate::now_ms(),
+        }
+    }
+
+    /// The oldest `ts` of `device` that its organization's retention (or the service's, for a
+    /// device assigned to none) still shows.
+    pub(crate) async fn device_cutoff(&self, device: &str) -> Result<i64, StoreError> {
+        let chosen: Option<Option<i64>> = sqlx::query_scalar(
+            "SELECT o.positions_retention_days FROM device_assignments da \
+             JOIN organizations o ON o.id = da.org_id WHERE da.device_id = $1",
+        )
+        .bind(device)
+        .fetch_optional(&self.pool)
+        .await?;
+        let days = self
+            .retention
+            .positions_days_for(chosen.flatten().map(|d| u32::try_from(d).unwrap_or(u32::MAX)));
+        Ok(retention::cutoff(crate::now_ms(), days))
+    }
+
     pub(crate) async fn devices(&self, vis: &Visibility, id: Option<&str>) -> Result<Vec<DeviceView>, StoreError> {
         if vis.is_nothing() {
             return Ok(Vec::new());
         }
-        let rows = devices_query("", vis, id).build().fetch_all(&self.pool).await?;
+        let rows = devices_query("", vis, id, self.kept())
+            .build()
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(device_view).collect()
     }
 
@@ -629,7 +721,10 @@ impl Handle {
         if vis.is_nothing() {
             return Ok(Vec::new());
         }
-        let rows = latest_query("", vis, bbox).build().fetch_all(&self.pool).await?;
+        let rows = latest_query("", vis, bbox, self.kept())
+            .build()
+            .fetch_all(&self.pool)
+            .await?;
         let mut out = Vec::with_capacity(rows.len());
         for r in &rows {
             if let Some(f) = fix(r, &LATEST_FIX)? {
@@ -647,6 +742,8 @@ impl Handle {
         after: Option<TrackCursor>,
         limit: u32,
     ) -> Result<TrackPage, StoreError> {
+        // Nothing from before the device's retention.
+        let from_ms = from_ms.max(self.device_cutoff(device).await?);
         // Resume after the cursor: a higher start bound, and past the cursor's seq at that ts.
         let (start, after_seq) = match after {
             Some(c) if c.ts >= from_ms => (c.ts, c.seq),

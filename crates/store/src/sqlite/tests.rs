@@ -60,6 +60,11 @@ async fn a_database_from_before_spans_is_moved_forward_at_open() {
         max_connections: 2,
         sqlite: SqliteOptions::default(),
         postgres: crate::PostgresOptions::default(),
+        // The rows are from 1970: kept.
+        retention: crate::Retention {
+            positions_days: 36_500,
+            ..Default::default()
+        },
     };
     let s = Store::open(&opts, MasterKey::from_bytes(&[3; 32])).await.unwrap();
     let db = s.sqlite_for_tests();
@@ -194,10 +199,18 @@ async fn location_reads_use_the_indexes_on_a_million_positions() {
         order_groups: vec![("acme".into(), "north".into())],
     };
     let explain = "EXPLAIN QUERY PLAN ";
+    // Reads hide what is past each organization's retention.
+    let kept = operators::Kept {
+        retention: crate::Retention {
+            positions_days: 36_500,
+            ..Default::default()
+        },
+        now: crate::now_ms(),
+    };
     for vis in [&scoped, &Visibility::everything()] {
-        let devices = plan(&db.pool, operators::devices_query(explain, vis, None)).await;
-        let one = plan(&db.pool, operators::devices_query(explain, vis, Some("bulk-7"))).await;
-        let latest = plan(&db.pool, operators::latest_query(explain, vis, None)).await;
+        let devices = plan(&db.pool, operators::devices_query(explain, vis, None, kept)).await;
+        let one = plan(&db.pool, operators::devices_query(explain, vis, Some("bulk-7"), kept)).await;
+        let latest = plan(&db.pool, operators::latest_query(explain, vis, None, kept)).await;
         for (name, p) in [("devices", &devices), ("device", &one), ("latest", &latest)] {
             for scan in [
                 "SCAN r",

@@ -7,6 +7,7 @@ use crate::{MasterKey, OpenOptions, PostgresOptions, SqliteOptions, Store, Store
 use trackgate_e2e::postgres::Postgres;
 
 pub(crate) mod operators;
+mod retention;
 pub(crate) mod store;
 
 /// A database to test against, and what it lives in.
@@ -43,6 +44,11 @@ impl TestDb {
                 ..Default::default()
             },
             postgres: PostgresOptions::default(),
+            // Test rows are from 1970 on: all of them kept unless a test says otherwise.
+            retention: crate::Retention {
+                positions_days: 36_500,
+                ..Default::default()
+            },
         }
     }
 

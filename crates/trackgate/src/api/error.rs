@@ -28,7 +28,9 @@ impl From<StoreError> for ApiFailure {
             StoreError::Exists { .. } | StoreError::IdTaken(_) | StoreError::KeyExists { .. } => {
                 ApiFailure::Conflict(e.to_string())
             }
-            StoreError::InvalidId { .. } | StoreError::InvalidText { .. } => ApiFailure::BadRequest(e.to_string()),
+            StoreError::InvalidId { .. } | StoreError::InvalidText { .. } | StoreError::OutOfRange { .. } => {
+                ApiFailure::BadRequest(e.to_string())
+            }
             other => {
                 tracing::error!(error = %other, "operators' API: database error");
                 ApiFailure::Unavailable

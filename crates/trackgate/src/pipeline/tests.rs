@@ -46,6 +46,7 @@ async fn store(dir: &std::path::Path) -> Store {
             ..Default::default()
         },
         postgres: Default::default(),
+        retention: Default::default(),
     };
     Store::open(&opts, MasterKey::from_bytes(&[3; 32])).await.unwrap()
 }

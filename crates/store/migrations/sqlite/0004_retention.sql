@@ -1,0 +1,3 @@
+-- An organization may keep its positions for less than the service's retention
+-- (`ingest.retention_days`); NULL keeps them for exactly that long.
+ALTER TABLE organizations ADD COLUMN positions_retention_days INTEGER;
