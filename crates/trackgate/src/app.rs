@@ -191,6 +191,12 @@ pub async fn serve_until(config: Config, shutdown: CancellationToken) -> anyhow:
             }
         }
     });
+    tasks.spawn(purge_now_and_then(
+        store.clone(),
+        metrics.clone(),
+        config.purge_interval,
+        background.clone(),
+    ));
 
     let throttle = Arc::new(FailureThrottle::new(config.auth_throttle, metrics.clone()));
     let sweeper = throttle.clone();
@@ -343,6 +349,40 @@ const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Committed batches a live stream may fall behind by before it is closed.
 const FEED_BATCHES: usize = 1024;
+
+/// The retention purge every `every` (the first one `every` after start), counted and logged.
+async fn purge_now_and_then(
+    store: trackgate_store::Store,
+    metrics: Metrics,
+    every: std::time::Duration,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.cancelled() => return,
+        }
+        let outcome = match store.purge(trackgate_store::now_ms()).await {
+            Ok(Some(report)) => {
+                metrics.purged(&report);
+                tracing::info!(
+                    positions = report.positions(),
+                    partitions = report.partitions.len(),
+                    rejects = report.rejects,
+                    millis = report.finished_ms - report.started_ms,
+                    "retention purge done"
+                );
+                "done"
+            }
+            Ok(None) => "skipped",
+            Err(e) => {
+                tracing::warn!(error = %e, "retention purge failed; it is tried again at the next interval");
+                "failed"
+            }
+        };
+        metrics.purges.with_label_values(&[outcome]).inc();
+    }
+}
 
 /// The operators' sign-in: configured issuers, and the dev key where dev tokens are trusted.
 fn operator_auth(config: &Config) -> anyhow::Result<Auth> {

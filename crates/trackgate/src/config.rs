@@ -839,6 +839,26 @@ mod tests {
     }
 
     #[test]
+    fn retention_settings_reach_the_store_and_an_organizations_floor_is_under_the_service_retention() {
+        let c = parse(
+            "mode = \"dev\"\n[ingest]\nretention_days = 90\n[retention]\nmin_organization_days = 7\n\
+             rejects_days = 14\ninterval_secs = 60\nbatch_rows = 1000",
+        )
+        .unwrap();
+        let r = c.database.retention;
+        assert_eq!(
+            (r.positions_days, r.min_positions_days, r.rejects_days, r.batch_rows),
+            (90, 7, 14, 1000)
+        );
+        assert_eq!(c.purge_interval, Duration::from_secs(60));
+        assert_eq!(c.retention_ms(), 90 * 86_400_000);
+        let e = parse("mode = \"dev\"\n[ingest]\nretention_days = 30\n[retention]\nmin_organization_days = 31")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "`retention.min_organization_days` must be between 1 and 30, not 31");
+    }
+
+    #[test]
     fn unknown_keys_are_named() {
         let e = parse("mode = \"dev\"\n[http]\nlisten_on = \"x\"")
             .unwrap_err()

@@ -65,6 +65,13 @@ pub struct Metrics {
     pub build_info: IntGaugeVec,
     /// The HTTPS certificate's `notAfter`, Unix seconds.
     pub tls_not_after: IntGauge,
+    /// Retention purges, by outcome (`done`, `skipped` while another node purges, `failed`).
+    pub purges: IntCounterVec,
+    /// Rows the retention purge removed, by table and organization (`""`: none).
+    pub purged_rows: IntCounterVec,
+    pub purged_partitions: IntCounter,
+    /// When a purge last finished, Unix seconds.
+    pub purge_last_success: IntGauge,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -293,8 +300,35 @@ impl Metrics {
                 "trackgate_tls_certificate_expiry_timestamp_seconds",
                 "notAfter of the HTTPS listener's certificate, in Unix seconds.",
             ),
+            purges: counter_vec(
+                "trackgate_retention_purges_total",
+                "Retention purges, by outcome: done, skipped (another node was purging), failed.",
+                &["outcome"],
+            ),
+            purged_rows: counter_vec(
+                "trackgate_retention_deleted_rows_total",
+                "Rows the retention purge removed, by table (positions, latest_positions, rejects) and organization.",
+                &["table", "org"],
+            ),
+            purged_partitions: {
+                let c = IntCounter::new(
+                    "trackgate_retention_dropped_partitions_total",
+                    "Whole positions partitions the retention purge dropped (PostgreSQL).",
+                )
+                .expect("valid metric");
+                registry.register(Box::new(c.clone())).expect("unique metric");
+                c
+            },
+            purge_last_success: gauge(
+                "trackgate_retention_last_success_timestamp_seconds",
+                "When the last retention purge finished, Unix seconds; 0 before the first.",
+            ),
             registry,
         };
+        for o in ["done", "skipped", "failed"] {
+            m.purges.with_label_values(&[o]);
+        }
+        m.purged_rows.with_label_values(&["rejects", ""]);
         // Every bounded label value exists from the start, so a scrape shows zeros, not gaps.
         for o in ["received", "acknowledged", "redelivery_expected"] {
             m.mqtt_messages.with_label_values(&[o]);
@@ -330,6 +364,24 @@ impl Metrics {
             }
         }
         m
+    }
+
+    /// Count what a purge removed.
+    pub fn purged(&self, report: &trackgate_store::PurgeReport) {
+        for o in &report.organizations {
+            let org = o.org_id.as_deref().unwrap_or("");
+            self.purged_rows
+                .with_label_values(&["positions", org])
+                .inc_by(o.positions);
+            self.purged_rows
+                .with_label_values(&["latest_positions", org])
+                .inc_by(o.latest);
+        }
+        self.purged_rows
+            .with_label_values(&["rejects", ""])
+            .inc_by(report.rejects);
+        self.purged_partitions.inc_by(report.partitions.len() as u64);
+        self.purge_last_success.set(report.finished_ms / 1000);
     }
 
     /// The text exposition format.

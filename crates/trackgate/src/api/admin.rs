@@ -85,6 +85,28 @@ pub async fn add_org(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct OrgRetention {
+    /// Days, or `null` for the service's retention.
+    positions_days: Option<u32>,
+}
+
+/// `PUT /v1/admin/orgs/{org}/retention {"positions_days": 30}` (or `null`): how long the
+/// organization's positions are kept, within the operator's bounds (400 names them).
+pub async fn set_retention(
+    State(s): State<ApiState>,
+    caller: Caller,
+    Path(org): Path<String>,
+    bytes: Bytes,
+) -> Result<Json<Value>, ApiFailure> {
+    let b: OrgRetention = body(&bytes)?;
+    let days = b.positions_days.map_or_else(|| "default".to_owned(), |d| d.to_string());
+    let audit = org_admin(&caller, &org, "retention.set", Some(format!("positions_days={days}")))?;
+    s.store.set_positions_retention(&org, b.positions_days, &audit).await?;
+    Ok(Json(json!({"ok": true})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DeviceOrg {
     org: String,
 }

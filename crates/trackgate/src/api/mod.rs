@@ -61,6 +61,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/positions/latest", get(location::latest))
         .route("/v1/stream", get(location::stream))
         .route("/v1/admin/orgs", get(admin::list_orgs).post(admin::add_org))
+        .route("/v1/admin/orgs/{org}/retention", put(admin::set_retention))
         .route("/v1/admin/devices/{id}/org", put(admin::assign_device))
         .route(
             "/v1/admin/orgs/{org}/order-groups",

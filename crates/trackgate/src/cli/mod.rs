@@ -75,6 +75,9 @@ pub enum DbCommand {
     /// Copy every table into another database (for example from the Quick start's SQLite file
     /// into PostgreSQL), with progress; resumable; ends with each table's counts compared.
     Copy(copy::CopyArgs),
+    /// Remove now what is past its retention (the server does it every `retention.interval_secs`);
+    /// prints what was removed as JSON.
+    Purge,
 }
 
 #[derive(Debug, Args)]
@@ -273,7 +276,11 @@ async fn provision(store: &Store, command: Command) -> anyhow::Result<()> {
         Command::Rule(c) => operators::rule(store, c).await?,
         Command::Audit { org, limit } => operators::audit(store, org.as_deref(), limit).await?,
         Command::DevToken(_) => unreachable!("dev-token needs no database"),
-        Command::Db(_) => unreachable!("db commands open their own databases"),
+        Command::Db(DbCommand::Purge) => match store.purge(trackgate_store::now_ms()).await? {
+            Some(report) => println!("{}", serde_json::to_string(&report)?),
+            None => anyhow::bail!("another node is purging now; try again later"),
+        },
+        Command::Db(DbCommand::Copy(_)) => unreachable!("db copy opens its own databases"),
         Command::Key(c) => match c {
             KeyCommand::Generate { owner, kid } => {
                 let mut bytes = [0u8; 32];

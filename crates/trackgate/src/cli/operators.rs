@@ -16,6 +16,9 @@ pub enum OrgCommand {
     },
     /// List organizations.
     List,
+    /// Keep an organization's positions for DAYS (from `retention.min_organization_days` to
+    /// `ingest.retention_days`), or `default` for the service's retention.
+    Retention { id: String, days: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -163,6 +166,18 @@ pub async fn org(store: &Store, c: OrgCommand) -> anyhow::Result<()> {
             for o in store.organizations(None).await? {
                 println!("{}", serde_json::to_string(&o)?);
             }
+        }
+        OrgCommand::Retention { id, days } => {
+            let chosen = match days.as_str() {
+                "default" => None,
+                d => Some(
+                    d.parse::<u32>()
+                        .map_err(|_| anyhow::anyhow!("DAYS must be a number of days or `default`, not {d:?}"))?,
+                ),
+            };
+            let audit = cli_audit("retention.set", Some(&id), Some(format!("positions_days={days}")));
+            store.set_positions_retention(&id, chosen, &audit).await?;
+            eprintln!("organization {id} keeps positions for {days} days");
         }
     }
     Ok(())
