@@ -437,6 +437,45 @@ async fn a_job_another_node_is_running_is_skipped() {
     assert_eq!(s.prune_rejects(3).await.unwrap(), 7);
 }
 
+/// The purge holds its lock for the whole run, across its many transactions: while another node
+/// holds it, a purge is skipped; a purge that ran releases it (the next one runs).
+#[tokio::test]
+async fn a_purge_runs_on_one_node_at_a_time() {
+    let db = TestDb::postgres();
+    let s = db.open().await;
+    let old = crate::now_ms() - 40_000 * crate::retention::DAY_MS;
+    s.write_batch(&[], &rejects(3, "A")).await.unwrap();
+    s.execute_for_tests(&format!("UPDATE rejects SET received_ms = {old}"))
+        .await
+        .unwrap();
+    let pool = &s.postgres_for_tests().pool;
+    let mut other = pool.acquire().await.unwrap();
+    sqlx::query("SELECT pg_advisory_lock($1, 3)")
+        .bind(super::JOB_LOCKS)
+        .execute(&mut *other)
+        .await
+        .unwrap();
+    assert!(
+        s.purge(crate::now_ms()).await.unwrap().is_none(),
+        "skipped while another node purges"
+    );
+    assert_eq!(s.recent_rejects(100).await.unwrap().len(), 3);
+    sqlx::query("SELECT pg_advisory_unlock($1, 3)")
+        .bind(super::JOB_LOCKS)
+        .execute(&mut *other)
+        .await
+        .unwrap();
+    let report = s.purge(crate::now_ms()).await.unwrap().expect("the lock is free");
+    assert_eq!(report.rejects, 3);
+    // Released after the run: a purge right after runs too.
+    assert!(s.purge(crate::now_ms()).await.unwrap().is_some());
+    let held: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 3")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(held, 0);
+}
+
 /// Without an sslmode in the URL, the server's certificate is verified against the configured
 /// CA (and its host name): a server whose certificate another CA signed is refused.
 #[tokio::test]
