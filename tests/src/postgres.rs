@@ -178,6 +178,35 @@ impl Postgres {
         Ok(String::from_utf8(out.stdout)?)
     }
 
+    /// `pg_dump` of database `from` (custom format, over TLS as an operator would run it) restored
+    /// with `pg_restore` into the existing, empty database `to`: README, "Data lifecycle".
+    pub fn dump_and_restore(&self, from: &str, to: &str) -> anyhow::Result<()> {
+        let file = self.dir.join(format!("{from}.dump"));
+        let out = Command::new(bin("pg_dump")?)
+            .args(["--format=custom", "--file"])
+            .arg(&file)
+            .arg(self.url(from))
+            .output()
+            .context("pg_dump")?;
+        anyhow::ensure!(
+            out.status.success(),
+            "pg_dump: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = Command::new(bin("pg_restore")?)
+            .args(["--no-owner", "--exit-on-error", "--dbname"])
+            .arg(self.url(to))
+            .arg(&file)
+            .output()
+            .context("pg_restore")?;
+        anyhow::ensure!(
+            out.status.success(),
+            "pg_restore: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
+    }
+
     /// A fresh, empty database.
     pub fn create_database(&self, db: &str) -> anyhow::Result<()> {
         self.psql("postgres", &format!("CREATE DATABASE \"{db}\""))?;

@@ -30,6 +30,10 @@ pub enum StoreError {
         min: i64,
         max: i64,
     },
+    #[error("{0} works on SQLite databases only; on PostgreSQL use pg_dump or base backups (README: Data lifecycle)")]
+    SqliteOnly(&'static str),
+    #[error("{0}")]
+    Refused(String),
     #[error("the master key does not open the secrets in this database (wrong key?)")]
     WrongMasterKey,
     #[error("the database is not as the write path left it: {0}")]

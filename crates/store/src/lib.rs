@@ -187,6 +187,29 @@ impl Store {
         dispatch!(self, db => db.purge(now_ms).await)
     }
 
+    /// A consistent copy of the whole SQLite database in `out` (`VACUUM INTO`; `out` must not exist
+    /// or be empty, SQLite refuses anything else), taken while writers go on. Keys stay sealed under the master key, which is not in it.
+    pub async fn backup_to(&self, out: &std::path::Path) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sqlite(db) => db.backup_to(out).await,
+            Backend::Postgres(_) => Err(StoreError::SqliteOnly("a backup by trackgate")),
+        }
+    }
+
+    /// Bring the SQLite backup `from` back as the database of `opts`, which must not exist yet:
+    /// the backup is copied beside it, opened (moved forward by migrations if it is older, and
+    /// checked against `master`), then renamed into place. The file's path.
+    pub async fn restore_sqlite(
+        from: &std::path::Path,
+        opts: &OpenOptions,
+        master: MasterKey,
+    ) -> Result<std::path::PathBuf, StoreError> {
+        if !opts.url.starts_with("sqlite:") {
+            return Err(StoreError::SqliteOnly("a restore by trackgate"));
+        }
+        sqlite::Sqlite::restore(from, opts, master).await
+    }
+
     /// Write one batch in one transaction; the outcome of each row, in order.
     pub async fn write_batch(&self, rows: &[Row], rejects: &[RejectRow]) -> Result<Vec<Outcome>, StoreError> {
         dispatch!(self, db => db.write_batch(rows, rejects).await)

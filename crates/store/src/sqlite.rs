@@ -182,6 +182,54 @@ impl Sqlite {
         Ok(db)
     }
 
+    pub(crate) async fn backup_to(&self, out: &std::path::Path) -> Result<(), StoreError> {
+        let path = out
+            .to_str()
+            .ok_or_else(|| StoreError::Refused(format!("{} is not a UTF-8 path", out.display())))?;
+        sqlx::query("VACUUM INTO $1").bind(path).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub(crate) async fn restore(
+        from: &std::path::Path,
+        opts: &OpenOptions,
+        master: MasterKey,
+    ) -> Result<std::path::PathBuf, StoreError> {
+        let target = SqliteConnectOptions::from_str(&opts.url)?.get_filename().to_path_buf();
+        for f in [target.clone(), with_suffix(&target, "-wal")] {
+            if f.exists() {
+                return Err(StoreError::Refused(format!(
+                    "{} exists: stop trackgate and move the current database away before restoring",
+                    f.display()
+                )));
+            }
+        }
+        if let Some(dir) = target.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(sqlx::Error::Io)?;
+        }
+        let staged = with_suffix(&target, ".restoring");
+        std::fs::copy(from, &staged).map_err(sqlx::Error::Io)?;
+        let check = OpenOptions {
+            url: format!("sqlite://{}", staged.display()),
+            max_connections: 2,
+            ..opts.clone()
+        };
+        let opened = Self::open(&check, master).await;
+        match opened {
+            Ok(db) => db.close().await,
+            Err(e) => {
+                let _ = std::fs::remove_file(&staged);
+                return Err(e);
+            }
+        }
+        // The check left its WAL checkpointed into the file; nothing else belongs with it.
+        for suffix in ["-wal", "-shm"] {
+            let _ = std::fs::remove_file(with_suffix(&staged, suffix));
+        }
+        std::fs::rename(&staged, &target).map_err(sqlx::Error::Io)?;
+        Ok(target)
+    }
+
     /// One table, no partitions: expired positions go row by row.
     pub(crate) async fn drop_partitions_before(
         &self,
@@ -336,6 +384,13 @@ fn bind_measurement<'q>(b: &mut Separated<'_, 'q, sqlx::Sqlite, &'static str>, r
     for value in r.measurement.values() {
         b.push_bind(value);
     }
+}
+
+/// `path` with `suffix` appended to its file name (`trackgate.db` + `-wal`).
+fn with_suffix(path: &std::path::Path, suffix: &str) -> std::path::PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(suffix);
+    std::path::PathBuf::from(s)
 }
 
 #[cfg(test)]

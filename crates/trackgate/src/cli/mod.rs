@@ -1,6 +1,7 @@
 //! The command line: `trackgate serve` and the provisioning commands, which work on the database
 //! directly (a running server picks their changes up within `ingest.key_refresh_ms`).
 
+mod backup;
 mod copy;
 mod import;
 mod operators;
@@ -75,6 +76,12 @@ pub enum DbCommand {
     /// Copy every table into another database (for example from the Quick start's SQLite file
     /// into PostgreSQL), with progress; resumable; ends with each table's counts compared.
     Copy(copy::CopyArgs),
+    /// An online copy of the SQLite database into a new file, taken while trackgate keeps
+    /// ingesting. The master key is not in it.
+    Backup(backup::BackupArgs),
+    /// Bring a backup back as the configured SQLite database, which must not exist yet (stop
+    /// trackgate and move the current one away first). Checked against the master key.
+    Restore(backup::RestoreArgs),
     /// Remove now what is past its retention (the server does it every `retention.interval_secs`);
     /// prints what was removed as JSON.
     Purge,
@@ -215,6 +222,7 @@ pub async fn run(config: &Config, command: Command) -> anyhow::Result<()> {
     match command {
         Command::DevToken(args) => return dev_token(config, args),
         Command::Db(DbCommand::Copy(args)) => return copy::run(config, args).await,
+        Command::Db(DbCommand::Restore(args)) => return backup::restore(config, args).await,
         _ => {}
     }
     let store = app::open_store(config).await?;
@@ -280,7 +288,8 @@ async fn provision(store: &Store, command: Command) -> anyhow::Result<()> {
             Some(report) => println!("{}", serde_json::to_string(&report)?),
             None => anyhow::bail!("another node is purging now; try again later"),
         },
-        Command::Db(DbCommand::Copy(_)) => unreachable!("db copy opens its own databases"),
+        Command::Db(DbCommand::Backup(args)) => backup::backup(store, args).await?,
+        Command::Db(DbCommand::Copy(_) | DbCommand::Restore(_)) => unreachable!("these open their own databases"),
         Command::Key(c) => match c {
             KeyCommand::Generate { owner, kid } => {
                 let mut bytes = [0u8; 32];
