@@ -6,9 +6,10 @@ use std::fmt;
 
 const NONCE_LEN: usize = 12;
 
-/// The 32-byte master key that seals key secrets.
+/// The 32-byte master key that seals key secrets, and the key derived from it that hashes the
+/// audit log's personal data (`crate::audit`).
 #[derive(Clone)]
-pub struct MasterKey(Aes256Gcm);
+pub struct MasterKey(Aes256Gcm, [u8; 32]);
 
 /// A sealed value could not be opened: wrong master key, or the row was tampered with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -17,7 +18,15 @@ pub struct OpenError;
 
 impl MasterKey {
     pub fn from_bytes(bytes: &[u8; 32]) -> Self {
-        Self(Aes256Gcm::new(bytes.into()))
+        use hmac::Mac;
+        let mut mac = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(bytes).expect("HMAC takes any key length");
+        mac.update(b"trackgate audit personal data v1");
+        Self(Aes256Gcm::new(bytes.into()), mac.finalize().into_bytes().into())
+    }
+
+    /// The key of the audit log's pseudonyms.
+    pub(crate) fn audit_key(&self) -> &[u8; 32] {
+        &self.1
     }
 
     /// Parse 64 hex characters.

@@ -31,6 +31,7 @@ macro_rules! dispatch {
 }
 
 pub mod access;
+pub mod audit;
 mod batch;
 mod columns;
 mod copy;
@@ -47,6 +48,7 @@ pub use access::{
     Assignment, AuditEntry, AuditRecord, BBox, DeviceView, Fix, MemberKeys, Membership, OrderGroup, Organization, Role,
     Rule, RuleKind, Scope, TrackCursor, TrackPage, UserGroup, Visibility,
 };
+pub use audit::{AuditFailure, AuditVerdict};
 pub use copy::TableCount;
 pub use crypto::MasterKey;
 pub use error::{FAILURE_KINDS, StoreError};
@@ -458,6 +460,12 @@ impl Store {
     }
 
     /// The audit log, newest first, for one organization or all.
+    /// Walk the audit log's hash chain (of `org`'s entries only, when given) and say where it
+    /// breaks; see [`audit`].
+    pub async fn verify_audit(&self, org: Option<&str>) -> Result<AuditVerdict, StoreError> {
+        dispatch!(self, db => db.verify_audit(org).await)
+    }
+
     pub async fn audit_log(
         &self,
         org: Option<&str>,

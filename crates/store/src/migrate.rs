@@ -20,6 +20,11 @@ pub(crate) const SQLITE: &[Step] = &[
         include_str!("../migrations/sqlite/0003_position_spans.sql"),
     ),
     (4, "retention", include_str!("../migrations/sqlite/0004_retention.sql")),
+    (
+        5,
+        "audit chain",
+        include_str!("../migrations/sqlite/0005_audit_chain.sql"),
+    ),
 ];
 
 pub(crate) const POSTGRES: &[Step] = &[
@@ -28,6 +33,11 @@ pub(crate) const POSTGRES: &[Step] = &[
         2,
         "retention",
         include_str!("../migrations/postgres/0002_retention.sql"),
+    ),
+    (
+        3,
+        "audit chain",
+        include_str!("../migrations/postgres/0003_audit_chain.sql"),
     ),
 ];
 

@@ -47,6 +47,9 @@ use trackgate_proto::Measurement;
 
 // The SQL both backends speak (`queries/`), compiled against this backend's sqlx driver.
 #[allow(clippy::duplicate_mod)]
+#[path = "queries/audit.rs"]
+mod audit;
+#[allow(clippy::duplicate_mod)]
 #[path = "queries/copy.rs"]
 mod copy;
 #[allow(clippy::duplicate_mod)]
@@ -75,10 +78,13 @@ const SERIALIZE_CHANGE_LOG: Option<&str> = Some("LOCK TABLE principal_changes IN
 /// Transactions that write begin as any other.
 const BEGIN_WRITE: &str = "BEGIN";
 /// The advisory locks (two-key space, apart from the per-device locks) of jobs that run once
-/// across the nodes: 1 partition changes, 2 pruning rejects, 3 the retention purge.
+/// across the nodes: 1 partition changes, 2 pruning rejects, 3 the retention purge, 4 appending to
+/// the audit log.
 pub(crate) const JOB_LOCKS: i32 = 0x7467_6174;
 /// A background job's lock for the transaction, if no other node holds it (`$1`: the job).
 const TRY_JOB_LOCK: Option<&str> = Some("SELECT pg_try_advisory_xact_lock(1952932212, $1)");
+/// Writers of the audit log take turns until they commit, so each entry links to the one before.
+const SERIALIZE_AUDIT: Option<&str> = Some("SELECT pg_advisory_xact_lock(1952932212, 4)");
 /// A job that runs many transactions holds its lock for the session, on a connection of its own
 /// (`$1`: the job): taken if no other node holds it, and released.
 const SESSION_JOB_LOCK: Option<(&str, &str)> = Some((
@@ -240,6 +246,7 @@ impl Postgres {
             retention: opts.retention,
         };
         db.check_master_key().await?;
+        db.seal_audit_log().await?;
         db.partitions.load(&db.pool).await?;
         db.prepare_partitions(crate::now_ms()).await?;
         Ok(db)

@@ -29,6 +29,8 @@ pub struct Retention {
     pub rejects_days: u32,
     /// Rows a purge deletes per transaction, about.
     pub batch_rows: u32,
+    /// The audit log's personal fields are replaced by their pseudonyms after this many days.
+    pub audit_personal_days: u32,
 }
 
 impl Default for Retention {
@@ -38,6 +40,7 @@ impl Default for Retention {
             min_positions_days: 1,
             rejects_days: 30,
             batch_rows: 5000,
+            audit_personal_days: 30,
         }
     }
 }
@@ -79,6 +82,8 @@ pub struct PurgeReport {
     pub partitions: Vec<DroppedPartition>,
     /// Rejected records removed.
     pub rejects: u64,
+    /// Audit entries whose personal fields were replaced by pseudonyms.
+    pub audit_pseudonymized: u64,
 }
 
 impl PurgeReport {

@@ -17,6 +17,9 @@ use std::time::Duration;
 
 // The SQL both backends speak (`queries/`), compiled against this backend's sqlx driver.
 #[allow(clippy::duplicate_mod)]
+#[path = "queries/audit.rs"]
+mod audit;
+#[allow(clippy::duplicate_mod)]
 #[path = "queries/copy.rs"]
 mod copy;
 #[allow(clippy::duplicate_mod)]
@@ -44,6 +47,8 @@ const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
 /// One writer at a time: jobs need no lock of their own.
 const TRY_JOB_LOCK: Option<&str> = None;
 const SESSION_JOB_LOCK: Option<(&str, &str)> = None;
+/// The one writer appends to the audit log in turn anyway.
+const SERIALIZE_AUDIT: Option<&str> = None;
 /// A copy writes generated ids as given, and SQLite moves its counter past them by itself.
 const INSERT_KEEPING_IDS: &str = "";
 const SYNC_IDENTITY: Option<&str> = None;
@@ -179,6 +184,7 @@ impl Sqlite {
             retention: opts.retention,
         };
         db.check_master_key().await?;
+        db.seal_audit_log().await?;
         Ok(db)
     }
 

@@ -31,29 +31,13 @@ fn unique_or(e: sqlx::Error, kind: &'static str, id: &str) -> StoreError {
     }
 }
 
-/// Append one audit row inside the caller's transaction.
-pub(super) async fn append_audit(conn: &mut Conn, e: &AuditEntry) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO audit_log (at_ms, actor, actor_email, org_id, action, target, detail, remote_addr, override) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-    )
-    .bind(crate::now_ms())
-    .bind(&e.actor)
-    .bind(&e.actor_email)
-    .bind(&e.org_id)
-    .bind(&e.action)
-    .bind(&e.target)
-    .bind(&e.detail)
-    .bind(&e.remote_addr)
-    .bind(e.over_ride)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
 /// Append the change's audit row and commit both together.
-async fn commit_audited(mut tx: sqlx::Transaction<'_, Db>, audit: &AuditEntry) -> Result<(), StoreError> {
-    append_audit(&mut tx, audit).await?;
+async fn commit_audited(
+    mut tx: sqlx::Transaction<'_, Db>,
+    master: &crate::MasterKey,
+    audit: &AuditEntry,
+) -> Result<(), StoreError> {
+    super::audit::append_audit(&mut tx, master, audit).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -296,7 +280,7 @@ impl Handle {
             .execute(&mut *tx)
             .await
             .map_err(|e| unique_or(e, "organization", id))?;
-        commit_audited(tx, audit).await
+        commit_audited(tx, &self.master, audit).await
     }
 
     pub(crate) async fn organizations(&self, only: Option<&[String]>) -> Result<Vec<Organization>, StoreError> {
@@ -348,7 +332,7 @@ impl Handle {
             .bind(org)
             .execute(&mut *tx)
             .await?;
-        commit_audited(tx, audit).await
+        commit_audited(tx, &self.master, audit).await
     }
 
     pub(crate) async fn add_order_group(
@@ -370,7 +354,7 @@ impl Handle {
             .execute(&mut *tx)
             .await
             .map_err(|e| unique_or(e, "order group", &format!("{org}/{id}")))?;
-        commit_audited(tx, audit).await
+        commit_audited(tx, &self.master, audit).await
     }
 
     pub(crate) async fn order_groups(&self, org: &str) -> Result<Vec<OrderGroup>, StoreError> {
@@ -416,7 +400,7 @@ impl Handle {
         .bind(crate::now_ms())
         .execute(&mut *tx)
         .await?;
-        commit_audited(tx, audit).await
+        commit_audited(tx, &self.master, audit).await
     }
 
     /// Set a device's order group and shipment within its organization.
@@ -453,7 +437,7 @@ impl Handle {
                 id: format!("{}/{device}", a.org_id),
             });
         }
-        commit_audited(tx, audit).await
+        commit_audited(tx, &self.master, audit).await
     }
 
     pub(crate) async fn add_user_group(&self, g: &UserGroup, audit: &AuditEntry) -> Result<(), StoreError> {
@@ -490,7 +474,7 @@ impl Handle {
         for rule in &g.rules {
             Self::insert_rule(&mut tx, &g.org_id, &g.id, rule).await?;
         }
-        commit_audited(tx, audit).await
+        commit_audited(tx, &self.master, audit).await
     }
 
     pub(crate) async fn remove_user_group(&self, org: &str, id: &str, audit: &AuditEntry) -> Result<(), StoreError> {
@@ -504,7 +488,7 @@ impl Handle {
         ] {
             sqlx::query(sql).bind(org).bind(id).execute(&mut *tx).await?;
         }
-        commit_audited(tx, audit).await
+        commit_audited(tx, &self.master, audit).await
     }
 
     async fn insert_rule(conn: &mut Conn, org: &str, group: &str, rule: &Rule) -> Result<(), StoreError> {
@@ -533,7 +517,7 @@ impl Handle {
         let mut tx = self.pool.begin_with(super::BEGIN_WRITE).await?;
         Self::require_user_group(&mut tx, org, group).await?;
         Self::insert_rule(&mut tx, org, group, rule).await?;
-        commit_audited(tx, audit).await
+        commit_audited(tx, &self.master, audit).await
     }
 
     pub(crate) async fn remove_rule(
@@ -560,7 +544,7 @@ impl Handle {
                 id: format!("{org}/{group} {} {value}", rule.kind.as_str()),
             });
         }
-        commit_audited(tx, audit).await
+        commit_audited(tx, &self.master, audit).await
     }
 
     pub(crate) async fn user_groups(&self, org: &str) -> Result<Vec<UserGroup>, StoreError> {
@@ -794,8 +778,10 @@ impl Handle {
     }
 
     pub(crate) async fn audit(&self, e: &AuditEntry) -> Result<(), StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        append_audit(&mut conn, e).await
+        // In a transaction that writes: the chain's link to the entry before is read and
+        // written under one lock.
+        let tx = self.pool.begin_with(super::BEGIN_WRITE).await?;
+        commit_audited(tx, &self.master, e).await
     }
 
     pub(crate) async fn audit_log(

@@ -112,6 +112,9 @@ impl Handle {
             g.latest = self.purge_latest(&devices, g.cutoff_ms).await?;
         }
         let rejects = self.purge_rejects(cutoff(now, r.rejects_days)).await?;
+        let audit_pseudonymized = self
+            .pseudonymize_audit_log(super::audit::personal_cutoff(now, &r))
+            .await?;
 
         let report = PurgeReport {
             started_ms,
@@ -119,6 +122,7 @@ impl Handle {
             organizations: groups,
             partitions: partitions.into_iter().map(|(p, _)| p).collect(),
             rejects,
+            audit_pseudonymized,
         };
         self.audit_purge(&report).await?;
         Ok(report)
@@ -274,11 +278,11 @@ impl Handle {
                     "positions": g.positions,
                     "latest_positions": g.latest,
                 });
-                super::operators::append_audit(&mut tx, &entry(Some(org.clone()), detail)).await?;
+                super::audit::append_audit(&mut tx, &self.master, &entry(Some(org.clone()), detail)).await?;
             }
         }
         let run = serde_json::to_value(report).map_err(|e| StoreError::Inconsistent(e.to_string()))?;
-        super::operators::append_audit(&mut tx, &entry(None, run)).await?;
+        super::audit::append_audit(&mut tx, &self.master, &entry(None, run)).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -6,6 +6,7 @@
 use crate::{MasterKey, OpenOptions, PostgresOptions, SqliteOptions, Store, StoreError};
 use trackgate_e2e::postgres::Postgres;
 
+mod audit;
 pub(crate) mod operators;
 mod retention;
 pub(crate) mod store;

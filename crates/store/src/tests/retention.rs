@@ -53,6 +53,7 @@ const RETENTION: Retention = Retention {
     min_positions_days: 7,
     rejects_days: 10,
     batch_rows: 100,
+    audit_personal_days: 30,
 };
 
 async fn open(db: &TestDb) -> Store {

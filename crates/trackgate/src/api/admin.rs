@@ -322,6 +322,23 @@ pub struct AuditQuery {
     limit: Option<u32>,
 }
 
+/// `GET /v1/admin/orgs/{org}/audit/verify`: the organization's entries checked against their hash
+/// chain: `{"ok", "entries", "head": [id, hash], "failure": {"id", "reason"}}`.
+pub async fn verify_audit(
+    State(s): State<ApiState>,
+    caller: Caller,
+    Path(org): Path<String>,
+) -> Result<Json<Value>, ApiFailure> {
+    org_admin(&caller, &org, "audit.verify", None)?;
+    let v = s.store.verify_audit(Some(&org)).await?;
+    Ok(Json(json!({
+        "ok": v.ok(),
+        "entries": v.entries,
+        "head": v.head,
+        "failure": v.failure,
+    })))
+}
+
 /// `GET /v1/admin/orgs/{org}/audit?before=&limit=`: the organization's trail, newest first.
 pub async fn audit(
     State(s): State<ApiState>,

@@ -81,6 +81,7 @@ pub fn router(state: ApiState) -> Router {
             post(admin::add_rule).delete(admin::remove_rule),
         )
         .route("/v1/admin/orgs/{org}/audit", get(admin::audit))
+        .route("/v1/admin/orgs/{org}/audit/verify", get(admin::verify_audit))
         .with_state(state)
         .layer(axum::middleware::map_response(no_store))
 }

@@ -57,12 +57,16 @@ pub enum Command {
     /// Membership rules of a user group.
     #[command(subcommand)]
     Rule(operators::RuleCommand),
-    /// Print the audit log, newest first, as JSON lines.
+    /// Print the audit log, newest first, as JSON lines; or, with --verify, check its hash chain.
     Audit {
         #[arg(long)]
         org: Option<String>,
         #[arg(long, default_value_t = 100)]
         limit: u32,
+        /// Check that no entry was changed, removed or reordered (of --org only, if given), and
+        /// print the verdict; exit 1 naming the first entry that does not verify.
+        #[arg(long)]
+        verify: bool,
     },
     /// Dev mode only: print an ID token signed with the local dev key, for the operators' API.
     DevToken(DevTokenArgs),
@@ -282,7 +286,8 @@ async fn provision(store: &Store, command: Command) -> anyhow::Result<()> {
         Command::OrderGroup(c) => operators::order_group(store, c).await?,
         Command::UserGroup(c) => operators::user_group(store, c).await?,
         Command::Rule(c) => operators::rule(store, c).await?,
-        Command::Audit { org, limit } => operators::audit(store, org.as_deref(), limit).await?,
+        Command::Audit { org, verify: true, .. } => operators::verify_audit(store, org.as_deref()).await?,
+        Command::Audit { org, limit, .. } => operators::audit(store, org.as_deref(), limit).await?,
         Command::DevToken(_) => unreachable!("dev-token needs no database"),
         Command::Db(DbCommand::Purge) => match store.purge(trackgate_store::now_ms()).await? {
             Some(report) => println!("{}", serde_json::to_string(&report)?),

@@ -289,6 +289,23 @@ pub async fn rule(store: &Store, c: RuleCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Check the audit log's hash chain (an organization's entries only, with `org`); print the
+/// verdict as JSON, and fail naming the first entry that does not verify.
+pub async fn verify_audit(store: &Store, org: Option<&str>) -> anyhow::Result<()> {
+    let v = store.verify_audit(org).await?;
+    println!("{}", serde_json::to_string(&v)?);
+    match &v.failure {
+        Some(f) => anyhow::bail!("the audit log does not verify: {}", f.reason),
+        None => {
+            eprintln!(
+                "{} entries verify; note the head (id, hash) elsewhere to detect a later removal of the newest entries",
+                v.entries
+            );
+            Ok(())
+        }
+    }
+}
+
 pub async fn audit(store: &Store, org: Option<&str>, limit: u32) -> anyhow::Result<()> {
     for e in store.audit_log(org, None, limit).await? {
         println!("{}", serde_json::to_string(&e)?);
