@@ -36,6 +36,7 @@ mod batch;
 mod columns;
 mod copy;
 pub mod crypto;
+pub mod export;
 mod error;
 mod migrate;
 pub mod model;
@@ -460,6 +461,11 @@ impl Store {
     }
 
     /// The audit log, newest first, for one organization or all.
+    /// Every row of organization `org`, part by part (see [`export`]), into `sink`.
+    pub async fn export_org(&self, org: &str, sink: &mut dyn export::ExportSink) -> Result<(), StoreError> {
+        dispatch!(self, db => db.export_org(org, sink).await)
+    }
+
     /// Walk the audit log's hash chain (of `org`'s entries only, when given) and say where it
     /// breaks; see [`audit`].
     pub async fn verify_audit(&self, org: Option<&str>) -> Result<AuditVerdict, StoreError> {

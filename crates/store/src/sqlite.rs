@@ -23,6 +23,9 @@ mod audit;
 #[path = "queries/copy.rs"]
 mod copy;
 #[allow(clippy::duplicate_mod)]
+#[path = "queries/export.rs"]
+mod export;
+#[allow(clippy::duplicate_mod)]
 #[path = "queries/operators.rs"]
 mod operators;
 #[allow(clippy::duplicate_mod)]

@@ -380,7 +380,7 @@ impl Handle {
         Ok(out)
     }
 
-    fn open_secret(&self, owner: &str, kid: &str, row: &DbRow) -> Result<Secret, StoreError> {
+    pub(super) fn open_secret(&self, owner: &str, kid: &str, row: &DbRow) -> Result<Secret, StoreError> {
         let sealed: &[u8] = row.try_get("sealed")?;
         let plain = self
             .master

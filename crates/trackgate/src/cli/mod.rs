@@ -3,6 +3,7 @@
 
 mod backup;
 mod copy;
+pub(crate) mod export;
 mod import;
 mod operators;
 

@@ -16,6 +16,14 @@ pub enum OrgCommand {
     },
     /// List organizations.
     List,
+    /// Export everything of an organization (groups, rules, devices, positions as signed
+    /// envelopes, audit trail) into a new tar archive of NDJSON files with a manifest of counts
+    /// and SHA-256 digests.
+    Export {
+        id: String,
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
     /// Keep an organization's positions for DAYS (from `retention.min_organization_days` to
     /// `ingest.retention_days`), or `default` for the service's retention.
     Retention { id: String, days: String },
@@ -166,6 +174,12 @@ pub async fn org(store: &Store, c: OrgCommand) -> anyhow::Result<()> {
             for o in store.organizations(None).await? {
                 println!("{}", serde_json::to_string(&o)?);
             }
+        }
+        OrgCommand::Export { id, out } => {
+            let manifest =
+                super::export::export(store, &id, &out, cli_audit("org.export", Some(&id), None)).await?;
+            println!("{}", serde_json::to_string(&manifest)?);
+            eprintln!("organization {id} exported to {} (mode 0600)", out.display());
         }
         OrgCommand::Retention { id, days } => {
             let chosen = match days.as_str() {
