@@ -11,17 +11,44 @@ fn seed(s: &Server) {
     for org in ["acme", "globex"] {
         s.ok(&["org", "add", org, "--name", org], None);
     }
-    s.ok(&["order-group", "add", "--org", "acme", "north", "--name", "North"], None);
+    s.ok(
+        &["order-group", "add", "--org", "acme", "north", "--name", "North"],
+        None,
+    );
     for (dev, org) in [("a-1", "acme"), ("a-2", "acme"), ("g-1", "globex")] {
         s.add_device(&Key::derived(dev, "k1"), Some("ACME"));
         s.ok(&["device", "assign", dev, "--org", org], None);
     }
     s.ok(
-        &["user-group", "add", "--org", "acme", "admins", "--name", "Admins", "--role", "admin", "--email", "boss@acme.example"],
+        &[
+            "user-group",
+            "add",
+            "--org",
+            "acme",
+            "admins",
+            "--name",
+            "Admins",
+            "--role",
+            "admin",
+            "--email",
+            "boss@acme.example",
+        ],
         None,
     );
     s.ok(
-        &["user-group", "add", "--org", "globex", "ops", "--name", "Ops", "--role", "admin", "--domain", "globex.example"],
+        &[
+            "user-group",
+            "add",
+            "--org",
+            "globex",
+            "ops",
+            "--name",
+            "Ops",
+            "--role",
+            "admin",
+            "--domain",
+            "globex.example",
+        ],
         None,
     );
 }
@@ -37,10 +64,25 @@ async fn send(s: &Server, key: &Key, first: u64, n: u64) {
             ))
         })
         .collect();
-    let reply = s
-        .post(&s.client(), &trackgate_e2e::vector_supplier(), "application/json", &format!("[{}]", envelopes.join(",")))
-        .await;
-    assert_eq!(reply.counts().0, n, "{}", reply.body);
+    let body = format!("[{}]", envelopes.join(","));
+    // A key imported a moment ago reaches the server within `ingest.key_refresh_ms`.
+    for _ in 0..100 {
+        let reply = s
+            .post(
+                &s.client(),
+                &trackgate_e2e::vector_supplier(),
+                "application/json",
+                &body,
+            )
+            .await;
+        if reply.body.to_string().contains("unknown_key") {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            continue;
+        }
+        assert_eq!(reply.counts().0, n, "{}", reply.body);
+        return;
+    }
+    panic!("the key of {} never reached the server", key.owner);
 }
 
 #[derive(serde::Deserialize)]
@@ -63,32 +105,58 @@ async fn one_organizations_export_holds_exactly_its_data_and_verifies(backend: B
     send(&s, &Key::derived("a-2", "k1"), 0, 25).await;
     send(&s, &Key::derived("g-1", "k1"), 0, 40).await;
     // acme's trail gets a read by its admin.
-    let boss = s.ok(&["dev-token", "--email", "boss@acme.example"], None).trim().to_owned();
-    let r = s.client().get(s.url("/v1/devices")).bearer_auth(&boss).send().await.unwrap();
+    let boss = s
+        .ok(&["dev-token", "--email", "boss@acme.example"], None)
+        .trim()
+        .to_owned();
+    let r = s
+        .client()
+        .get(s.url("/v1/devices"))
+        .bearer_auth(&boss)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 200);
 
     let out = dir.path().join("acme.tar");
-    let printed: Value = serde_json::from_str(&s.ok(&["org", "export", "acme", "--out", out.to_str().unwrap()], None)).unwrap();
+    let printed: Value =
+        serde_json::from_str(&s.ok(&["org", "export", "acme", "--out", out.to_str().unwrap()], None)).unwrap();
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(std::fs::metadata(&out).unwrap().permissions().mode() & 0o777, 0o600);
     let x = dir.path().join("x");
     std::fs::create_dir_all(&x).unwrap();
-    let untar = std::process::Command::new("tar").arg("-xf").arg(&out).arg("-C").arg(&x).status().unwrap();
+    let untar = std::process::Command::new("tar")
+        .arg("-xf")
+        .arg(&out)
+        .arg("-C")
+        .arg(&x)
+        .status()
+        .unwrap();
     assert!(untar.success());
     let manifest: Value = serde_json::from_slice(&std::fs::read(x.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest, printed);
-    assert_eq!((manifest["format"].as_str(), manifest["organization"].as_str()), (Some("trackgate-export-1"), Some("acme")));
+    assert_eq!(
+        (manifest["format"].as_str(), manifest["organization"].as_str()),
+        (Some("trackgate-export-1"), Some("acme"))
+    );
 
     // Counts and digests as the manifest says.
     let mut rows: std::collections::BTreeMap<String, Vec<Value>> = Default::default();
     for f in manifest["files"].as_array().unwrap() {
         let name = f["file"].as_str().unwrap();
         let bytes = std::fs::read(x.join(name)).unwrap();
-        assert_eq!(hex::encode(Sha256::digest(&bytes)), f["sha256"].as_str().unwrap(), "{name}");
+        assert_eq!(
+            hex::encode(Sha256::digest(&bytes)),
+            f["sha256"].as_str().unwrap(),
+            "{name}"
+        );
         let text = String::from_utf8(bytes).unwrap();
         assert_eq!(text.lines().count() as u64, f["rows"].as_u64().unwrap(), "{name}");
         // Nothing of globex anywhere.
-        assert!(!text.contains("globex") && !text.contains("g-1"), "{name} holds another organization's data");
+        assert!(
+            !text.contains("globex") && !text.contains("g-1"),
+            "{name} holds another organization's data"
+        );
         if name == "positions.ndjson" {
             for line in text.lines() {
                 let row: Value = serde_json::from_str(line).unwrap();
@@ -105,9 +173,15 @@ async fn one_organizations_export_holds_exactly_its_data_and_verifies(backend: B
                 assert!(raw_row.contains_key("seq"));
             }
         }
-        rows.insert(name.to_owned(), text.lines().map(|l| serde_json::from_str(l).unwrap()).collect());
+        rows.insert(
+            name.to_owned(),
+            text.lines().map(|l| serde_json::from_str(l).unwrap()).collect(),
+        );
     }
-    let devices: Vec<&str> = rows["devices.ndjson"].iter().map(|d| d["id"].as_str().unwrap()).collect();
+    let devices: Vec<&str> = rows["devices.ndjson"]
+        .iter()
+        .map(|d| d["id"].as_str().unwrap())
+        .collect();
     assert_eq!(devices, ["a-1", "a-2"]);
     let positions = &rows["positions.ndjson"];
     assert_eq!(positions.len(), 75);
@@ -116,15 +190,29 @@ async fn one_organizations_export_holds_exactly_its_data_and_verifies(backend: B
         .filter(|p| p["device_id"] == "a-1")
         .map(|p| p["envelope"]["kid"].as_str().unwrap())
         .collect();
-    assert_eq!((kids.iter().filter(|k| **k == "k1").count(), kids.iter().filter(|k| **k == "k2").count()), (30, 20));
+    assert_eq!(
+        (
+            kids.iter().filter(|k| **k == "k1").count(),
+            kids.iter().filter(|k| **k == "k2").count()
+        ),
+        (30, 20)
+    );
     assert_eq!(rows["organization.ndjson"][0]["id"], "acme");
     assert_eq!(rows["order_groups.ndjson"].len(), 1);
     assert_eq!(rows["user_groups.ndjson"][0]["rules"][0]["value"], "boss@acme.example");
     let trail = &rows["audit_log.ndjson"];
     assert!(trail.iter().all(|e| e["org_id"] == "acme" && e["hash"].is_string()));
-    assert!(trail.iter().any(|e| e["action"] == "devices.read" || e["action"].as_str().unwrap().contains("read")), "{trail:?}");
+    assert!(
+        trail
+            .iter()
+            .any(|e| e["action"] == "devices.read" || e["action"].as_str().unwrap().contains("read")),
+        "{trail:?}"
+    );
     // No key material: key ids only.
-    let all = std::fs::read_dir(&x).unwrap().map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap()).collect::<String>();
+    let all = std::fs::read_dir(&x)
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect::<String>();
     assert!(!all.contains(&k1.secret.to_hex()) && !all.contains(&k2.secret.to_hex()));
 
     // The export itself is on acme's trail, with its counts.
@@ -134,7 +222,16 @@ async fn one_organizations_export_holds_exactly_its_data_and_verifies(backend: B
     let counts: Value = serde_json::from_str(newest["detail"].as_str().unwrap()).unwrap();
     assert_eq!(counts["positions.ndjson"], 75);
     // An unknown organization is an error that names it; an existing file is never overwritten.
-    let o = s.cli(&["org", "export", "nope", "--out", dir.path().join("nope.tar").to_str().unwrap()], None);
+    let o = s.cli(
+        &[
+            "org",
+            "export",
+            "nope",
+            "--out",
+            dir.path().join("nope.tar").to_str().unwrap(),
+        ],
+        None,
+    );
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("nope"));
     let o = s.cli(&["org", "export", "acme", "--out", out.to_str().unwrap()], None);
     assert!(!o.status.success());

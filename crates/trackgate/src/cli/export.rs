@@ -58,8 +58,15 @@ impl ExportSink for Spool {
 
 /// Write the archive of `org` to `out` (a new file, mode 0600); the manifest.
 pub async fn export(store: &Store, org: &str, out: &Path, actor: AuditEntry) -> anyhow::Result<serde_json::Value> {
-    anyhow::ensure!(!out.exists(), "{} already exists: an export never overwrites", out.display());
-    let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    anyhow::ensure!(
+        !out.exists(),
+        "{} already exists: an export never overwrites",
+        out.display()
+    );
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let dir = tempfile::Builder::new()
         .prefix(".trackgate-export-")
         .tempdir_in(parent)
