@@ -56,7 +56,7 @@ pub use error::{FAILURE_KINDS, StoreError};
 pub use model::{Kind, Outcome, Principal, PrincipalInfo, RejectRow, Row, StoredPosition};
 pub use postgres::PostgresOptions;
 pub use postgres::commits::{CommitFollower, Followed, SeqRange};
-pub use retention::{OrgPurge, PurgeReport, Retention};
+pub use retention::{OrgDeletion, OrgPurge, PurgeReport, Retention};
 pub use sqlite::SqliteOptions;
 
 use std::collections::HashMap;
@@ -461,6 +461,19 @@ impl Store {
     }
 
     /// The audit log, newest first, for one organization or all.
+    /// Delete organization `org` and everything it owns: its devices' positions and latest
+    /// positions (in the purge's short transactions), its groups, rules and order groups; its
+    /// devices unassigned, or deleted with their keys if `delete_devices`. Idempotent: an
+    /// interrupted deletion is finished by asking again. Its audit entries stay.
+    pub async fn delete_org(
+        &self,
+        org: &str,
+        delete_devices: bool,
+        audit: &AuditEntry,
+    ) -> Result<retention::OrgDeletion, StoreError> {
+        dispatch!(self, db => db.delete_org(org, delete_devices, audit).await)
+    }
+
     /// Every row of organization `org`, part by part (see [`export`]), into `sink`.
     pub async fn export_org(&self, org: &str, sink: &mut dyn export::ExportSink) -> Result<(), StoreError> {
         dispatch!(self, db => db.export_org(org, sink).await)

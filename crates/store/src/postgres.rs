@@ -53,6 +53,9 @@ mod audit;
 #[path = "queries/copy.rs"]
 mod copy;
 #[allow(clippy::duplicate_mod)]
+#[path = "queries/deletion.rs"]
+mod deletion;
+#[allow(clippy::duplicate_mod)]
 #[path = "queries/export.rs"]
 mod export;
 #[allow(clippy::duplicate_mod)]
@@ -86,6 +89,8 @@ const BEGIN_WRITE: &str = "BEGIN";
 pub(crate) const JOB_LOCKS: i32 = 0x7467_6174;
 /// A background job's lock for the transaction, if no other node holds it (`$1`: the job).
 const TRY_JOB_LOCK: Option<&str> = Some("SELECT pg_try_advisory_xact_lock(1952932212, $1)");
+/// A deleted device's seq mark (`device_marks`, PostgreSQL's alone).
+const DELETE_DEVICE_MARK: Option<&str> = Some("DELETE FROM device_marks WHERE device_id = $1");
 /// Writers of the audit log take turns until they commit, so each entry links to the one before.
 const SERIALIZE_AUDIT: Option<&str> = Some("SELECT pg_advisory_xact_lock(1952932212, 4)");
 /// A job that runs many transactions holds its lock for the session, on a connection of its own

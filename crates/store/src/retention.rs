@@ -111,3 +111,17 @@ pub struct DroppedPartition {
     pub name: String,
     pub rows: u64,
 }
+
+/// What deleting an organization removed.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct OrgDeletion {
+    pub org_id: String,
+    /// Its devices: unassigned, or deleted with their keys when `devices_deleted`.
+    pub devices: u64,
+    pub devices_deleted: bool,
+    pub positions: u64,
+    pub latest_positions: u64,
+    pub order_groups: u64,
+    pub user_groups: u64,
+    pub membership_rules: u64,
+}

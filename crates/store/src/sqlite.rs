@@ -23,6 +23,9 @@ mod audit;
 #[path = "queries/copy.rs"]
 mod copy;
 #[allow(clippy::duplicate_mod)]
+#[path = "queries/deletion.rs"]
+mod deletion;
+#[allow(clippy::duplicate_mod)]
 #[path = "queries/export.rs"]
 mod export;
 #[allow(clippy::duplicate_mod)]
@@ -50,6 +53,8 @@ const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
 /// One writer at a time: jobs need no lock of their own.
 const TRY_JOB_LOCK: Option<&str> = None;
 const SESSION_JOB_LOCK: Option<(&str, &str)> = None;
+/// SQLite keeps no seq marks (its one index is unique across the table).
+const DELETE_DEVICE_MARK: Option<&str> = None;
 /// The one writer appends to the audit log in turn anyway.
 const SERIALIZE_AUDIT: Option<&str> = None;
 /// A copy writes generated ids as given, and SQLite moves its counter past them by itself.

@@ -249,7 +249,7 @@ impl Handle {
         }
     }
 
-    async fn require_org(conn: &mut Conn, org: &str) -> Result<(), StoreError> {
+    pub(super) async fn require_org(conn: &mut Conn, org: &str) -> Result<(), StoreError> {
         Self::require(
             conn,
             "SELECT 1 FROM organizations WHERE id = $1",

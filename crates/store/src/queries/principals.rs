@@ -123,7 +123,7 @@ impl Handle {
     /// Log a change to `id`, for every node's key cache (`changes_since`). Readers follow the log
     /// by `seq`, so `seq` must grow in commit order: `super::SERIALIZE_CHANGE_LOG` makes writers
     /// of the log take turns until they commit (SQLite has one writer anyway).
-    async fn note_change(tx: &mut Conn, id: &str) -> Result<(), StoreError> {
+    pub(super) async fn note_change(tx: &mut Conn, id: &str) -> Result<(), StoreError> {
         if let Some(lock) = super::SERIALIZE_CHANGE_LOG {
             sqlx::query(lock).execute(&mut *tx).await?;
         }

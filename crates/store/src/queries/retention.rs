@@ -131,7 +131,12 @@ impl Handle {
     /// Delete the positions of `devices` with `ts` below `cut`, hour by hour, a transaction per
     /// `batch_rows` rows or so. Spans below `floor` (the oldest partition left after drops) have
     /// no rows left and only their span rows go.
-    async fn purge_positions(&self, devices: &[String], cut: i64, floor: Option<i64>) -> Result<u64, StoreError> {
+    pub(super) async fn purge_positions(
+        &self,
+        devices: &[String],
+        cut: i64,
+        floor: Option<i64>,
+    ) -> Result<u64, StoreError> {
         let cut_hour = span_of(cut);
         let floor_hour = floor.map(span_of);
         let mut pending = Pending {
@@ -219,7 +224,7 @@ impl Handle {
     }
 
     /// Latest positions of `devices` older than `cut`, a transaction per 500 devices.
-    async fn purge_latest(&self, devices: &[String], cut: i64) -> Result<u64, StoreError> {
+    pub(super) async fn purge_latest(&self, devices: &[String], cut: i64) -> Result<u64, StoreError> {
         let mut deleted = 0;
         for chunk in devices.chunks(500) {
             let mut b = sqlx::QueryBuilder::<Db>::new("DELETE FROM latest_positions WHERE ts < ");

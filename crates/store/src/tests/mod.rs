@@ -7,6 +7,7 @@ use crate::{MasterKey, OpenOptions, PostgresOptions, SqliteOptions, Store, Store
 use trackgate_e2e::postgres::Postgres;
 
 mod audit;
+mod deletion;
 pub(crate) mod operators;
 mod retention;
 pub(crate) mod store;
