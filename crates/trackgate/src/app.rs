@@ -265,6 +265,7 @@ pub async fn serve_until(config: Config, shutdown: CancellationToken) -> anyhow:
         auth: auth.clone(),
         feed,
         grants_refresh: config.auth.grants_refresh,
+        reauth_max_age: config.auth.reauth_max_age,
         stopping: shutdown.clone(),
     });
     let mut routes = http::router(state).merge(api::router(api_state));

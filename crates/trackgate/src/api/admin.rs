@@ -85,6 +85,28 @@ pub async fn add_org(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct DeleteOrg {
+    #[serde(default)]
+    delete_devices: bool,
+}
+
+/// `DELETE /v1/admin/orgs/{org}?delete_devices=true|false`: the organization and everything it
+/// owns (its devices unassigned, or deleted with their keys), for an admin of it who signed in
+/// within `auth.reauth_max_age_secs`. Answers what was removed; its audit entries stay.
+pub async fn delete_org(
+    State(s): State<ApiState>,
+    caller: Caller,
+    Path(org): Path<String>,
+    Query(q): Query<DeleteOrg>,
+) -> Result<Json<Value>, ApiFailure> {
+    let audit = org_admin(&caller, &org, "org.delete", Some(org.clone()))?;
+    caller.signed_in_within(s.reauth_max_age)?;
+    let report = s.store.delete_org(&org, q.delete_devices, &audit).await?;
+    Ok(Json(json!(report)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct OrgRetention {
     /// Days, or `null` for the service's retention.
     positions_days: Option<u32>,

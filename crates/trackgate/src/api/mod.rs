@@ -11,7 +11,7 @@ pub mod location;
 
 pub use error::ApiFailure;
 
-use crate::auth::{Auth, Identity, bearer};
+use crate::auth::{Auth, AuthError, Identity, bearer};
 use crate::feed::Feed;
 use axum::extract::{ConnectInfo, FromRequestParts, State};
 use axum::http::HeaderValue;
@@ -35,6 +35,8 @@ pub struct ApiInner {
     pub feed: Feed,
     /// How often a live stream re-reads its caller's grants.
     pub grants_refresh: Duration,
+    /// How recent a sign-in a dangerous change needs.
+    pub reauth_max_age: Duration,
     /// Cancelled at shutdown: live streams end so connections can close.
     pub stopping: tokio_util::sync::CancellationToken,
 }
@@ -61,6 +63,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/positions/latest", get(location::latest))
         .route("/v1/stream", get(location::stream))
         .route("/v1/admin/orgs", get(admin::list_orgs).post(admin::add_org))
+        .route("/v1/admin/orgs/{org}", delete(admin::delete_org))
         .route("/v1/admin/orgs/{org}/retention", put(admin::set_retention))
         .route("/v1/admin/devices/{id}/org", put(admin::assign_device))
         .route(
@@ -128,6 +131,16 @@ impl Caller {
             Visibility::everything()
         } else {
             Visibility::of(&self.memberships)
+        }
+    }
+
+    /// Refuse a caller whose sign-in at the provider (`auth_time`) is older than `max_age`, or
+    /// unknown: a dangerous change asks for a fresh one.
+    pub fn signed_in_within(&self, max_age: Duration) -> Result<(), ApiFailure> {
+        let now = jsonwebtoken::get_current_timestamp();
+        match self.identity.auth_time {
+            Some(t) if now.saturating_sub(t) <= max_age.as_secs() => Ok(()),
+            _ => Err(ApiFailure::Unauthorized(AuthError::StaleSignIn(max_age.as_secs()))),
         }
     }
 

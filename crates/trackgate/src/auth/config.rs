@@ -12,6 +12,7 @@ pub struct RawAuth {
     pub leeway_secs: Option<u64>,
     pub jwks_min_refresh_secs: Option<u64>,
     pub grants_refresh_secs: Option<u64>,
+    pub reauth_max_age_secs: Option<u64>,
     pub issuers: Vec<RawIssuer>,
 }
 
@@ -41,6 +42,8 @@ pub struct AuthConfig {
     pub jwks_min_refresh: Duration,
     /// How often a live stream re-reads which devices its caller may see.
     pub grants_refresh: Duration,
+    /// A dangerous change (deleting an organization) needs a sign-in (`auth_time`) this recent.
+    pub reauth_max_age: Duration,
     pub issuers: Vec<IssuerConfig>,
 }
 
@@ -141,6 +144,8 @@ impl RawAuth {
             jwks_min_refresh: secs("jwks_min_refresh_secs", self.jwks_min_refresh_secs, 30, 86_400)?,
             grants_refresh: secs("grants_refresh_secs", self.grants_refresh_secs, 15, 3600)?
                 .max(Duration::from_secs(1)),
+            reauth_max_age: secs("reauth_max_age_secs", self.reauth_max_age_secs, 600, 86_400)?
+                .max(Duration::from_secs(30)),
             issuers,
         })
     }

@@ -30,6 +30,8 @@ pub struct DevClaims {
     pub tenant: Option<String>,
     pub platform_admin: bool,
     pub ttl_secs: u64,
+    /// How long ago the holder signed in (`auth_time`), seconds.
+    pub auth_age_secs: u64,
 }
 
 #[derive(Serialize)]
@@ -47,6 +49,7 @@ struct Claims<'a> {
     iat: u64,
     nbf: u64,
     exp: u64,
+    auth_time: u64,
 }
 
 pub fn key_path(data_dir: &Path) -> PathBuf {
@@ -108,6 +111,7 @@ impl DevKey {
             iat: now,
             nbf: now,
             exp: now + c.ttl_secs,
+            auth_time: now.saturating_sub(c.auth_age_secs),
         };
         let mut header = Header::new(Algorithm::ES256);
         header.kid = Some("dev".into());

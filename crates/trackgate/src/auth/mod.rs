@@ -31,6 +31,8 @@ pub struct Identity {
     /// The last second (Unix) the token is accepted in: its `exp` plus the leeway. A live stream
     /// opened with it ends after that.
     pub valid_until: u64,
+    /// When the user signed in at the provider (`auth_time`), Unix seconds, if the token says.
+    pub auth_time: Option<u64>,
 }
 
 impl Identity {
@@ -71,6 +73,10 @@ pub enum AuthError {
     Audience,
     #[error("the token's claims are not acceptable: {0}")]
     Claims(&'static str),
+    #[error(
+        "this needs a sign-in within the last {0} seconds (the token's auth_time is older, or absent): sign in again"
+    )]
+    StaleSignIn(u64),
 }
 
 pub struct Authenticator {
@@ -206,6 +212,7 @@ impl Authenticator {
                 tenant: claims.get("tid").and_then(Value::as_str).map(str::to_owned),
                 platform_admin: claims.get(PLATFORM_ADMIN_CLAIM) == Some(&Value::Bool(true)),
                 valid_until,
+                auth_time: claims.get("auth_time").and_then(Value::as_u64),
             },
             Some(cfg) => {
                 // An email the provider says is unverified is not used for matching.
@@ -225,6 +232,7 @@ impl Authenticator {
                     tenant: claims.get(&cfg.tenant_claim).and_then(Value::as_str).map(str::to_owned),
                     platform_admin,
                     valid_until,
+                    auth_time: claims.get("auth_time").and_then(Value::as_u64),
                 }
             }
         };

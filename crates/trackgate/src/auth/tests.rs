@@ -40,6 +40,7 @@ async fn a_minted_dev_token_names_its_holder() {
             tenant: Some("t1".into()),
             platform_admin: false,
             ttl_secs: 60,
+            auth_age_secs: 0,
         })
         .unwrap();
     let id = auth.verify(&t).await.unwrap();

@@ -109,6 +109,9 @@ pub struct DevTokenArgs {
     /// Lifetime in seconds.
     #[arg(long, default_value_t = 8 * 3600)]
     pub ttl_secs: u64,
+    /// How long ago the holder signed in (the `auth_time` claim), in seconds.
+    #[arg(long, default_value_t = 0)]
+    pub auth_age_secs: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -385,6 +388,7 @@ fn dev_token(config: &Config, a: DevTokenArgs) -> anyhow::Result<()> {
         tenant: a.tenant,
         platform_admin: a.platform_admin,
         ttl_secs: a.ttl_secs,
+        auth_age_secs: a.auth_age_secs,
     })?;
     println!("{token}");
     Ok(())

@@ -24,6 +24,14 @@ pub enum OrgCommand {
         #[arg(long)]
         out: std::path::PathBuf,
     },
+    /// Delete an organization and everything it owns: its devices' positions, its groups, rules
+    /// and order groups; its devices are unassigned, or deleted with their keys. Prints what was
+    /// removed. Run it again to finish a deletion that was interrupted. Its audit entries stay.
+    Delete {
+        id: String,
+        #[arg(long)]
+        delete_devices: bool,
+    },
     /// Keep an organization's positions for DAYS (from `retention.min_organization_days` to
     /// `ingest.retention_days`), or `default` for the service's retention.
     Retention { id: String, days: String },
@@ -179,6 +187,12 @@ pub async fn org(store: &Store, c: OrgCommand) -> anyhow::Result<()> {
             let manifest = super::export::export(store, &id, &out, cli_audit("org.export", Some(&id), None)).await?;
             println!("{}", serde_json::to_string(&manifest)?);
             eprintln!("organization {id} exported to {} (mode 0600)", out.display());
+        }
+        OrgCommand::Delete { id, delete_devices } => {
+            let audit = cli_audit("org.delete", Some(&id), Some(id.clone()));
+            let report = store.delete_org(&id, delete_devices, &audit).await?;
+            println!("{}", serde_json::to_string(&report)?);
+            eprintln!("organization {id} deleted");
         }
         OrgCommand::Retention { id, days } => {
             let chosen = match days.as_str() {
