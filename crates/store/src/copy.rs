@@ -201,6 +201,14 @@ pub(crate) const TABLES: &[Table] = &[
         ],
         identity: Some("id"),
     },
+    Table {
+        name: "audit_anchors",
+        label: "audit_anchors",
+        filter: "TRUE",
+        key: 1,
+        columns: &[("scope", Text), ("last_id", Int), ("hash", Blob)],
+        identity: None,
+    },
 ];
 
 /// One table's rows in the source and in the target once the copy is done.

@@ -25,6 +25,11 @@ pub(crate) const SQLITE: &[Step] = &[
         "audit chain",
         include_str!("../migrations/sqlite/0005_audit_chain.sql"),
     ),
+    (
+        6,
+        "audit retention",
+        include_str!("../migrations/sqlite/0006_audit_retention.sql"),
+    ),
 ];
 
 pub(crate) const POSTGRES: &[Step] = &[
@@ -38,6 +43,11 @@ pub(crate) const POSTGRES: &[Step] = &[
         3,
         "audit chain",
         include_str!("../migrations/postgres/0003_audit_chain.sql"),
+    ),
+    (
+        4,
+        "audit retention",
+        include_str!("../migrations/postgres/0004_audit_retention.sql"),
     ),
 ];
 

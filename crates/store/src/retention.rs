@@ -31,6 +31,8 @@ pub struct Retention {
     pub batch_rows: u32,
     /// The audit log's personal fields are replaced by their pseudonyms after this many days.
     pub audit_personal_days: u32,
+    /// Audit entries are kept this long.
+    pub audit_days: u32,
 }
 
 impl Default for Retention {
@@ -41,6 +43,7 @@ impl Default for Retention {
             rejects_days: 30,
             batch_rows: 5000,
             audit_personal_days: 30,
+            audit_days: 730,
         }
     }
 }
@@ -84,6 +87,8 @@ pub struct PurgeReport {
     pub rejects: u64,
     /// Audit entries whose personal fields were replaced by pseudonyms.
     pub audit_pseudonymized: u64,
+    /// Audit entries past `audit_days`, removed.
+    pub audit_removed: u64,
 }
 
 impl PurgeReport {

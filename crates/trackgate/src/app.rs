@@ -266,6 +266,7 @@ pub async fn serve_until(config: Config, shutdown: CancellationToken) -> anyhow:
         feed,
         grants_refresh: config.auth.grants_refresh,
         reauth_max_age: config.auth.reauth_max_age,
+        export_dir: config.data_dir.join("exports"),
         stopping: shutdown.clone(),
     });
     let mut routes = http::router(state).merge(api::router(api_state));

@@ -57,6 +57,7 @@ pub struct RawRetention {
     pub interval_secs: Option<u64>,
     pub batch_rows: Option<u64>,
     pub audit_personal_days: Option<u64>,
+    pub audit_days: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -555,6 +556,7 @@ impl RawConfig {
             rejects_days: range("retention.rejects_days", r.rejects_days, 30, 1, 36_500)? as u32,
             batch_rows: range("retention.batch_rows", r.batch_rows, 5000, 100, 1_000_000)? as u32,
             audit_personal_days: range("retention.audit_personal_days", r.audit_personal_days, 30, 1, 36_500)? as u32,
+            audit_days: range("retention.audit_days", r.audit_days, 730, 1, 36_500)? as u32,
         };
         let purge_interval =
             Duration::from_secs(range("retention.interval_secs", r.interval_secs, 3600, 1, 7 * 86_400)? as u64);

@@ -209,6 +209,66 @@ impl Handle {
         }
     }
 
+    /// Remove the entries older than `cut`: a prefix of the log (up to the first entry at or past
+    /// `cut`), a page a transaction, each page's newest entries kept as the anchors the first
+    /// remaining ones follow. How many were removed.
+    pub(super) async fn purge_audit_log(&self, cut: i64) -> Result<u64, StoreError> {
+        let mut removed = 0;
+        loop {
+            let mut tx = self.pool.begin_with(super::BEGIN_WRITE).await?;
+            if let Some(lock) = super::SERIALIZE_AUDIT {
+                sqlx::query(lock).execute(&mut *tx).await?;
+            }
+            let keep_from: Option<i64> = sqlx::query_scalar("SELECT MIN(id) FROM audit_log WHERE at_ms >= $1")
+                .bind(cut)
+                .fetch_one(&mut *tx)
+                .await?;
+            let page: Vec<(i64, Option<String>, Option<Vec<u8>>, Option<Vec<u8>>)> =
+                sqlx::query_as("SELECT id, org_id, hash, org_hash FROM audit_log WHERE id < $1 ORDER BY id LIMIT $2")
+                    .bind(keep_from.unwrap_or(i64::MAX))
+                    .bind(PAGE)
+                    .fetch_all(&mut *tx)
+                    .await?;
+            let Some(&(last, ..)) = page.last() else {
+                return Ok(removed);
+            };
+            let mut anchors: HashMap<String, (i64, Vec<u8>)> = HashMap::new();
+            for (id, org, hash, org_hash) in page.iter().cloned() {
+                if let Some(h) = hash {
+                    anchors.insert(String::new(), (id, h));
+                }
+                if let (Some(org), Some(h)) = (org, org_hash) {
+                    anchors.insert(org, (id, h));
+                }
+            }
+            for (scope, (id, hash)) in &anchors {
+                sqlx::query(
+                    "INSERT INTO audit_anchors (scope, last_id, hash) VALUES ($1, $2, $3) \
+                     ON CONFLICT (scope) DO UPDATE SET last_id = excluded.last_id, hash = excluded.hash",
+                )
+                .bind(scope)
+                .bind(id)
+                .bind(hash)
+                .execute(&mut *tx)
+                .await?;
+            }
+            // The guard lets this transaction, and no other, delete below the cutoff.
+            sqlx::query("UPDATE audit_horizon SET before_ms = $1 WHERE one = 1")
+                .bind(cut)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM audit_log WHERE id <= $1")
+                .bind(last)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("UPDATE audit_horizon SET before_ms = 0 WHERE one = 1")
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            removed += page.len() as u64;
+        }
+    }
+
     /// Walk the chain (of `org`'s entries only, when given), oldest first, and say where it
     /// breaks.
     pub(crate) async fn verify_audit(&self, org: Option<&str>) -> Result<AuditVerdict, StoreError> {
@@ -217,7 +277,12 @@ impl Handle {
             head: None,
             failure: None,
         };
-        let (mut after, mut prev): (i64, Option<(i64, Vec<u8>)>) = (i64::MIN, None);
+        // Where the retention purge left the chain: the newest entry it removed.
+        let anchor: Option<(i64, Vec<u8>)> = sqlx::query_as("SELECT last_id, hash FROM audit_anchors WHERE scope = $1")
+            .bind(org.unwrap_or(""))
+            .fetch_optional(&self.pool)
+            .await?;
+        let (mut after, mut prev): (i64, Option<(i64, Vec<u8>)>) = (i64::MIN, anchor);
         loop {
             let mut q = sqlx::QueryBuilder::<Db>::new(format!("SELECT {COLUMNS} FROM audit_log WHERE id > "));
             q.push_bind(after);

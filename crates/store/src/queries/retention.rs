@@ -115,6 +115,7 @@ impl Handle {
         let audit_pseudonymized = self
             .pseudonymize_audit_log(super::audit::personal_cutoff(now, &r))
             .await?;
+        let audit_removed = self.purge_audit_log(cutoff(now, r.audit_days)).await?;
 
         let report = PurgeReport {
             started_ms,
@@ -123,6 +124,7 @@ impl Handle {
             partitions: partitions.into_iter().map(|(p, _)| p).collect(),
             rejects,
             audit_pseudonymized,
+            audit_removed,
         };
         self.audit_purge(&report).await?;
         Ok(report)

@@ -183,7 +183,50 @@ async fn entries_from_before_the_chain_are_sealed_at_open(db: TestDb) {
     assert!(s.verify_audit(Some("globex")).await.unwrap().ok());
 }
 
+/// Entries past the audit log's retention go, oldest first; the chain goes on from the newest one
+/// removed, and no other deletion is allowed.
+async fn entries_past_the_audit_retention_go_and_the_chain_still_verifies(db: TestDb) {
+    let s = logged(&db).await;
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let mid = crate::now_ms();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    for n in 12..15 {
+        s.audit(&entry(Some("acme"), "boss@acme.example", n)).await.unwrap();
+    }
+    let before = log(&s).await;
+    // The purge as it would run 730 days (the default) after `mid`.
+    let report = s.purge(mid + 730 * crate::retention::DAY_MS).await.unwrap().unwrap();
+    assert_eq!(report.audit_removed, 12);
+    let after = log(&s).await;
+    assert_eq!(after[0].id, before[12].id, "the oldest twelve went, the rest stayed");
+    assert!(after.iter().all(|e| e.at_ms >= mid));
+    let v = s.verify_audit(None).await.unwrap();
+    assert!(v.ok(), "{v:?}");
+    for org in ["acme", "globex"] {
+        let v = s.verify_audit(Some(org)).await.unwrap();
+        assert!(v.ok(), "{org}: {v:?}");
+    }
+    // Outside the purge, deleting stays refused.
+    let err = s
+        .execute_for_tests(&format!("DELETE FROM audit_log WHERE id = {}", after[0].id))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("append-only"), "{err}");
+    // And the first entry left is still held to the anchor: removing it is found.
+    guard_off(&s).await;
+    s.execute_for_tests(&format!("DELETE FROM audit_log WHERE id = {}", after[0].id))
+        .await
+        .unwrap();
+    let f = s.verify_audit(None).await.unwrap().failure.unwrap();
+    assert_eq!(f.id, after[1].id);
+    assert!(
+        f.reason.contains(&format!("does not follow entry {}", before[11].id)),
+        "{f:?}"
+    );
+}
+
 on_both_backends!(
+    entries_past_the_audit_retention_go_and_the_chain_still_verifies,
     verify_names_the_first_entry_changed_or_following_a_removal,
     personal_fields_past_their_period_become_pseudonyms_and_the_chain_holds,
     entries_from_before_the_chain_are_sealed_at_open,

@@ -54,6 +54,7 @@ const RETENTION: Retention = Retention {
     rejects_days: 10,
     batch_rows: 100,
     audit_personal_days: 30,
+    audit_days: 730,
 };
 
 async fn open(db: &TestDb) -> Store {

@@ -9,6 +9,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -81,6 +82,48 @@ pub async fn add_org(
     let audit = platform_admin(&caller, "org.add", Some(&b.id), Some(b.name.clone()))?;
     s.store.add_organization(&b.id, &b.name, &audit).await?;
     Ok(created())
+}
+
+/// `GET /v1/admin/orgs/{org}/export`: the organization's export archive (`application/x-tar`, as
+/// `trackgate org export` makes it), for its admins. Built in a private file in the data
+/// directory, then streamed from it: memory stays flat. Audited as `org.export`.
+pub async fn export_org(
+    State(s): State<ApiState>,
+    caller: Caller,
+    Path(org): Path<String>,
+) -> Result<axum::response::Response, ApiFailure> {
+    let audit = org_admin(&caller, &org, "org.export", None)?;
+    let failed = |e: std::io::Error| {
+        tracing::error!(error = %e, "cannot make the export's working file");
+        ApiFailure::Unavailable
+    };
+    std::fs::create_dir_all(&s.export_dir).map_err(failed)?;
+    let dir = tempfile::Builder::new()
+        .prefix("export-")
+        .tempdir_in(&s.export_dir)
+        .map_err(failed)?;
+    let path = dir.path().join("export.tar");
+    if let Err(e) = crate::export::export(&s.store, &org, &path, audit).await {
+        return Err(match e.downcast::<trackgate_store::StoreError>() {
+            Ok(store) => store.into(),
+            Err(other) => {
+                tracing::error!(error = %other, "export failed");
+                ApiFailure::Unavailable
+            }
+        });
+    }
+    let file = tokio::fs::File::open(&path).await.map_err(failed)?;
+    // The open file outlives its directory (removed when `dir` drops at the end of this call).
+    let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(file));
+    let disposition = format!("attachment; filename=\"{org}-export.tar\"");
+    Ok((
+        [
+            (axum::http::header::CONTENT_TYPE, "application/x-tar".to_owned()),
+            (axum::http::header::CONTENT_DISPOSITION, disposition),
+        ],
+        body,
+    )
+        .into_response())
 }
 
 #[derive(Deserialize)]

@@ -37,6 +37,8 @@ pub struct ApiInner {
     pub grants_refresh: Duration,
     /// How recent a sign-in a dangerous change needs.
     pub reauth_max_age: Duration,
+    /// Where exports are built before they are sent (in the data directory).
+    pub export_dir: std::path::PathBuf,
     /// Cancelled at shutdown: live streams end so connections can close.
     pub stopping: tokio_util::sync::CancellationToken,
 }
@@ -65,6 +67,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/admin/orgs", get(admin::list_orgs).post(admin::add_org))
         .route("/v1/admin/orgs/{org}", delete(admin::delete_org))
         .route("/v1/admin/orgs/{org}/retention", put(admin::set_retention))
+        .route("/v1/admin/orgs/{org}/export", get(admin::export_org))
         .route("/v1/admin/devices/{id}/org", put(admin::assign_device))
         .route(
             "/v1/admin/orgs/{org}/order-groups",

@@ -3,7 +3,6 @@
 
 mod backup;
 mod copy;
-pub(crate) mod export;
 mod import;
 mod operators;
 

@@ -184,7 +184,7 @@ pub async fn org(store: &Store, c: OrgCommand) -> anyhow::Result<()> {
             }
         }
         OrgCommand::Export { id, out } => {
-            let manifest = super::export::export(store, &id, &out, cli_audit("org.export", Some(&id), None)).await?;
+            let manifest = crate::export::export(store, &id, &out, cli_audit("org.export", Some(&id), None)).await?;
             println!("{}", serde_json::to_string(&manifest)?);
             eprintln!("organization {id} exported to {} (mode 0600)", out.display());
         }

@@ -1,4 +1,5 @@
-//! `trackgate org export ORG --out FILE`: everything of one organization in one tar archive of
+//! The tenant export (`trackgate org export ORG --out FILE`, `GET /v1/admin/orgs/{org}/export`):
+//! everything of one organization in one tar archive of
 //! NDJSON files (one per part, see `trackgate_store::export`), each row written as it is read, so
 //! memory stays flat however many positions there are. The archive starts with `manifest.json`:
 //! the organization, when, and for each file its row count and SHA-256. The export is audited.
