@@ -475,7 +475,7 @@ impl Store {
     }
 
     /// Every row of organization `org`, part by part (see [`export`]), into `sink`.
-    pub async fn export_org(&self, org: &str, sink: &mut dyn export::ExportSink) -> Result<(), StoreError> {
+    pub async fn export_org(&self, org: &str, sink: &mut (dyn export::ExportSink + Send)) -> Result<(), StoreError> {
         dispatch!(self, db => db.export_org(org, sink).await)
     }
 

@@ -14,7 +14,7 @@ use trackgate_proto::Secret;
 const PAGE: i64 = 5000;
 
 impl Handle {
-    pub(crate) async fn export_org(&self, org: &str, sink: &mut dyn ExportSink) -> Result<(), StoreError> {
+    pub(crate) async fn export_org(&self, org: &str, sink: &mut (dyn ExportSink + Send)) -> Result<(), StoreError> {
         let only = [org.to_owned()];
         let Some(o) = self.organizations(Some(&only)).await?.into_iter().next() else {
             return Err(StoreError::NotFound {
@@ -63,7 +63,7 @@ impl Handle {
     }
 
     /// A device's records as signed envelopes, by seq, a page at a time.
-    async fn export_positions(&self, device: &str, sink: &mut dyn ExportSink) -> Result<(), StoreError> {
+    async fn export_positions(&self, device: &str, sink: &mut (dyn ExportSink + Send)) -> Result<(), StoreError> {
         // Every key the device ever had, revoked ones too: old records were signed with them.
         let mut keys: HashMap<String, Secret> = HashMap::new();
         for r in sqlx::query("SELECT owner_id, kid, sealed FROM keys WHERE owner_id = $1")
@@ -113,7 +113,7 @@ impl Handle {
     }
 
     /// The organization's audit entries, oldest first, with their chain.
-    async fn export_audit(&self, org: &str, sink: &mut dyn ExportSink) -> Result<(), StoreError> {
+    async fn export_audit(&self, org: &str, sink: &mut (dyn ExportSink + Send)) -> Result<(), StoreError> {
         let mut after = i64::MIN;
         loop {
             let rows = sqlx::query(
