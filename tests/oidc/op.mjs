@@ -24,6 +24,8 @@ async function serve(port, cert, key, mapRedirect) {
     grant_types: ['authorization_code'],
     response_types: ['code'],
     token_endpoint_auth_method: 'client_secret_post',
+    // ID tokens say when the user signed in: trackgate asks for a recent sign-in before changes.
+    require_auth_time: true,
   }];
   if (mapRedirect) {
     clients.push({
@@ -32,6 +34,7 @@ async function serve(port, cert, key, mapRedirect) {
       grant_types: ['authorization_code'],
       response_types: ['code'],
       token_endpoint_auth_method: 'none',
+      require_auth_time: true,
     });
   }
   const provider = new Provider(issuer, {

@@ -91,6 +91,7 @@ async fn an_admin_deletes_the_organization_after_a_fresh_sign_in(backend: Backen
     let stale = token(&["--email", "boss@acme.example", "--auth-age-secs", "3600"]);
     let (st, b) = delete(&s, &stale, "").await;
     assert_eq!(st, 401, "{b}");
+    assert_eq!(b["error"], "insufficient_user_authentication");
     let detail = b["detail"].as_str().unwrap();
     assert!(
         detail.contains("sign-in within the last 300 seconds") && detail.contains("sign in again"),

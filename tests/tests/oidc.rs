@@ -218,3 +218,85 @@ async fn an_id_token_from_a_real_openid_provider_is_accepted() {
     let r = c.get(s.url("/v1/devices")).bearer_auth(forged).send().await.unwrap();
     assert_eq!(r.status(), 401);
 }
+
+/// Every admin change needs a recent sign-in at the provider (`auth_time` within
+/// `auth.reauth_max_age_secs`): a token from a sign-in an hour ago gets 401 with RFC 9470's
+/// challenge naming the reason; the same user, freshly signed in through the real provider,
+/// makes the change.
+#[tokio::test]
+async fn an_admin_change_needs_a_recent_sign_in_at_the_provider() {
+    let dir = tempfile::tempdir().unwrap();
+    let op = RealOp::start(&dir.path().join("op"), None);
+    let (issuer, cert_path) = (op.issuer.clone(), op.ca.clone());
+    let extra = format!(
+        "auth.reauth_max_age_secs = 300\n[[auth.issuers]]\nissuer = {issuer:?}\naudience = \"trackgate\"\nca = {cert_path:?}\n"
+    );
+    let s = Server::start_in(&dir.path().join("tg"), &extra).unwrap();
+    s.ok(&["org", "add", "acme", "--name", "Acme"], None);
+    s.ok(
+        &[
+            "user-group",
+            "add",
+            "--org",
+            "acme",
+            "admins",
+            "--name",
+            "Admins",
+            "--role",
+            "admin",
+            "--email",
+            "ann@op.example",
+        ],
+        None,
+    );
+    let c = s.client();
+    let change = |token: String| {
+        let req = c
+            .put(s.url("/v1/admin/orgs/acme/retention"))
+            .bearer_auth(token)
+            .json(&json!({"positions_days": 30}));
+        async move { req.send().await.unwrap() }
+    };
+    // Signed in an hour ago (a dev token of the same user says so).
+    let stale = s.ok(
+        &["dev-token", "--email", "ann@op.example", "--auth-age-secs", "3600"],
+        None,
+    );
+    let r = change(stale.trim().to_owned()).await;
+    assert_eq!(r.status(), 401);
+    let challenge = r.headers()["www-authenticate"].to_str().unwrap().to_owned();
+    assert!(
+        challenge.contains(r#"error="insufficient_user_authentication""#) && challenge.contains("max_age=300"),
+        "{challenge}"
+    );
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "insufficient_user_authentication");
+    assert!(
+        body["detail"].as_str().unwrap().contains("within the last 300 seconds"),
+        "{body}"
+    );
+    assert!(
+        s.ok(&["org", "list"], None)
+            .contains(r#""positions_retention_days":null"#)
+    );
+
+    // A fresh sign-in through the real provider.
+    let login = std::process::Command::new("node")
+        .current_dir(RealOp::dir())
+        .args(["op.mjs", "login", &issuer, "ann"])
+        .env("NODE_EXTRA_CA_CERTS", &cert_path)
+        .output()
+        .unwrap();
+    assert!(
+        login.status.success(),
+        "sign-in: {}",
+        String::from_utf8_lossy(&login.stderr)
+    );
+    let fresh = String::from_utf8(login.stdout).unwrap().trim().to_owned();
+    let r = change(fresh).await;
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    assert!(
+        s.ok(&["org", "list"], None)
+            .contains(r#""positions_retention_days":30"#)
+    );
+}

@@ -80,6 +80,7 @@ pub async fn add_org(
 ) -> Result<(StatusCode, Json<Value>), ApiFailure> {
     let b: NewOrg = body(&bytes)?;
     let audit = platform_admin(&caller, "org.add", Some(&b.id), Some(b.name.clone()))?;
+    caller.signed_in_within(s.reauth_max_age)?;
     s.store.add_organization(&b.id, &b.name, &audit).await?;
     Ok(created())
 }
@@ -166,6 +167,7 @@ pub async fn set_retention(
     let b: OrgRetention = body(&bytes)?;
     let days = b.positions_days.map_or_else(|| "default".to_owned(), |d| d.to_string());
     let audit = org_admin(&caller, &org, "retention.set", Some(format!("positions_days={days}")))?;
+    caller.signed_in_within(s.reauth_max_age)?;
     s.store.set_positions_retention(&org, b.positions_days, &audit).await?;
     Ok(Json(json!({"ok": true})))
 }
@@ -186,6 +188,7 @@ pub async fn assign_device(
 ) -> Result<Json<Value>, ApiFailure> {
     let b: DeviceOrg = body(&bytes)?;
     let audit = platform_admin(&caller, "device.assign", Some(&b.org), Some(id.clone()))?;
+    caller.signed_in_within(s.reauth_max_age)?;
     s.store.assign_device(&id, &b.org, &audit).await?;
     Ok(Json(json!({"ok": true})))
 }
@@ -216,6 +219,7 @@ pub async fn add_order_group(
 ) -> Result<(StatusCode, Json<Value>), ApiFailure> {
     let b: NewOrderGroup = body(&bytes)?;
     let audit = org_admin(&caller, &org, "order_group.add", Some(b.id.clone()))?;
+    caller.signed_in_within(s.reauth_max_age)?;
     s.store.add_order_group(&org, &b.id, &b.name, &audit).await?;
     Ok(created())
 }
@@ -241,6 +245,7 @@ pub async fn set_shipment(
 ) -> Result<Json<Value>, ApiFailure> {
     let b: Shipment = body(&bytes)?;
     let mut audit = org_admin(&caller, &org, "device.shipment", Some(id.clone()))?;
+    caller.signed_in_within(s.reauth_max_age)?;
     audit.detail = Some(
         json!({"order_group": b.order_group, "shipment_label": b.shipment_label, "shipment_ref": b.shipment_ref})
             .to_string(),
@@ -329,6 +334,7 @@ pub async fn add_user_group(
     };
     let rules = b.rules.iter().map(NewRule::rule).collect::<Result<Vec<_>, _>>()?;
     let mut audit = org_admin(&caller, &org, "user_group.add", Some(b.id.clone()))?;
+    caller.signed_in_within(s.reauth_max_age)?;
     audit.detail = Some(json!({"role": role, "scope": scope, "rules": rules}).to_string());
     let group = UserGroup {
         org_id: org,
@@ -349,6 +355,7 @@ pub async fn remove_user_group(
     Path((org, group)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiFailure> {
     let audit = org_admin(&caller, &org, "user_group.remove", Some(group.clone()))?;
+    caller.signed_in_within(s.reauth_max_age)?;
     s.store.remove_user_group(&org, &group, &audit).await?;
     Ok(Json(json!({"ok": true})))
 }
@@ -362,6 +369,7 @@ pub async fn add_rule(
 ) -> Result<(StatusCode, Json<Value>), ApiFailure> {
     let rule = body::<NewRule>(&bytes)?.rule()?;
     let mut audit = org_admin(&caller, &org, "rule.add", Some(group.clone()))?;
+    caller.signed_in_within(s.reauth_max_age)?;
     audit.detail = Some(format!("{} {}", rule.kind.as_str(), rule.value));
     s.store.add_rule(&org, &group, &rule, &audit).await?;
     Ok(created())
@@ -376,6 +384,7 @@ pub async fn remove_rule(
 ) -> Result<Json<Value>, ApiFailure> {
     let rule = q.rule()?;
     let mut audit = org_admin(&caller, &org, "rule.remove", Some(group.clone()))?;
+    caller.signed_in_within(s.reauth_max_age)?;
     audit.detail = Some(format!("{} {}", rule.kind.as_str(), rule.value));
     s.store.remove_rule(&org, &group, &rule, &audit).await?;
     Ok(Json(json!({"ok": true})))

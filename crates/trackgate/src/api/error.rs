@@ -9,6 +9,8 @@ use trackgate_store::StoreError;
 pub enum ApiFailure {
     /// 401: no token, or a token that does not verify.
     Unauthorized(AuthError),
+    /// 401 with RFC 9470's challenge: a change that needs a sign-in within this many seconds.
+    StaleSignIn(u64),
     /// 403: signed in, but not allowed to change this.
     Forbidden(String),
     /// 404: does not exist, or is not visible to the caller (the two are not told apart).
@@ -41,8 +43,24 @@ impl From<StoreError> for ApiFailure {
 
 impl IntoResponse for ApiFailure {
     fn into_response(self) -> Response {
+        let challenge = match &self {
+            ApiFailure::StaleSignIn(secs) => HeaderValue::from_str(&format!(
+                "Bearer error=\"insufficient_user_authentication\", \
+                 error_description=\"a more recent sign-in is required\", max_age={secs}"
+            ))
+            .ok(),
+            _ => Some(HeaderValue::from_static("Bearer error=\"invalid_token\"")),
+        };
         let (status, error, detail) = match self {
             ApiFailure::Unauthorized(e) => (StatusCode::UNAUTHORIZED, "unauthorized", e.to_string()),
+            ApiFailure::StaleSignIn(secs) => (
+                StatusCode::UNAUTHORIZED,
+                "insufficient_user_authentication",
+                format!(
+                    "this change needs a sign-in within the last {secs} seconds (the token's auth_time is older, or \
+                     absent): sign in again at the provider"
+                ),
+            ),
             ApiFailure::Forbidden(d) => (StatusCode::FORBIDDEN, "forbidden", d),
             ApiFailure::NotFound(d) => (StatusCode::NOT_FOUND, "not_found", d),
             ApiFailure::BadRequest(d) => (StatusCode::BAD_REQUEST, "bad_request", d),
@@ -59,11 +77,10 @@ impl IntoResponse for ApiFailure {
         )
             .into_response();
         let h = resp.headers_mut();
-        if status == StatusCode::UNAUTHORIZED {
-            h.insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer error=\"invalid_token\""),
-            );
+        if status == StatusCode::UNAUTHORIZED
+            && let Some(c) = challenge
+        {
+            h.insert(header::WWW_AUTHENTICATE, c);
         }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

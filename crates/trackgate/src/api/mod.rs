@@ -11,7 +11,7 @@ pub mod location;
 
 pub use error::ApiFailure;
 
-use crate::auth::{Auth, AuthError, Identity, bearer};
+use crate::auth::{Auth, Identity, bearer};
 use crate::feed::Feed;
 use axum::extract::{ConnectInfo, FromRequestParts, State};
 use axum::http::HeaderValue;
@@ -138,12 +138,12 @@ impl Caller {
     }
 
     /// Refuse a caller whose sign-in at the provider (`auth_time`) is older than `max_age`, or
-    /// unknown: a dangerous change asks for a fresh one.
+    /// unknown: every administrative change asks for a recent one (RFC 9470's step-up challenge).
     pub fn signed_in_within(&self, max_age: Duration) -> Result<(), ApiFailure> {
         let now = jsonwebtoken::get_current_timestamp();
         match self.identity.auth_time {
             Some(t) if now.saturating_sub(t) <= max_age.as_secs() => Ok(()),
-            _ => Err(ApiFailure::Unauthorized(AuthError::StaleSignIn(max_age.as_secs()))),
+            _ => Err(ApiFailure::StaleSignIn(max_age.as_secs())),
         }
     }
 

@@ -42,7 +42,7 @@ pub struct AuthConfig {
     pub jwks_min_refresh: Duration,
     /// How often a live stream re-reads which devices its caller may see.
     pub grants_refresh: Duration,
-    /// A dangerous change (deleting an organization) needs a sign-in (`auth_time`) this recent.
+    /// Every administrative change needs a sign-in at the provider (`auth_time`) this recent.
     pub reauth_max_age: Duration,
     pub issuers: Vec<IssuerConfig>,
 }
@@ -144,7 +144,7 @@ impl RawAuth {
             jwks_min_refresh: secs("jwks_min_refresh_secs", self.jwks_min_refresh_secs, 30, 86_400)?,
             grants_refresh: secs("grants_refresh_secs", self.grants_refresh_secs, 15, 3600)?
                 .max(Duration::from_secs(1)),
-            reauth_max_age: secs("reauth_max_age_secs", self.reauth_max_age_secs, 600, 86_400)?
+            reauth_max_age: secs("reauth_max_age_secs", self.reauth_max_age_secs, 900, 86_400)?
                 .max(Duration::from_secs(30)),
             issuers,
         })

@@ -73,10 +73,6 @@ pub enum AuthError {
     Audience,
     #[error("the token's claims are not acceptable: {0}")]
     Claims(&'static str),
-    #[error(
-        "this needs a sign-in within the last {0} seconds (the token's auth_time is older, or absent): sign in again"
-    )]
-    StaleSignIn(u64),
 }
 
 pub struct Authenticator {
