@@ -595,3 +595,48 @@ async fn the_page_follows_its_configuration() {
         "the API stays"
     );
 }
+
+/// The page signs its user out after `ui.idle_timeout_secs` without activity, and not while the
+/// user is active; the token leaves the tab's storage and the sign-in page says why.
+#[tokio::test]
+async fn an_idle_page_signs_its_user_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = server_on(
+        dir.path(),
+        free_port(),
+        "[ui]\nidle_timeout_secs = 3\ntile_url = \"\"\n",
+    );
+    seed(&s);
+    let mut b = Browser::start();
+    sign_in(&mut b, &s, "clerk@acme.example", (1280, 800), "block");
+    // Keys pressed every second for five seconds: still signed in.
+    for _ in 0..5 {
+        b.call(
+            "eval",
+            json!({"expr": "window.dispatchEvent(new KeyboardEvent('keydown')); true"}),
+        );
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+    assert_eq!(
+        b.call("visible", json!({"selector": "#app"})),
+        json!(true),
+        "active, so still signed in"
+    );
+    // Then nothing: signed out, with the reason, and the token gone from the tab.
+    let said = b.call(
+        "wait_text",
+        json!({"selector": "#signin-error", "contains": "without activity"}),
+    );
+    assert!(
+        said.as_str()
+            .unwrap()
+            .contains("Signed out after 3 seconds without activity"),
+        "{said}"
+    );
+    assert_eq!(b.call("visible", json!({"selector": "#signin"})), json!(true));
+    assert_eq!(
+        b.call("eval", json!({"expr": "sessionStorage.getItem('trackgate.dev-token')"})),
+        Value::Null
+    );
+    b.assert_clean("after the idle sign-out");
+}

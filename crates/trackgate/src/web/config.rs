@@ -17,6 +17,7 @@ pub struct RawUi {
     pub tile_attribution: Option<String>,
     pub tile_max_zoom: Option<u8>,
     pub stale_after_secs: Option<u64>,
+    pub idle_timeout_secs: Option<u64>,
 }
 
 /// Validated `[ui]`.
@@ -32,6 +33,8 @@ pub struct UiConfig {
     pub tile_max_zoom: u8,
     /// A device with no record for this long is marked stale.
     pub stale_after: Duration,
+    /// The page signs its user out after this long without a key, click, touch or scroll.
+    pub idle_timeout: Duration,
 }
 
 impl Default for UiConfig {
@@ -72,7 +75,12 @@ impl RawUi {
         if !(60..=30 * 86_400).contains(&stale) {
             bail!("`ui.stale_after_secs` must be between 60 and 2592000, not {stale}");
         }
+        let idle = self.idle_timeout_secs.unwrap_or(1800);
+        if !(1..=86_400).contains(&idle) {
+            bail!("`ui.idle_timeout_secs` must be between 1 and 86400, not {idle}");
+        }
         Ok(UiConfig {
+            idle_timeout: Duration::from_secs(idle),
             enabled: self.enabled.unwrap_or(true),
             tile_url,
             tile_attribution,

@@ -44,6 +44,7 @@ impl WebState {
                 "max_zoom": ui.tile_max_zoom,
             })),
             "stale_after_secs": ui.stale_after.as_secs(),
+            "idle_timeout_secs": ui.idle_timeout.as_secs(),
             "dev_tokens": auth.dev_tokens,
             "issuers": auth.issuers.iter().map(|i| json!({
                 "name": i.name,

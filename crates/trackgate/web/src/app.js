@@ -59,6 +59,23 @@ function showSignIn(config, session) {
   };
 }
 
+/**
+ * Sign out after `secs` without the user's hand on the page (a key, a click, a touch, the wheel,
+ * the pointer moving); updates arriving on the live stream do not count.
+ */
+function signOutWhenIdle(secs, signOut) {
+  const span = secs >= 120 ? `${Math.round(secs / 60)} minutes` : `${secs} seconds`;
+  let timer;
+  const active = () => {
+    clearTimeout(timer);
+    timer = setTimeout(() => signOut(`Signed out after ${span} without activity`), secs * 1000);
+  };
+  for (const ev of ['pointerdown', 'pointermove', 'keydown', 'wheel', 'touchstart']) {
+    window.addEventListener(ev, active, { passive: true });
+  }
+  active();
+}
+
 async function start(config, session) {
   const stop = new AbortController();
   const signOut = async (reason) => {
@@ -85,6 +102,7 @@ async function start(config, session) {
 
   const exp = claims(session.token)?.exp;
   if (exp) setTimeout(() => signOut('Signed out: the sign-in expired'), Math.max(0, exp * 1000 - Date.now()));
+  signOutWhenIdle(config.idle_timeout_secs, signOut);
 
   const devices = new Devices(config.stale_after_secs);
   const view = new View(devices, api, config);
