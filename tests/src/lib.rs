@@ -365,6 +365,34 @@ impl Server {
         self.ok(&["key", "import", &key.owner, &key.kid], Some(&key.secret.to_hex()));
     }
 
+    /// An ID token from `trackgate dev-token` with `args` (`--email`, `--groups`, ...).
+    pub fn dev_token(&self, args: &[&str]) -> String {
+        let mut a = vec!["dev-token"];
+        a.extend(args);
+        self.ok(&a, None).trim().to_owned()
+    }
+
+    /// A user group `id` of `org` with `role` (`admin`, `viewer`) admitting by one membership
+    /// rule: `rule` is the CLI's flag (`--email`, `--domain`, `--idp-group`, `--tenant`).
+    pub fn add_user_group(&self, org: &str, id: &str, role: &str, rule: &str, value: &str) {
+        self.ok(
+            &[
+                "user-group",
+                "add",
+                "--org",
+                org,
+                id,
+                "--name",
+                id,
+                "--role",
+                role,
+                rule,
+                value,
+            ],
+            None,
+        );
+    }
+
     /// Run a CLI command that must succeed; its stdout.
     pub fn ok(&self, args: &[&str], stdin: Option<&str>) -> String {
         let out = self.cli(args, stdin);

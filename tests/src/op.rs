@@ -61,6 +61,23 @@ impl RealOp {
         op
     }
 
+    /// Sign `user` in through the provider's pages (a scripted browser, `op.mjs login`): the ID
+    /// token it issues to the `trackgate` client.
+    pub fn login(&self, user: &str) -> String {
+        let out = Command::new("node")
+            .current_dir(Self::dir())
+            .args(["op.mjs", "login", &self.issuer, user])
+            .env("NODE_EXTRA_CA_CERTS", &self.ca)
+            .output()
+            .expect("node runs");
+        assert!(
+            out.status.success(),
+            "sign-in: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+
     /// `tests/oidc`, where `op.mjs` and its npm packages are.
     pub fn dir() -> PathBuf {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("oidc")

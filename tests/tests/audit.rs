@@ -15,22 +15,7 @@ fn seed(s: &Server) {
         } else {
             "acme.example"
         };
-        s.ok(
-            &[
-                "user-group",
-                "add",
-                "--org",
-                "acme",
-                group,
-                "--name",
-                group,
-                "--role",
-                role,
-                rule,
-                who,
-            ],
-            None,
-        );
+        s.add_user_group("acme", group, role, rule, who);
     }
 }
 
@@ -69,14 +54,8 @@ async fn tamper(s: &Server, id: i64) {
 async fn a_changed_entry_is_named_by_the_cli_and_the_organizations_api(backend: Backend) {
     let (_dir, s) = started_on(backend, "");
     seed(&s);
-    let boss = s
-        .ok(&["dev-token", "--email", "boss@acme.example"], None)
-        .trim()
-        .to_owned();
-    let clerk = s
-        .ok(&["dev-token", "--email", "clerk@acme.example"], None)
-        .trim()
-        .to_owned();
+    let boss = s.dev_token(&["--email", "boss@acme.example"]);
+    let clerk = s.dev_token(&["--email", "clerk@acme.example"]);
 
     let out = s.cli(&["audit", "--verify"], None);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -14,13 +14,7 @@ use trackgate_e2e::{Backend, Server, binary, record, started_on, vector_device, 
 
 /// The operator's view of the API: the devices, and the vector device's whole track.
 async fn answers(s: &Server, upto_seq: u64) -> (Value, Vec<u64>) {
-    let token = s
-        .ok(
-            &["dev-token", "--email", "root@service.example", "--platform-admin"],
-            None,
-        )
-        .trim()
-        .to_owned();
+    let token = s.dev_token(&["--email", "root@service.example", "--platform-admin"]);
     let c = s.client();
     let get = |path: String| {
         let r = c.get(s.url(&path)).bearer_auth(&token);

@@ -19,22 +19,7 @@ fn seed(s: &Server) {
         ("admins", "admin", "--email", "boss@acme.example"),
         ("staff", "viewer", "--domain", "acme.example"),
     ] {
-        s.ok(
-            &[
-                "user-group",
-                "add",
-                "--org",
-                "acme",
-                group,
-                "--name",
-                group,
-                "--role",
-                role,
-                rule,
-                who,
-            ],
-            None,
-        );
+        s.add_user_group("acme", group, role, rule, who);
     }
 }
 
@@ -83,11 +68,7 @@ async fn an_admin_deletes_the_organization_after_a_fresh_sign_in(backend: Backen
     seed(&s);
     send(&s, "a-1", 50).await;
     send(&s, "g-1", 30).await;
-    let token = |args: &[&str]| {
-        let mut a = vec!["dev-token"];
-        a.extend(args);
-        s.ok(&a, None).trim().to_owned()
-    };
+    let token = |args: &[&str]| s.dev_token(args);
     let stale = token(&["--email", "boss@acme.example", "--auth-age-secs", "3600"]);
     let (st, b) = delete(&s, &stale, "").await;
     assert_eq!(st, 401, "{b}");

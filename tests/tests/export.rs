@@ -19,38 +19,8 @@ fn seed(s: &Server) {
         s.add_device(&Key::derived(dev, "k1"), Some("ACME"));
         s.ok(&["device", "assign", dev, "--org", org], None);
     }
-    s.ok(
-        &[
-            "user-group",
-            "add",
-            "--org",
-            "acme",
-            "admins",
-            "--name",
-            "Admins",
-            "--role",
-            "admin",
-            "--email",
-            "boss@acme.example",
-        ],
-        None,
-    );
-    s.ok(
-        &[
-            "user-group",
-            "add",
-            "--org",
-            "globex",
-            "ops",
-            "--name",
-            "Ops",
-            "--role",
-            "admin",
-            "--domain",
-            "globex.example",
-        ],
-        None,
-    );
+    s.add_user_group("acme", "admins", "admin", "--email", "boss@acme.example");
+    s.add_user_group("globex", "ops", "admin", "--domain", "globex.example");
 }
 
 /// `n` records of `key`'s device from `first`, through the supplier.
@@ -105,10 +75,7 @@ async fn one_organizations_export_holds_exactly_its_data_and_verifies(backend: B
     send(&s, &Key::derived("a-2", "k1"), 0, 25).await;
     send(&s, &Key::derived("g-1", "k1"), 0, 40).await;
     // acme's trail gets a read by its admin.
-    let boss = s
-        .ok(&["dev-token", "--email", "boss@acme.example"], None)
-        .trim()
-        .to_owned();
+    let boss = s.dev_token(&["--email", "boss@acme.example"]);
     let r = s
         .client()
         .get(s.url("/v1/devices"))
@@ -242,23 +209,8 @@ async fn an_organization_admin_downloads_the_export(backend: Backend) {
     let (dir, s) = started_on(backend, "");
     seed(&s);
     send(&s, &Key::derived("a-1", "k1"), 0, 40).await;
-    let token = |email: &str| s.ok(&["dev-token", "--email", email], None).trim().to_owned();
-    s.ok(
-        &[
-            "user-group",
-            "add",
-            "--org",
-            "acme",
-            "staff",
-            "--name",
-            "Staff",
-            "--role",
-            "viewer",
-            "--domain",
-            "acme.example",
-        ],
-        None,
-    );
+    let token = |email: &str| s.dev_token(&["--email", email]);
+    s.add_user_group("acme", "staff", "viewer", "--domain", "acme.example");
     let get = |t: String| {
         let r = s.client().get(s.url("/v1/admin/orgs/acme/export")).bearer_auth(t);
         async move { r.send().await.unwrap() }

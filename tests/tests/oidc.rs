@@ -182,20 +182,7 @@ async fn an_id_token_from_a_real_openid_provider_is_accepted() {
     let dir = tempfile::tempdir().unwrap();
     let op = RealOp::start(&dir.path().join("op"), None);
     let (issuer, cert_path) = (op.issuer.clone(), op.ca.clone());
-    let op_dir = RealOp::dir();
-
-    let login = std::process::Command::new("node")
-        .current_dir(&op_dir)
-        .args(["op.mjs", "login", &issuer, "ann"])
-        .env("NODE_EXTRA_CA_CERTS", &cert_path)
-        .output()
-        .unwrap();
-    assert!(
-        login.status.success(),
-        "sign-in: {}",
-        String::from_utf8_lossy(&login.stderr)
-    );
-    let id_token = String::from_utf8(login.stdout).unwrap().trim().to_owned();
+    let id_token = op.login("ann");
 
     let extra = format!("[[auth.issuers]]\nissuer = {issuer:?}\naudience = \"trackgate\"\nca = {cert_path:?}\n");
     let s = Server::start_in(&dir.path().join("tg"), &extra).unwrap();
@@ -233,22 +220,7 @@ async fn an_admin_change_needs_a_recent_sign_in_at_the_provider() {
     );
     let s = Server::start_in(&dir.path().join("tg"), &extra).unwrap();
     s.ok(&["org", "add", "acme", "--name", "Acme"], None);
-    s.ok(
-        &[
-            "user-group",
-            "add",
-            "--org",
-            "acme",
-            "admins",
-            "--name",
-            "Admins",
-            "--role",
-            "admin",
-            "--email",
-            "ann@op.example",
-        ],
-        None,
-    );
+    s.add_user_group("acme", "admins", "admin", "--email", "ann@op.example");
     let c = s.client();
     let change = |token: String| {
         let req = c
@@ -258,11 +230,8 @@ async fn an_admin_change_needs_a_recent_sign_in_at_the_provider() {
         async move { req.send().await.unwrap() }
     };
     // Signed in an hour ago (a dev token of the same user says so).
-    let stale = s.ok(
-        &["dev-token", "--email", "ann@op.example", "--auth-age-secs", "3600"],
-        None,
-    );
-    let r = change(stale.trim().to_owned()).await;
+    let stale = s.dev_token(&["--email", "ann@op.example", "--auth-age-secs", "3600"]);
+    let r = change(stale).await;
     assert_eq!(r.status(), 401);
     let challenge = r.headers()["www-authenticate"].to_str().unwrap().to_owned();
     assert!(
@@ -281,18 +250,7 @@ async fn an_admin_change_needs_a_recent_sign_in_at_the_provider() {
     );
 
     // A fresh sign-in through the real provider.
-    let login = std::process::Command::new("node")
-        .current_dir(RealOp::dir())
-        .args(["op.mjs", "login", &issuer, "ann"])
-        .env("NODE_EXTRA_CA_CERTS", &cert_path)
-        .output()
-        .unwrap();
-    assert!(
-        login.status.success(),
-        "sign-in: {}",
-        String::from_utf8_lossy(&login.stderr)
-    );
-    let fresh = String::from_utf8(login.stdout).unwrap().trim().to_owned();
+    let fresh = op.login("ann");
     let r = change(fresh).await;
     assert_eq!(r.status(), 200, "{:?}", r.text().await);
     assert!(

@@ -21,38 +21,8 @@ fn seed(s: &Server) {
         s.add_device(&key(dev), Some("ACME"));
         s.ok(&["device", "assign", dev, "--org", org], None);
     }
-    s.ok(
-        &[
-            "user-group",
-            "add",
-            "--org",
-            "acme",
-            "admins",
-            "--name",
-            "admins",
-            "--role",
-            "admin",
-            "--email",
-            "boss@acme.example",
-        ],
-        None,
-    );
-    s.ok(
-        &[
-            "user-group",
-            "add",
-            "--org",
-            "acme",
-            "staff",
-            "--name",
-            "staff",
-            "--role",
-            "viewer",
-            "--domain",
-            "acme.example",
-        ],
-        None,
-    );
+    s.add_user_group("acme", "admins", "admin", "--email", "boss@acme.example");
+    s.add_user_group("acme", "staff", "viewer", "--domain", "acme.example");
 }
 
 /// Records `seqs` of `dev`, each `age_ms` old, in one supplier request.
@@ -73,12 +43,6 @@ async fn ingest(s: &Server, c: &reqwest::Client, dev: &str, seqs: std::ops::Rang
         .await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert_eq!(reply.counts().0, seqs.count() as u64, "{}", reply.body);
-}
-
-fn token(s: &Server, args: &[&str]) -> String {
-    let mut a = vec!["dev-token"];
-    a.extend(args);
-    s.ok(&a, None).trim().to_owned()
 }
 
 async fn call(
@@ -140,9 +104,9 @@ async fn an_organizations_retention_hides_then_purges_its_old_positions(backend:
         ingest(&s, &c, dev, 0..10, 40 * DAY_MS).await;
         ingest(&s, &c, dev, 10..20, DAY_MS).await;
     }
-    let root = token(&s, &["--email", "root@service.example", "--platform-admin"]);
-    let boss = token(&s, &["--email", "boss@acme.example"]);
-    let clerk = token(&s, &["--email", "clerk@acme.example"]);
+    let root = s.dev_token(&["--email", "root@service.example", "--platform-admin"]);
+    let boss = s.dev_token(&["--email", "boss@acme.example"]);
+    let clerk = s.dev_token(&["--email", "clerk@acme.example"]);
     assert_eq!(track_seqs(&c, &s, &root, "a-1").await, (0..20).collect::<Vec<_>>());
 
     // Within the operator's bounds, by an admin of the organization only.

@@ -4,7 +4,7 @@
 
 use super::{Db, Handle};
 use crate::StoreError;
-use crate::access::AuditEntry;
+use crate::access::{AuditEntry, AuditRecord};
 use crate::audit::{self, AuditFailure, AuditVerdict, Fields, PSEUDONYM_PREFIX};
 use crate::{MasterKey, retention};
 use sqlx::Row as _;
@@ -53,6 +53,21 @@ impl Stored {
             hash: r.try_get("hash")?,
             org_hash: r.try_get("org_hash")?,
         })
+    }
+
+    fn record(self) -> AuditRecord {
+        AuditRecord {
+            id: self.id,
+            at_ms: self.at_ms,
+            actor: self.actor,
+            actor_email: self.actor_email,
+            org_id: self.org_id,
+            action: self.action,
+            target: self.target,
+            detail: self.detail,
+            remote_addr: self.remote_addr,
+            over_ride: self.over_ride,
+        }
     }
 
     fn digest(&self, master: &MasterKey) -> [u8; 32] {
@@ -136,6 +151,25 @@ pub(super) async fn append_audit(conn: &mut Conn, master: &MasterKey, e: &AuditE
 }
 
 impl Handle {
+    /// The log (of `org`, when given), newest first, before entry `before_id` if given.
+    pub(crate) async fn audit_log(
+        &self,
+        org: Option<&str>,
+        before_id: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        let mut b = sqlx::QueryBuilder::<Db>::new(format!("SELECT {COLUMNS} FROM audit_log WHERE TRUE"));
+        if let Some(org) = org {
+            b.push(" AND org_id = ").push_bind(org);
+        }
+        if let Some(before) = before_id {
+            b.push(" AND id < ").push_bind(before);
+        }
+        b.push(" ORDER BY id DESC LIMIT ").push_bind(i64::from(limit));
+        let rows = b.build().fetch_all(&self.pool).await?;
+        rows.iter().map(|r| Stored::read(r).map(Stored::record)).collect()
+    }
+
     /// Seal the entries made before the chain existed (the migration left their hashes empty),
     /// oldest first, in one transaction: a one-time step at open.
     pub(super) async fn seal_audit_log(&self) -> Result<u64, StoreError> {

@@ -6,8 +6,8 @@ use super::principals::{is_unique_violation, measurement};
 use super::{Db, Handle};
 use crate::StoreError;
 use crate::access::{
-    Assignment, AuditEntry, AuditRecord, BBox, DeviceView, Fix, MemberKeys, Membership, OrderGroup, Organization, Role,
-    Rule, RuleKind, Scope, TrackCursor, TrackPage, UserGroup, Visibility,
+    Assignment, AuditEntry, BBox, DeviceView, Fix, MemberKeys, Membership, OrderGroup, Organization, Role, Rule,
+    RuleKind, Scope, TrackCursor, TrackPage, UserGroup, Visibility,
 };
 use crate::batch::{SPAN_MS, span_of};
 use crate::columns::measurement_columns;
@@ -782,41 +782,5 @@ impl Handle {
         // written under one lock.
         let tx = self.pool.begin_with(super::BEGIN_WRITE).await?;
         commit_audited(tx, &self.master, e).await
-    }
-
-    pub(crate) async fn audit_log(
-        &self,
-        org: Option<&str>,
-        before_id: Option<i64>,
-        limit: u32,
-    ) -> Result<Vec<AuditRecord>, StoreError> {
-        let mut b = QueryBuilder::new(
-            "SELECT id, at_ms, actor, actor_email, org_id, action, target, detail, remote_addr, override \
-             FROM audit_log WHERE TRUE",
-        );
-        if let Some(org) = org {
-            b.push(" AND org_id = ").push_bind(org);
-        }
-        if let Some(before) = before_id {
-            b.push(" AND id < ").push_bind(before);
-        }
-        b.push(" ORDER BY id DESC LIMIT ").push_bind(i64::from(limit));
-        let rows = b.build().fetch_all(&self.pool).await?;
-        rows.iter()
-            .map(|r| {
-                Ok(AuditRecord {
-                    id: r.try_get("id")?,
-                    at_ms: r.try_get("at_ms")?,
-                    actor: r.try_get("actor")?,
-                    actor_email: r.try_get("actor_email")?,
-                    org_id: r.try_get("org_id")?,
-                    action: r.try_get("action")?,
-                    target: r.try_get("target")?,
-                    detail: r.try_get("detail")?,
-                    remote_addr: r.try_get("remote_addr")?,
-                    over_ride: r.try_get("override")?,
-                })
-            })
-            .collect()
     }
 }

@@ -2,34 +2,14 @@
 //! entries, another organization is untouched, devices are unassigned or deleted with their keys,
 //! and a deletion cut off halfway is finished by asking again.
 
-use super::{TestDb, on_both_backends};
+use super::{TestDb, audit, on_both_backends};
 use crate::access::*;
 use crate::{Row, Store};
-use trackgate_proto::{Measurement, Secret};
-
-fn audit(action: &str) -> AuditEntry {
-    AuditEntry {
-        actor: "cli:test".into(),
-        action: action.into(),
-        ..Default::default()
-    }
-}
+use trackgate_proto::Secret;
 
 fn row(dev: &str, seq: i64) -> Row {
-    Row {
-        device_id: dev.into(),
-        seq,
-        ts: crate::now_ms() - 3_600_000 * 24 + seq * 60_000,
-        measurement: Measurement {
-            lat: Some(60.0),
-            lon: Some(25.0),
-            ..Measurement::default()
-        },
-        ext: None,
-        record: format!("{dev}/{seq}"),
-        kid: "k1".into(),
-        received_ms: 0,
-    }
+    let ts = crate::now_ms() - 3_600_000 * 24 + seq * 60_000;
+    super::store::row(dev, seq, ts, &format!("{dev}/{seq}"))
 }
 
 /// acme (two devices, `n` positions each, groups and rules) and globex (one device, 600).

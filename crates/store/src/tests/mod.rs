@@ -12,6 +12,15 @@ pub(crate) mod operators;
 mod retention;
 pub(crate) mod store;
 
+/// An audit entry of the CLI's test user.
+pub(crate) fn audit(action: &str) -> crate::AuditEntry {
+    crate::AuditEntry {
+        actor: "cli:test".into(),
+        action: action.into(),
+        ..Default::default()
+    }
+}
+
 /// A database to test against, and what it lives in.
 pub(crate) struct TestDb {
     pub dir: tempfile::TempDir,

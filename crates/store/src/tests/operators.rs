@@ -1,18 +1,10 @@
 //! Operators' store, the same on both backends: membership by each rule, visibility in every
 //! read, tracks, and the audit log's append-only guard.
 
-use super::{TestDb, on_both_backends};
+use super::{TestDb, audit, on_both_backends};
 use crate::access::*;
 use crate::{Row, Store};
 use trackgate_proto::Measurement;
-
-fn audit(action: &str) -> AuditEntry {
-    AuditEntry {
-        actor: "cli:test".into(),
-        action: action.into(),
-        ..Default::default()
-    }
-}
 
 fn row(dev: &str, seq: i64, ts: i64, lat: f64, lon: f64) -> Row {
     Row {

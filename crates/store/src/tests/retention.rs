@@ -2,36 +2,14 @@
 //! the purge removes exactly that (whole partitions first on PostgreSQL), latest positions and
 //! rejects follow, each run is audited, and a writer running beside the purge loses nothing.
 
-use super::{TestDb, on_both_backends};
+use super::{TestDb, audit, on_both_backends};
 use crate::access::*;
 use crate::retention::{DAY_MS, Retention, cutoff};
 use crate::{Outcome, RejectRow, Row, Store};
 use std::collections::BTreeMap;
-use trackgate_proto::Measurement;
-
-fn audit(action: &str) -> AuditEntry {
-    AuditEntry {
-        actor: "cli:test".into(),
-        action: action.into(),
-        ..Default::default()
-    }
-}
 
 fn row(dev: &str, seq: i64, ts: i64) -> Row {
-    Row {
-        device_id: dev.into(),
-        seq,
-        ts,
-        measurement: Measurement {
-            lat: Some(60.0),
-            lon: Some(25.0),
-            ..Measurement::default()
-        },
-        ext: None,
-        record: format!("{dev}/{seq}"),
-        kid: "k1".into(),
-        received_ms: ts,
-    }
+    super::store::row(dev, seq, ts, &format!("{dev}/{seq}"))
 }
 
 fn reject(received_ms: i64) -> RejectRow {
