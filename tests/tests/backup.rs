@@ -43,6 +43,23 @@ async fn answers(s: &Server, upto_seq: u64) -> (Value, Vec<u64>) {
     (devices, seqs)
 }
 
+/// The vector device's signed records `seqs`.
+fn envelopes(seqs: std::ops::Range<u64>) -> Vec<String> {
+    let dev = vector_device();
+    seqs.map(|q| dev.envelope(&record("TRK-0001", q))).collect()
+}
+
+/// `batch` through the vector supplier, in one request; the reply.
+async fn post_batch(s: &Server, c: &reqwest::Client, batch: &[String]) -> trackgate_e2e::Reply {
+    s.post(
+        c,
+        &vector_supplier(),
+        "application/json",
+        &format!("[{}]", batch.join(",")),
+    )
+    .await
+}
+
 fn seed(s: &Server) {
     s.ok(&["org", "add", "acme", "--name", "Acme"], None);
     s.ok(&["device", "assign", "TRK-0001", "--org", "acme"], None);
@@ -58,18 +75,10 @@ async fn a_sqlite_backup_taken_during_ingest_restores_and_answers_the_same() {
     let sender = {
         let (s, stop, acked) = (s.clone(), stop.clone(), acked.clone());
         tokio::spawn(async move {
-            let (c, dev) = (s.client(), vector_device());
+            let c = s.client();
             let mut seq = 0;
             while !stop.load(Ordering::SeqCst) {
-                let batch: Vec<String> = (seq..seq + 20).map(|q| dev.envelope(&record("TRK-0001", q))).collect();
-                let reply = s
-                    .post(
-                        &c,
-                        &vector_supplier(),
-                        "application/json",
-                        &format!("[{}]", batch.join(",")),
-                    )
-                    .await;
+                let reply = post_batch(&s, &c, &envelopes(seq..seq + 20)).await;
                 assert_eq!(reply.status, 200, "{}", reply.body);
                 seq += 20;
                 acked.store(seq, Ordering::SeqCst);
@@ -171,16 +180,8 @@ async fn a_postgres_dump_restored_into_a_fresh_database_answers_the_same() {
     let (dir, s) = started_on(Backend::Postgres, "");
     seed(&s);
     let c = s.client();
-    let dev = vector_device();
-    let batch: Vec<String> = (0..200).map(|q| dev.envelope(&record("TRK-0001", q))).collect();
-    let reply = s
-        .post(
-            &c,
-            &vector_supplier(),
-            "application/json",
-            &format!("[{}]", batch.join(",")),
-        )
-        .await;
+    let batch = envelopes(0..200);
+    let reply = post_batch(&s, &c, &batch).await;
     assert_eq!(reply.counts().0, 200, "{}", reply.body);
     let original = answers(&s, u64::MAX).await;
     assert_eq!(original.1.len(), 200);
@@ -195,10 +196,8 @@ async fn a_postgres_dump_restored_into_a_fresh_database_answers_the_same() {
     assert_eq!(answers(&back, u64::MAX).await, original);
     // Keys, partitions and seq marks came along: a resend is a duplicate, a new record is stored.
     let c = back.client();
-    let reply = back
-        .post(&c, &vector_supplier(), "application/json", &format!("[{}]", batch[0]))
-        .await;
+    let reply = post_batch(&back, &c, &batch[..1]).await;
     assert_eq!(reply.counts(), (0, 1), "{}", reply.body);
-    let reply = back.post_record(&c, &dev, 200).await;
+    let reply = back.post_record(&c, &vector_device(), 200).await;
     assert_eq!(reply.counts(), (1, 0), "{}", reply.body);
 }

@@ -124,14 +124,7 @@ impl Partitions {
             .await?;
         for m in months {
             let table = m.table();
-            let attached: bool = sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
-                 WHERE i.inhparent = 'positions'::regclass AND c.relname = $1)",
-            )
-            .bind(&table)
-            .fetch_one(&mut *tx)
-            .await?;
-            if attached {
+            if is_attached(&mut tx, &table).await? {
                 continue;
             }
             // Names and bounds come from integers, never from input text.
@@ -195,14 +188,7 @@ impl Partitions {
                 .bind(LOCK.1)
                 .execute(&mut *tx)
                 .await?;
-            let attached: bool = sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
-                 WHERE i.inhparent = 'positions'::regclass AND c.relname = $1)",
-            )
-            .bind(&name)
-            .fetch_one(&mut *tx)
-            .await?;
-            if attached {
+            if is_attached(&mut tx, &name).await? {
                 floor = Some(floor.map_or(start, |f| f.min(start)));
                 continue;
             }
@@ -224,6 +210,17 @@ impl Partitions {
             .retain(|_, &mut end| end > before);
         Ok((dropped, floor))
     }
+}
+
+/// Is table `name` a partition of `positions` now?
+async fn is_attached(tx: &mut sqlx::PgConnection, name: &str) -> Result<bool, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+         WHERE i.inhparent = 'positions'::regclass AND c.relname = $1)",
+    )
+    .bind(name)
+    .fetch_one(tx)
+    .await?)
 }
 
 /// `name` as an SQL identifier.

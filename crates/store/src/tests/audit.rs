@@ -46,6 +46,18 @@ async fn guard_off(s: &Store) {
     }
 }
 
+/// The twelve entries, then a moment `mid`, then three more of acme: the moment.
+async fn logged_then_three(db: &TestDb) -> (Store, i64) {
+    let s = logged(db).await;
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let mid = crate::now_ms();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    for n in 12..15 {
+        s.audit(&entry(Some("acme"), "boss@acme.example", n)).await.unwrap();
+    }
+    (s, mid)
+}
+
 async fn log(s: &Store) -> Vec<AuditRecord> {
     let mut all = s.audit_log(None, None, 1000).await.unwrap();
     all.reverse();
@@ -117,13 +129,7 @@ async fn verify_names_the_first_entry_changed_or_following_a_removal(db: TestDb)
 }
 
 async fn personal_fields_past_their_period_become_pseudonyms_and_the_chain_holds(db: TestDb) {
-    let s = logged(&db).await;
-    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    let mid = crate::now_ms();
-    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    for n in 12..15 {
-        s.audit(&entry(Some("acme"), "boss@acme.example", n)).await.unwrap();
-    }
+    let (s, mid) = logged_then_three(&db).await;
     let before = log(&s).await;
     // The purge as it would run 30 days after `mid`: the first twelve are past the period.
     let report = s.purge(mid + 30 * crate::retention::DAY_MS).await.unwrap().unwrap();
@@ -186,13 +192,7 @@ async fn entries_from_before_the_chain_are_sealed_at_open(db: TestDb) {
 /// Entries past the audit log's retention go, oldest first; the chain goes on from the newest one
 /// removed, and no other deletion is allowed.
 async fn entries_past_the_audit_retention_go_and_the_chain_still_verifies(db: TestDb) {
-    let s = logged(&db).await;
-    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    let mid = crate::now_ms();
-    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    for n in 12..15 {
-        s.audit(&entry(Some("acme"), "boss@acme.example", n)).await.unwrap();
-    }
+    let (s, mid) = logged_then_three(&db).await;
     let before = log(&s).await;
     // The purge as it would run 730 days (the default) after `mid`.
     let report = s.purge(mid + 730 * crate::retention::DAY_MS).await.unwrap().unwrap();
