@@ -13,6 +13,9 @@ use std::collections::HashMap;
 type Conn = <Db as sqlx::Database>::Connection;
 type DbRow = <Db as sqlx::Database>::Row;
 
+/// An entry's id, organization, hash and organization hash: what the anchors keep.
+type ChainLinks = (i64, Option<String>, Option<Vec<u8>>, Option<Vec<u8>>);
+
 /// Rows read or changed per statement or transaction.
 const PAGE: i64 = 1000;
 
@@ -257,7 +260,7 @@ impl Handle {
                 .bind(cut)
                 .fetch_one(&mut *tx)
                 .await?;
-            let page: Vec<(i64, Option<String>, Option<Vec<u8>>, Option<Vec<u8>>)> =
+            let page: Vec<ChainLinks> =
                 sqlx::query_as("SELECT id, org_id, hash, org_hash FROM audit_log WHERE id < $1 ORDER BY id LIMIT $2")
                     .bind(keep_from.unwrap_or(i64::MAX))
                     .bind(PAGE)
