@@ -5,7 +5,7 @@
 use super::{Db, Handle};
 use crate::StoreError;
 use crate::access::{AuditEntry, AuditRecord};
-use crate::audit::{self, AuditFailure, AuditVerdict, Fields, PSEUDONYM_PREFIX};
+use crate::audit::{self, AuditFailure, AuditVerdict, Fields};
 use crate::{MasterKey, retention};
 use sqlx::Row as _;
 use std::collections::HashMap;
@@ -214,33 +214,57 @@ impl Handle {
         Ok(rows.len() as u64)
     }
 
-    /// Replace the personal fields of entries older than `cut` by their pseudonyms, a
-    /// transaction per page. How many entries were changed.
+    /// Replace the personal fields of entries older than `cut` by their pseudonyms, oldest first,
+    /// a transaction per page, from where the last run stopped (`meta`: the id through which
+    /// every entry is done), so a run reads only what is new. How many entries were changed.
     pub(super) async fn pseudonymize_audit_log(&self, cut: i64) -> Result<u64, StoreError> {
-        let like = format!("{PSEUDONYM_PREFIX}%");
+        const THROUGH: &str = "audit_pseudonymized_through";
         let mut changed = 0;
         loop {
             let mut tx = self.pool.begin_with(super::BEGIN_WRITE).await?;
-            let rows: Vec<(i64, Option<String>, Option<String>)> = sqlx::query_as(
-                "SELECT id, actor_email, remote_addr FROM audit_log WHERE at_ms < $1 \
-                 AND (actor_email NOT LIKE $2 OR remote_addr NOT LIKE $2) ORDER BY id LIMIT $3",
+            let through: Option<Vec<u8>> = sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")
+                .bind(THROUGH)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let through = through
+                .and_then(|v| String::from_utf8(v).ok()?.parse::<i64>().ok())
+                .unwrap_or(0);
+            let rows: Vec<(i64, i64, Option<String>, Option<String>)> = sqlx::query_as(
+                "SELECT id, at_ms, actor_email, remote_addr FROM audit_log WHERE id > $1 ORDER BY id LIMIT $2",
             )
-            .bind(cut)
-            .bind(&like)
+            .bind(through)
             .bind(PAGE)
             .fetch_all(&mut *tx)
             .await?;
-            for (id, email, addr) in &rows {
-                sqlx::query("UPDATE audit_log SET actor_email = $1, remote_addr = $2 WHERE id = $3")
-                    .bind(email.as_deref().map(|v| audit::pseudonym(&self.master, v)))
-                    .bind(addr.as_deref().map(|v| audit::pseudonym(&self.master, v)))
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
+            let (mut last, mut done) = (through, (rows.len() as i64) < PAGE);
+            for (id, at_ms, email, addr) in rows {
+                // The first entry still inside its period ends the run: those after it are younger.
+                if at_ms >= cut {
+                    done = true;
+                    break;
+                }
+                let hashed = |v: &Option<String>| v.as_deref().map(|v| audit::pseudonym(&self.master, v));
+                let (new_email, new_addr) = (hashed(&email), hashed(&addr));
+                if new_email != email || new_addr != addr {
+                    sqlx::query("UPDATE audit_log SET actor_email = $1, remote_addr = $2 WHERE id = $3")
+                        .bind(new_email)
+                        .bind(new_addr)
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                    changed += 1;
+                }
+                last = id;
             }
+            sqlx::query(
+                "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            )
+            .bind(THROUGH)
+            .bind(last.to_string().into_bytes())
+            .execute(&mut *tx)
+            .await?;
             tx.commit().await?;
-            changed += rows.len() as u64;
-            if (rows.len() as i64) < PAGE {
+            if done {
                 return Ok(changed);
             }
         }

@@ -190,6 +190,7 @@ impl Handle {
         if pending.spans.is_empty() && pending.below.is_empty() {
             return Ok(0);
         }
+        let started = std::time::Instant::now();
         let mut tx = self.pool.begin_with(super::BEGIN_WRITE).await?;
         let mut deleted = 0;
         for (device, hour, min_seq, max_seq, whole) in &pending.spans {
@@ -213,6 +214,9 @@ impl Handle {
         pending.spans.clear();
         pending.below.clear();
         pending.rows = 0;
+        // Then as long again (at most a second) for everyone else: the purge holds the database at
+        // most about half of its time, and SQLite's one writer gets its turns.
+        tokio::time::sleep(started.elapsed().min(std::time::Duration::from_secs(1))).await;
         Ok(deleted)
     }
 

@@ -160,6 +160,19 @@ async fn personal_fields_past_their_period_become_pseudonyms_and_the_chain_holds
     assert!(v.ok(), "{v:?}");
     assert!(v.entries > 15);
     assert!(s.verify_audit(Some("acme")).await.unwrap().ok());
+    // A later run takes up where this one stopped: the three younger entries, nothing twice.
+    let later = s
+        .purge(crate::now_ms() + 31 * crate::retention::DAY_MS)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(later.audit_pseudonymized, 3);
+    let all = log(&s).await;
+    assert!(
+        all.iter()
+            .all(|e| e.actor_email.as_deref().is_none_or(|m| m.starts_with("hmac:")))
+    );
+    assert!(s.verify_audit(None).await.unwrap().ok());
     // The guard still refuses any other change, and a pseudonym back to a clear value.
     for sql in [
         "UPDATE audit_log SET action = 'x'".to_owned(),
