@@ -146,10 +146,13 @@ async fn a_deletion_cut_off_halfway_is_finished_by_asking_again(db: TestDb) {
         .enable_all()
         .build()
         .unwrap();
-    let deleting = {
-        let s = s.clone();
-        runtime.spawn(async move { s.delete_org("acme", false, &audit("org.delete")).await })
-    };
+    // Its own store, so no connection of this test's pool belongs to that runtime.
+    let mut opts = db.options();
+    opts.retention.batch_rows = 10;
+    let deleting = runtime.spawn(async move {
+        let other = Store::open(&opts, TestDb::master()).await.unwrap();
+        other.delete_org("acme", false, &audit("org.delete")).await
+    });
     loop {
         if s.count_positions().await.unwrap() < 10_600 {
             deleting.abort();
