@@ -425,6 +425,12 @@ impl Server {
         self.post_at(client, key, content_type, body, &ts).await
     }
 
+    /// POST `envelopes` as one JSON array through the vector supplier, now.
+    pub async fn post_envelopes(&self, client: &reqwest::Client, envelopes: &[String]) -> Reply {
+        let body = format!("[{}]", envelopes.join(","));
+        self.post(client, &vector_supplier(), "application/json", &body).await
+    }
+
     /// POST one record of `key`'s device with `seq`, signed by that key, now.
     pub async fn post_record(&self, client: &reqwest::Client, key: &Key, seq: u64) -> Reply {
         self.post(client, key, "application/json", &key.envelope(&record(&key.owner, seq)))

@@ -10,7 +10,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use trackgate_e2e::{Backend, Server, binary, record, started_on, vector_device, vector_supplier};
+use trackgate_e2e::{Backend, Server, binary, record, started_on, vector_device};
 
 /// The operator's view of the API: the devices, and the vector device's whole track.
 async fn answers(s: &Server, upto_seq: u64) -> (Value, Vec<u64>) {
@@ -49,17 +49,6 @@ fn envelopes(seqs: std::ops::Range<u64>) -> Vec<String> {
     seqs.map(|q| dev.envelope(&record("TRK-0001", q))).collect()
 }
 
-/// `batch` through the vector supplier, in one request; the reply.
-async fn post_batch(s: &Server, c: &reqwest::Client, batch: &[String]) -> trackgate_e2e::Reply {
-    s.post(
-        c,
-        &vector_supplier(),
-        "application/json",
-        &format!("[{}]", batch.join(",")),
-    )
-    .await
-}
-
 fn seed(s: &Server) {
     s.ok(&["org", "add", "acme", "--name", "Acme"], None);
     s.ok(&["device", "assign", "TRK-0001", "--org", "acme"], None);
@@ -78,7 +67,7 @@ async fn a_sqlite_backup_taken_during_ingest_restores_and_answers_the_same() {
             let c = s.client();
             let mut seq = 0;
             while !stop.load(Ordering::SeqCst) {
-                let reply = post_batch(&s, &c, &envelopes(seq..seq + 20)).await;
+                let reply = s.post_envelopes(&c, &envelopes(seq..seq + 20)).await;
                 assert_eq!(reply.status, 200, "{}", reply.body);
                 seq += 20;
                 acked.store(seq, Ordering::SeqCst);
@@ -181,7 +170,7 @@ async fn a_postgres_dump_restored_into_a_fresh_database_answers_the_same() {
     seed(&s);
     let c = s.client();
     let batch = envelopes(0..200);
-    let reply = post_batch(&s, &c, &batch).await;
+    let reply = s.post_envelopes(&c, &batch).await;
     assert_eq!(reply.counts().0, 200, "{}", reply.body);
     let original = answers(&s, u64::MAX).await;
     assert_eq!(original.1.len(), 200);
@@ -196,7 +185,7 @@ async fn a_postgres_dump_restored_into_a_fresh_database_answers_the_same() {
     assert_eq!(answers(&back, u64::MAX).await, original);
     // Keys, partitions and seq marks came along: a resend is a duplicate, a new record is stored.
     let c = back.client();
-    let reply = post_batch(&back, &c, &batch[..1]).await;
+    let reply = back.post_envelopes(&c, &batch[..1]).await;
     assert_eq!(reply.counts(), (0, 1), "{}", reply.body);
     let reply = back.post_record(&c, &vector_device(), 200).await;
     assert_eq!(reply.counts(), (1, 0), "{}", reply.body);

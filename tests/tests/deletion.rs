@@ -33,14 +33,7 @@ async fn send(s: &Server, dev: &str, n: u64) {
             ))
         })
         .collect();
-    let reply = s
-        .post(
-            &s.client(),
-            &trackgate_e2e::vector_supplier(),
-            "application/json",
-            &format!("[{}]", envelopes.join(",")),
-        )
-        .await;
+    let reply = s.post_envelopes(&s.client(), &envelopes).await;
     assert_eq!(reply.counts().0, n, "{}", reply.body);
 }
 

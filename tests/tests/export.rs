@@ -34,17 +34,9 @@ async fn send(s: &Server, key: &Key, first: u64, n: u64) {
             ))
         })
         .collect();
-    let body = format!("[{}]", envelopes.join(","));
     // A key imported a moment ago reaches the server within `ingest.key_refresh_ms`.
     for _ in 0..100 {
-        let reply = s
-            .post(
-                &s.client(),
-                &trackgate_e2e::vector_supplier(),
-                "application/json",
-                &body,
-            )
-            .await;
+        let reply = s.post_envelopes(&s.client(), &envelopes).await;
         if reply.body.to_string().contains("unknown_key") {
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             continue;

@@ -37,10 +37,7 @@ async fn ingest(s: &Server, c: &reqwest::Client, dev: &str, seqs: std::ops::Rang
             ))
         })
         .collect();
-    let body = format!("[{}]", envelopes.join(","));
-    let reply = s
-        .post(c, &trackgate_e2e::vector_supplier(), "application/json", &body)
-        .await;
+    let reply = s.post_envelopes(c, &envelopes).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert_eq!(reply.counts().0, seqs.count() as u64, "{}", reply.body);
 }
