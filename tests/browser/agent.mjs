@@ -148,14 +148,17 @@ const ops = {
   },
 
   /**
-   * Sign in through an OpenID provider: click its button, type `login` (and any password) into
-   * its login page, accept its consent page, and wait to be back on the map, signed in.
+   * Sign in through an OpenID provider: click `button` (the page's sign-in button, or one whose
+   * action leads to the provider), type `login` (and any password) into its login page, accept
+   * its consent page, and wait to be back on the map, signed in. Says how many login pages the
+   * provider showed.
    */
   async provider_sign_in({ button, login }) {
     await Promise.all([
       page.waitForURL((u) => u.origin !== origin, { timeout: TIMEOUT }),
       page.getByRole('button', { name: button }).click(),
     ]);
+    let logins = 0;
     for (let step = 0; step < 6; step++) {
       await page.waitForLoadState('load');
       if (new URL(page.url()).origin === origin) break;
@@ -163,6 +166,7 @@ const ops = {
       if (await form.count()) {
         await form.fill(login);
         await page.locator('input[name=password]').fill('any');
+        logins += 1;
       }
       const before = page.url();
       await Promise.all([
@@ -171,7 +175,7 @@ const ops = {
       ]);
     }
     await page.locator('#app').waitFor({ state: 'visible', timeout: TIMEOUT });
-    return { who: await page.locator('#who').textContent(), url: page.url() };
+    return { who: await page.locator('#who').textContent(), url: page.url(), logins };
   },
 
   /** Wait until the markers on the map are exactly `ids`. */
@@ -297,6 +301,11 @@ const ops = {
 
   async eval({ expr }) {
     return page.evaluate(expr);
+  },
+
+  async fill({ selector, value }) {
+    await page.locator(selector).first().fill(value);
+    return true;
   },
 
   async click({ selector }) {

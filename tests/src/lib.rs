@@ -404,6 +404,14 @@ impl Server {
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// Run a CLI command that must succeed and prints JSON lines; those values.
+    pub fn json_lines(&self, args: &[&str]) -> Vec<serde_json::Value> {
+        self.ok(args, None)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("trackgate {args:?} printed {l:?}: {e}")))
+            .collect()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("https://localhost:{}{path}", self.https.port())
     }

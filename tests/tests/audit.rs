@@ -1,5 +1,5 @@
 //! The audit trail's tamper evidence against the real binary, on both backends: `trackgate audit
-//! --verify` and an organization admin's `GET /v1/admin/orgs/{org}/audit/verify` pass on the
+//! verify` and an organization admin's `GET /v1/admin/orgs/{org}/audit/verify` pass on the
 //! trail trackgate wrote, and name the entry once a row is changed behind trackgate's back (with
 //! the database's append-only guard switched off, as someone holding its credentials could).
 
@@ -57,7 +57,7 @@ async fn a_changed_entry_is_named_by_the_cli_and_the_organizations_api(backend: 
     let boss = s.dev_token(&["--email", "boss@acme.example"]);
     let clerk = s.dev_token(&["--email", "clerk@acme.example"]);
 
-    let out = s.cli(&["audit", "--verify"], None);
+    let out = s.cli(&["audit", "verify"], None);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(v["failure"].is_null() && v["entries"].as_u64().unwrap() >= 3, "{v}");
@@ -68,14 +68,14 @@ async fn a_changed_entry_is_named_by_the_cli_and_the_organizations_api(backend: 
     assert_eq!(st, 403, "a viewer may not");
 
     // acme's first entry (the organization's creation), changed behind trackgate's back.
-    let log = s.ok(&["audit", "--org", "acme", "--limit", "1000"], None);
-    let first = log
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap()["id"].as_i64().unwrap())
+    let first = s
+        .json_lines(&["audit", "--org", "acme", "--limit", "1000"])
+        .iter()
+        .map(|e| e["id"].as_i64().unwrap())
         .min()
         .unwrap();
     tamper(&s, first).await;
-    let out = s.cli(&["audit", "--verify"], None);
+    let out = s.cli(&["audit", "verify"], None);
     assert!(!out.status.success());
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(said.contains(&format!("entry {first} was changed")), "{said}");

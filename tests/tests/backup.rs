@@ -1,4 +1,4 @@
-//! Backups against the real binary. SQLite: `trackgate db backup` taken while records keep
+//! Backups against the real binary. SQLite: `trackgate backup` taken while records keep
 //! arriving is a consistent copy (every record acknowledged before it began is in it, each device's
 //! seqs without holes), private to its owner, never written over an existing file; `trackgate db
 //! restore` brings it back only beside the same master key, and the restored server answers the
@@ -79,7 +79,7 @@ async fn a_sqlite_backup_taken_during_ingest_restores_and_answers_the_same() {
     }
     let before = acked.load(Ordering::SeqCst);
     let out = dir.path().join("backup.db");
-    let o = s.cli(&["db", "backup", "--out", out.to_str().unwrap()], None);
+    let o = s.cli(&["backup", "--out", out.to_str().unwrap()], None);
     let said = String::from_utf8_lossy(&o.stderr).to_string();
     assert!(o.status.success(), "{said}");
     assert!(said.contains("does not contain the master key"), "{said}");
@@ -93,7 +93,7 @@ async fn a_sqlite_backup_taken_during_ingest_restores_and_answers_the_same() {
     );
     assert_eq!(std::fs::metadata(&out).unwrap().permissions().mode() & 0o777, 0o600);
     // Never over an existing file.
-    let o = s.cli(&["db", "backup", "--out", out.to_str().unwrap()], None);
+    let o = s.cli(&["backup", "--out", out.to_str().unwrap()], None);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("backup.db"));
 
@@ -118,7 +118,7 @@ async fn a_sqlite_backup_taken_during_ingest_restores_and_answers_the_same() {
         std::process::Command::new(binary())
             .arg("--config")
             .arg(dir.join("trackgate.toml"))
-            .args(["db", "restore", "--from", out.to_str().unwrap()])
+            .args(["restore", "--from", out.to_str().unwrap()])
             .env_remove("TRACKGATE_MASTER_KEY")
             .output()
             .unwrap()

@@ -396,38 +396,30 @@ async fn other_organizations_phones_and_no_tiles() {
     assert_eq!(e["external"], json!([]));
 }
 
+/// The seeded server signing in through a real OpenID provider (oidc-provider from npm), whose
+/// users are all in `op-group` (here a group of acme with `role`) and have @op.example addresses.
+/// `extra_toml` is top-level keys (dotted).
+fn with_provider(dir: &std::path::Path, role: &str, extra_toml: &str) -> (RealOp, Server) {
+    let port = free_port();
+    let op = RealOp::start(&dir.join("op"), Some(&format!("https://localhost:{port}/")));
+    let issuer = format!(
+        "{extra_toml}[[auth.issuers]]\nissuer = {:?}\naudience = {MAP_CLIENT:?}\nca = {:?}\n\
+         name = \"Test OP\"\nscopes = [\"openid\", \"email\", \"groups\"]\n",
+        op.issuer, op.ca
+    );
+    let s = server_on(&dir.join("tg"), port, &issuer);
+    seed(&s);
+    s.add_user_group("acme", "op-users", role, "--idp-group", "op-group");
+    (op, s)
+}
+
 /// Sign in through a real OpenID provider (oidc-provider from npm): the authorization code flow
 /// with PKCE, in the browser, through the provider's own login and consent pages. The page ends
 /// up signed in as the provider's user, with no code or token left in its address.
 #[tokio::test]
 async fn operator_signs_in_through_an_openid_provider() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let op = RealOp::start(&dir.path().join("op"), Some(&format!("https://localhost:{port}/")));
-    let issuer = format!(
-        "[[auth.issuers]]\nissuer = {:?}\naudience = {MAP_CLIENT:?}\nca = {:?}\nname = \"Test OP\"\n\
-         scopes = [\"openid\", \"email\", \"groups\"]\n",
-        op.issuer, op.ca
-    );
-    let s = server_on(&dir.path().join("tg"), port, &issuer);
-    seed(&s);
-    // The provider's users are all in `op-group` and have @op.example addresses.
-    s.ok(
-        &[
-            "user-group",
-            "add",
-            "--org",
-            "acme",
-            "op-users",
-            "--name",
-            "op-users",
-            "--role",
-            "viewer",
-            "--idp-group",
-            "op-group",
-        ],
-        None,
-    );
+    let (op, s) = with_provider(dir.path(), "viewer", "");
     seed_tracks(&s).await;
 
     let mut b = Browser::start();
@@ -649,4 +641,59 @@ async fn an_idle_page_signs_its_user_out() {
         Value::Null
     );
     b.assert_clean("after the idle sign-out");
+}
+
+/// An admin change with a sign-in older than `auth.reauth_max_age_secs`: the API answers 401
+/// `insufficient_user_authentication`, the page sends its user back to the provider for a fresh
+/// sign-in (`prompt=login`: the provider shows its login page though its session is alive), and
+/// makes the change once back, under the new token.
+#[tokio::test]
+async fn an_admin_change_asks_for_a_fresh_sign_in_and_is_made_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (op, s) = with_provider(dir.path(), "admin", "auth.reauth_max_age_secs = 10\n");
+    let mut b = Browser::start();
+    b.call("launch", json!({"dir": artefacts("map"), "allow": [op.issuer]}));
+    b.call("goto", json!({"url": s.url("/")}));
+    let first = b.call(
+        "provider_sign_in",
+        json!({"button": "Sign in with Test OP", "login": "ann"}),
+    );
+    assert_eq!(first["logins"], 1, "{first}");
+    let auth_time = "Object.keys(sessionStorage).map(k => sessionStorage.getItem(k)).filter(v => v.includes('id_token'))\
+        .map(v => JSON.parse(atob(JSON.parse(v).id_token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/'))).auth_time)[0]";
+    let before = b.call("eval", json!({"expr": auth_time})).as_u64().unwrap();
+    b.call("click", json!({"selector": "#settings-open"}));
+    b.call(
+        "wait_text",
+        json!({"selector": "#s-kept", "contains": "days (the service's default)"}),
+    );
+    // Let the sign-in grow older than the 10 s the server allows for a change.
+    std::thread::sleep(std::time::Duration::from_secs(12));
+    b.call("fill", json!({"selector": "#s-days", "value": "30"}));
+    let again = b.call("provider_sign_in", json!({"button": "Save retention", "login": "ann"}));
+    assert_eq!(
+        again["logins"], 1,
+        "the provider did not ask for a fresh sign-in: {again}"
+    );
+    assert_eq!(again["url"], s.url("/"), "{again}");
+    b.call(
+        "wait_text",
+        json!({"selector": "#s-status", "contains": "Saved after a fresh sign-in: acme's positions retention is 30 days"}),
+    );
+    b.call("wait_text", json!({"selector": "#s-kept", "contains": "kept 30 days."}));
+    b.call("screenshot", json!({"name": "fresh-sign-in-saved"}));
+    let after = b.call("eval", json!({"expr": auth_time})).as_u64().unwrap();
+    assert!(after > before, "auth_time {before} -> {after}");
+    // Made once, by ann, after the fresh sign-in; the stale attempt changed nothing.
+    let orgs = s.json_lines(&["org", "list"]);
+    let acme = orgs.iter().find(|o| o["id"] == "acme").unwrap();
+    assert_eq!(acme["positions_retention_days"], 30, "{acme}");
+    let audit = s.json_lines(&["audit", "--org", "acme"]);
+    let set: Vec<&Value> = audit.iter().filter(|e| e["action"] == "retention.set").collect();
+    assert_eq!(set.len(), 1, "{audit:?}");
+    assert_eq!(set[0]["actor_email"], "ann@op.example", "{audit:?}");
+    assert_eq!(set[0]["target"], "positions_days=30", "{audit:?}");
+    assert!(!s.json_lines(&["audit", "verify"]).is_empty());
+    let e = b.errors();
+    assert_eq!(e["page"], json!([]), "{e}");
 }

@@ -144,8 +144,15 @@ impl RawAuth {
             jwks_min_refresh: secs("jwks_min_refresh_secs", self.jwks_min_refresh_secs, 30, 86_400)?,
             grants_refresh: secs("grants_refresh_secs", self.grants_refresh_secs, 15, 3600)?
                 .max(Duration::from_secs(1)),
-            reauth_max_age: secs("reauth_max_age_secs", self.reauth_max_age_secs, 900, 86_400)?
-                .max(Duration::from_secs(30)),
+            reauth_max_age: match secs("reauth_max_age_secs", self.reauth_max_age_secs, 900, 86_400)? {
+                d if d < Duration::from_secs(10) => {
+                    bail!(
+                        "`auth.reauth_max_age_secs` must be at least 10 (a sign-in and the change it allows take that long), not {}",
+                        d.as_secs()
+                    )
+                }
+                d => d,
+            },
             issuers,
         })
     }

@@ -159,3 +159,26 @@ fn bearer_header_parsing() {
     assert_eq!(bearer(Some("Bearer ")), Err(AuthError::Missing));
     assert_eq!(bearer(None), Err(AuthError::Missing));
 }
+
+#[test]
+fn the_fresh_sign_in_window_is_taken_as_given_within_its_bounds() {
+    let age = |secs: u64| {
+        config::RawAuth {
+            reauth_max_age_secs: Some(secs),
+            ..Default::default()
+        }
+        .validate(false)
+    };
+    assert_eq!(age(10).unwrap().reauth_max_age, Duration::from_secs(10));
+    assert_eq!(
+        config::RawAuth::default().validate(false).unwrap().reauth_max_age,
+        Duration::from_secs(900)
+    );
+    for bad in [0, 9, 86_401] {
+        let e = age(bad).unwrap_err().to_string();
+        assert!(
+            e.contains("auth.reauth_max_age_secs") && e.contains(&bad.to_string()),
+            "{e}"
+        );
+    }
+}

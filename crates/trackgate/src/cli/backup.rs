@@ -1,4 +1,4 @@
-//! `trackgate db backup` and `trackgate db restore`: an online copy of an SQLite database, taken
+//! `trackgate backup` and `trackgate restore`: an online copy of an SQLite database, taken
 //! while trackgate keeps ingesting (`VACUUM INTO`, one read transaction: a consistent snapshot),
 //! and its way back. The keys in it stay sealed under the master key, which is not in it: keep
 //! the key apart from the backups, and both, since neither opens anything without the other.
@@ -20,7 +20,7 @@ pub struct BackupArgs {
 
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
-    /// A file made by `trackgate db backup`.
+    /// A file made by `trackgate backup`.
     #[arg(long)]
     pub from: PathBuf,
 }

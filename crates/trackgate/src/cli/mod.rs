@@ -57,17 +57,22 @@ pub enum Command {
     /// Membership rules of a user group.
     #[command(subcommand)]
     Rule(operators::RuleCommand),
-    /// Print the audit log, newest first, as JSON lines; or, with --verify, check its hash chain.
+    /// Print the audit log, newest first, as JSON lines; `audit verify` checks its hash chain.
+    #[command(args_conflicts_with_subcommands = true)]
     Audit {
+        #[command(subcommand)]
+        verify: Option<AuditCommand>,
         #[arg(long)]
         org: Option<String>,
         #[arg(long, default_value_t = 100)]
         limit: u32,
-        /// Check that no entry was changed, removed or reordered (of --org only, if given), and
-        /// print the verdict; exit 1 naming the first entry that does not verify.
-        #[arg(long)]
-        verify: bool,
     },
+    /// An online copy of the SQLite database into a new file, taken while trackgate keeps
+    /// ingesting. The master key is not in it.
+    Backup(backup::BackupArgs),
+    /// Bring a backup back as the configured SQLite database, which must not exist yet (stop
+    /// trackgate and move the current one away first). Checked against the master key.
+    Restore(backup::RestoreArgs),
     /// Dev mode only: print an ID token signed with the local dev key, for the operators' API.
     DevToken(DevTokenArgs),
     /// The database as a whole.
@@ -76,16 +81,20 @@ pub enum Command {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check that no entry was changed, removed or reordered (of --org only, if given), and
+    /// print the verdict; exit 1 naming the first entry that does not verify.
+    Verify {
+        #[arg(long)]
+        org: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum DbCommand {
     /// Copy every table into another database (for example from the Quick start's SQLite file
     /// into PostgreSQL), with progress; resumable; ends with each table's counts compared.
     Copy(copy::CopyArgs),
-    /// An online copy of the SQLite database into a new file, taken while trackgate keeps
-    /// ingesting. The master key is not in it.
-    Backup(backup::BackupArgs),
-    /// Bring a backup back as the configured SQLite database, which must not exist yet (stop
-    /// trackgate and move the current one away first). Checked against the master key.
-    Restore(backup::RestoreArgs),
     /// Remove now what is past its retention (the server does it every `retention.interval_secs`);
     /// prints what was removed as JSON.
     Purge,
@@ -229,7 +238,7 @@ pub async fn run(config: &Config, command: Command) -> anyhow::Result<()> {
     match command {
         Command::DevToken(args) => return dev_token(config, args),
         Command::Db(DbCommand::Copy(args)) => return copy::run(config, args).await,
-        Command::Db(DbCommand::Restore(args)) => return backup::restore(config, args).await,
+        Command::Restore(args) => return backup::restore(config, args).await,
         _ => {}
     }
     let store = app::open_store(config).await?;
@@ -289,15 +298,18 @@ async fn provision(store: &Store, command: Command) -> anyhow::Result<()> {
         Command::OrderGroup(c) => operators::order_group(store, c).await?,
         Command::UserGroup(c) => operators::user_group(store, c).await?,
         Command::Rule(c) => operators::rule(store, c).await?,
-        Command::Audit { org, verify: true, .. } => operators::verify_audit(store, org.as_deref()).await?,
+        Command::Audit {
+            verify: Some(AuditCommand::Verify { org }),
+            ..
+        } => operators::verify_audit(store, org.as_deref()).await?,
         Command::Audit { org, limit, .. } => operators::audit(store, org.as_deref(), limit).await?,
         Command::DevToken(_) => unreachable!("dev-token needs no database"),
         Command::Db(DbCommand::Purge) => match store.purge(trackgate_store::now_ms()).await? {
             Some(report) => println!("{}", serde_json::to_string(&report)?),
             None => anyhow::bail!("another node is purging now; try again later"),
         },
-        Command::Db(DbCommand::Backup(args)) => backup::backup(store, args).await?,
-        Command::Db(DbCommand::Copy(_) | DbCommand::Restore(_)) => unreachable!("these open their own databases"),
+        Command::Backup(args) => backup::backup(store, args).await?,
+        Command::Db(DbCommand::Copy(_)) | Command::Restore(_) => unreachable!("these open their own databases"),
         Command::Key(c) => match c {
             KeyCommand::Generate { owner, kid } => {
                 let mut bytes = [0u8; 32];

@@ -1,6 +1,20 @@
-// The location API, called with the signed-in user's ID token. A 401 ends the session.
+// The location API, called with the signed-in user's ID token. A 401 ends the session, except
+// the one that asks for a more recent sign-in before a change (`insufficient_user_authentication`,
+// RFC 9470): that one is thrown as `StepUp` for the page to sign in again and retry.
 
 export class Unauthorized extends Error {}
+
+/** The change needs a sign-in more recent than this token's. */
+export class StepUp extends Error {}
+
+async function problem(res, fallback) {
+  try {
+    const body = await res.json();
+    return { error: body.error, detail: body.detail || fallback };
+  } catch {
+    return { error: null, detail: fallback };
+  }
+}
 
 export class Api {
   constructor(token, onUnauthorized) {
@@ -12,26 +26,31 @@ export class Api {
     const headers = { ...(init.headers || {}), authorization: `Bearer ${this.token}` };
     const res = await fetch(path, { ...init, headers, cache: 'no-store' });
     if (res.status === 401) {
-      let detail = 'sign-in expired';
-      try {
-        detail = (await res.json()).detail || detail;
-      } catch { /* keep the default */ }
+      const { error, detail } = await problem(res, 'sign-in expired');
+      if (error === 'insufficient_user_authentication') throw new StepUp(detail);
       this.onUnauthorized(detail);
       throw new Unauthorized(detail);
     }
     return res;
   }
 
-  async get(path) {
-    const res = await this.fetch(path, { headers: { accept: 'application/json' } });
-    if (!res.ok) {
-      let detail = `${res.status} ${res.statusText}`;
-      try {
-        detail = (await res.json()).detail || detail;
-      } catch { /* keep the status */ }
-      throw new Error(detail);
-    }
+  async json(path, init = {}) {
+    const headers = { ...(init.headers || {}), accept: 'application/json' };
+    const res = await this.fetch(path, { ...init, headers });
+    if (!res.ok) throw new Error((await problem(res, `${res.status} ${res.statusText}`)).detail);
     return res.json();
+  }
+
+  get(path) {
+    return this.json(path);
+  }
+
+  put(path, body) {
+    return this.json(path, {
+      method: 'PUT',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+    });
   }
 
   me() {
@@ -40,6 +59,16 @@ export class Api {
 
   async devices() {
     return (await this.get('/v1/devices')).devices;
+  }
+
+  /** The organizations the user administers (all of them for a platform administrator). */
+  orgs() {
+    return this.get('/v1/admin/orgs');
+  }
+
+  /** An organization's positions retention in days, or `null` for the service's default. */
+  setRetention(org, days) {
+    return this.put(`/v1/admin/orgs/${encodeURIComponent(org)}/retention`, { positions_days: days });
   }
 
   device(id) {

@@ -7,6 +7,7 @@ import { Devices, ago, battery, label, temperature } from './devices.js';
 import { follow } from './live.js';
 import { DeviceMap } from './map.js';
 import { Session, claims } from './session.js';
+import { OrgSettings } from './settings.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -80,6 +81,7 @@ async function start(config, session) {
   const stop = new AbortController();
   const signOut = async (reason) => {
     stop.abort();
+    OrgSettings.forget();
     await session.signOut();
     // A fresh page: no map, markers or data of the previous user survive.
     if (reason) sessionStorage.setItem('trackgate.signed-out', reason);
@@ -103,6 +105,7 @@ async function start(config, session) {
   const exp = claims(session.token)?.exp;
   if (exp) setTimeout(() => signOut('Signed out: the sign-in expired'), Math.max(0, exp * 1000 - Date.now()));
   signOutWhenIdle(config.idle_timeout_secs, signOut);
+  if (OrgSettings.wanted(me)) new OrgSettings(api, session, me).resume();
 
   const devices = new Devices(config.stale_after_secs);
   const view = new View(devices, api, config);

@@ -83,6 +83,18 @@ export class Session {
     await userManager(issuer).signinRedirect();
   }
 
+  /**
+   * Leave for the provider again, asking it to sign the user in afresh (`prompt=login`,
+   * `max_age=0`) even if it still has a session: for changes that need a recent sign-in. False
+   * for a dev token, which only a new `trackgate dev-token` renews.
+   */
+  async signInAgain() {
+    const chosen = this.issuer(sessionStorage.getItem(ISSUER));
+    if (!chosen) return false;
+    await userManager(chosen).signinRedirect({ prompt: 'login', max_age: 0 });
+    return true;
+  }
+
   useDevToken(token) {
     const t = token.trim();
     if (!claims(t)) throw new Error('that is not a token: paste the whole output of `trackgate dev-token`');
