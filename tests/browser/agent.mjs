@@ -291,6 +291,16 @@ const ops = {
     return { points: Number(points), lines: vertices.length, vertices: vertices[0] ?? 0, status: await page.locator('#t-status').textContent() };
   },
 
+  /** Download the selected device's track range in `format` through the page: its file. */
+  async download({ format }) {
+    await page.locator('#t-format').selectOption(format);
+    const [dl] = await Promise.all([
+      page.waitForEvent('download', { timeout: TIMEOUT }),
+      page.locator('#t-download').click(),
+    ]);
+    return { name: dl.suggestedFilename(), text: fs.readFileSync(await dl.path(), 'utf8') };
+  },
+
   async attr({ selector, name }) {
     return page.locator(selector).first().getAttribute(name);
   },

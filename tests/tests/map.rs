@@ -273,7 +273,18 @@ async fn operator_sees_own_devices_live_with_tracks_and_reconnects() {
     assert_eq!(track["lines"], 1, "{track}");
     // Leaflet simplifies what it draws at the current zoom, so only a line is certain.
     assert!(track["vertices"].as_u64().unwrap() >= 2, "{track}");
+    // A day is more than the page draws from every fix: it asked for the simplified track (here
+    // every fix of the zigzag is kept).
+    assert!(track["status"].as_str().unwrap().contains("simplified"), "{track}");
     b.call("screenshot", json!({"name": "desktop-track"}));
+    // The range at full resolution as a file, through the page.
+    let csv = b.call("download", json!({"format": "csv"}));
+    assert!(csv["name"].as_str().unwrap().starts_with("a-mun-"), "{csv}");
+    assert!(csv["name"].as_str().unwrap().ends_with(".csv"), "{csv}");
+    let rows: Vec<&str> = csv["text"].as_str().unwrap().lines().collect();
+    assert!(rows[0].starts_with("device_id,seq,ts,time,lat,lon"), "{csv}");
+    assert_eq!(rows.len() as u64, TRACK + 2, "{csv}");
+    assert!(rows[1..].iter().all(|r| r.starts_with("a-mun,")), "{csv}");
     // A range with nothing in it draws nothing.
     let empty = b.call(
         "track",

@@ -261,12 +261,6 @@ async fn trackgate_reconnects_after_a_broker_restart_and_loses_nothing(backend: 
     assert!(connects.last().unwrap().contains(r#""session_present":true"#), "{log}");
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
 async fn a_stalled_database_holds_pubacks_back_and_everything_lands_after(backend: Backend) {
     let devices = fleet(2, 3000);
     let keys: Vec<Key> = devices.iter().map(|(k, _)| k.clone()).collect();
@@ -277,7 +271,7 @@ async fn a_stalled_database_holds_pubacks_back_and_everything_lands_after(backen
     );
     let acked = r#"trackgate_mqtt_messages_total{outcome="acknowledged"}"#;
     let received = r#"trackgate_mqtt_messages_total{outcome="received"}"#;
-    let rss_before = rss_kib(rig.server.pid());
+    let rss_before = trackgate_e2e::rss_mb(rig.server.pid());
 
     // Stall the writer: hold the database's write lock.
     let hold = WriteHold::take(&rig.server).await;
@@ -302,10 +296,10 @@ async fn a_stalled_database_holds_pubacks_back_and_everything_lands_after(backen
     // What trackgate holds is bounded by the queue and the broker's in-flight window, not by the
     // 6000 messages waiting at the broker.
     assert!(rig.server.metric(received).await < 6000.0);
-    let rss_stalled = rss_kib(rig.server.pid());
+    let rss_stalled = trackgate_e2e::rss_mb(rig.server.pid());
     assert!(
-        rss_stalled < rss_before + 64 * 1024,
-        "RSS grew from {rss_before} KiB to {rss_stalled} KiB"
+        rss_stalled < rss_before + 64.0,
+        "RSS grew from {rss_before:.1} MB to {rss_stalled:.1} MB"
     );
 
     hold.release().await;

@@ -45,6 +45,7 @@ pub mod mosquitto;
 pub mod ops;
 pub mod pipeline;
 pub mod ratelimit;
+pub mod simplify;
 pub mod sources;
 pub mod throttle;
 pub mod tls;

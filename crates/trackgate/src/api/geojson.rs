@@ -71,17 +71,20 @@ pub fn track(device: &str, points: &[Fix]) -> Vec<Value> {
             },
         }));
     }
-    for p in points {
-        let mut props = fix_properties(p);
-        props.insert("device_id".into(), json!(device));
-        props.insert("kind".into(), json!("fix"));
-        features.push(json!({
-            "type": "Feature",
-            "geometry": {"type": "Point", "coordinates": position(p)},
-            "properties": props,
-        }));
-    }
+    features.extend(points.iter().map(|p| fix(device, p)));
     features
+}
+
+/// One fix of a track as a `Point` feature (`kind: "fix"`).
+pub fn fix(device: &str, f: &Fix) -> Value {
+    let mut props = fix_properties(f);
+    props.insert("device_id".into(), json!(device));
+    props.insert("kind".into(), json!("fix"));
+    json!({
+        "type": "Feature",
+        "geometry": {"type": "Point", "coordinates": position(f)},
+        "properties": props,
+    })
 }
 
 #[cfg(test)]

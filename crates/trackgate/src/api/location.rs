@@ -5,6 +5,7 @@
 use super::geojson;
 use super::{ApiFailure, ApiState, Caller};
 use crate::feed::FeedBatch;
+use crate::simplify::{self, TimedPoint};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -16,7 +17,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::time::Instant;
-use trackgate_store::{BBox, DeviceView, TrackCursor, Visibility};
+use trackgate_store::{BBox, DeviceView, Fix, TrackCursor, Visibility};
 
 /// Track pages hold at most this many points.
 pub const MAX_TRACK_LIMIT: u32 = 10_000;
@@ -63,7 +64,7 @@ pub async fn devices(State(s): State<ApiState>, caller: Caller) -> Result<Json<D
     Ok(Json(Devices { devices }))
 }
 
-async fn visible_device(s: &ApiState, caller: &Caller, id: &str) -> Result<DeviceView, ApiFailure> {
+pub(super) async fn visible_device(s: &ApiState, caller: &Caller, id: &str) -> Result<DeviceView, ApiFailure> {
     s.store
         .devices(&caller.visibility(), Some(id))
         .await?
@@ -133,6 +134,129 @@ pub struct TrackQuery {
     to: Option<String>,
     limit: Option<String>,
     cursor: Option<String>,
+    tolerance_m: Option<String>,
+    max_points: Option<String>,
+}
+
+/// The range of a track, `[from, to)` in Unix ms: by default the last 24 hours (and the next
+/// minute, for clocks a little ahead).
+pub(super) struct TrackRange {
+    pub from: i64,
+    pub to: i64,
+}
+
+impl TrackRange {
+    pub(super) fn parse(from: &Option<String>, to: &Option<String>) -> Result<TrackRange, ApiFailure> {
+        let to = int::<i64>("to", to)?.unwrap_or_else(|| trackgate_store::now_ms() + 60_000);
+        let from = int::<i64>("from", from)?.unwrap_or(to.saturating_sub(DEFAULT_TRACK_SPAN_MS));
+        if from >= to {
+            return Err(ApiFailure::BadRequest(format!(
+                "`from` ({from}) must be before `to` ({to})"
+            )));
+        }
+        Ok(TrackRange { from, to })
+    }
+}
+
+/// How a simplified track was asked for: a tolerance in metres, a point budget, or both.
+#[derive(Debug, Clone, Copy)]
+struct Simplify {
+    tolerance_m: f64,
+    max_points: u32,
+}
+
+impl Simplify {
+    /// The largest tolerance asked for: 100 km.
+    const MAX_TOLERANCE_M: f64 = 100_000.0;
+
+    fn from_query(q: &TrackQuery) -> Result<Option<Simplify>, ApiFailure> {
+        if q.tolerance_m.is_none() && q.max_points.is_none() {
+            return Ok(None);
+        }
+        if q.limit.is_some() || q.cursor.is_some() {
+            return Err(ApiFailure::BadRequest(
+                "a simplified track (`tolerance_m` or `max_points`) is one answer for the whole range: \
+                 it takes no `limit` or `cursor`"
+                    .into(),
+            ));
+        }
+        let tolerance_m = match q.tolerance_m.as_deref() {
+            None => 0.0,
+            Some(t) => match t.parse::<f64>() {
+                Ok(v) if v > 0.0 && v <= Self::MAX_TOLERANCE_M => v,
+                _ => {
+                    return Err(ApiFailure::BadRequest(format!(
+                        "`tolerance_m` must be a number of metres above 0 and at most {}, not {t:?}",
+                        Self::MAX_TOLERANCE_M
+                    )));
+                }
+            },
+        };
+        let max_points = int::<u32>("max_points", &q.max_points)?.unwrap_or(MAX_TRACK_LIMIT);
+        if !(2..=MAX_TRACK_LIMIT).contains(&max_points) {
+            return Err(ApiFailure::BadRequest(format!(
+                "`max_points` must be between 2 and {MAX_TRACK_LIMIT}, not {max_points}"
+            )));
+        }
+        Ok(Some(Simplify {
+            tolerance_m,
+            max_points,
+        }))
+    }
+
+    /// The fixes of `id` in `[from, to)`, simplified. The range is read in chunks of
+    /// `SIMPLIFY_CHUNK` fixes, each simplified on its own from the last fix kept before it, so
+    /// memory stays bounded however long the range is; with a budget, what is kept is simplified
+    /// again whenever it grows past four budgets, and once at the end. Also: how many fixes the
+    /// range holds.
+    async fn track(self, s: &ApiState, id: &str, from: i64, to: i64) -> Result<(Vec<Fix>, usize), ApiFailure> {
+        const SIMPLIFY_CHUNK: u32 = 50_000;
+        let budget = self.max_points as usize;
+        let mut kept: Vec<Fix> = Vec::new();
+        let mut read = 0;
+        let mut after = None;
+        loop {
+            let page = s.store.track(id, from, to, after, SIMPLIFY_CHUNK).await?;
+            read += page.points.len();
+            let first_is_kept = !kept.is_empty();
+            let chunk: Vec<Fix> = kept.last().cloned().into_iter().chain(page.points).collect();
+            let picked = self.keep(&chunk, budget);
+            kept.extend(
+                picked
+                    .into_iter()
+                    .skip(usize::from(first_is_kept))
+                    .map(|i| chunk[i].clone()),
+            );
+            if kept.len() > 4 * budget {
+                kept = self.thin(kept, budget);
+            }
+            match page.next {
+                Some(c) => after = Some(c),
+                None => break,
+            }
+        }
+        Ok((self.thin(kept, budget), read))
+    }
+
+    fn keep(self, fixes: &[Fix], budget: usize) -> Vec<usize> {
+        let points: Vec<TimedPoint> = fixes
+            .iter()
+            .map(|f| {
+                let (lat, lon) = f.position();
+                TimedPoint { ts: f.ts(), lat, lon }
+            })
+            .collect();
+        simplify::keep(&points, self.tolerance_m, budget)
+    }
+
+    fn thin(self, fixes: Vec<Fix>, budget: usize) -> Vec<Fix> {
+        if fixes.len() <= budget {
+            return fixes;
+        }
+        let picked = self.keep(&fixes, budget);
+        let mut fixes: Vec<Option<Fix>> = fixes.into_iter().map(Some).collect();
+        picked.into_iter().filter_map(|i| fixes[i].take()).collect()
+    }
 }
 
 fn int<T: std::str::FromStr>(name: &str, v: &Option<String>) -> Result<Option<T>, ApiFailure> {
@@ -147,19 +271,18 @@ fn int<T: std::str::FromStr>(name: &str, v: &Option<String>) -> Result<Option<T>
 /// `GET /v1/devices/{id}/track?from=&to=&limit=&cursor=`: positions with `from <= ts < to`
 /// (Unix ms), oldest first, as a LineString and its points. A full page carries `next`, the
 /// cursor for the page after it.
+///
+/// With `tolerance_m` and/or `max_points`, the whole range in one answer, simplified for a
+/// screen (`crate::simplify`): every fix left out lies within `tolerance_m` of the line at its
+/// time, and at most `max_points` (default and most: 10,000) are kept; the foreign member
+/// `simplified` says how many fixes the range holds and how many were kept.
 pub async fn track(
     State(s): State<ApiState>,
     caller: Caller,
     Path(id): Path<String>,
     Query(q): Query<TrackQuery>,
 ) -> Result<Json<Value>, ApiFailure> {
-    let to = int::<i64>("to", &q.to)?.unwrap_or_else(|| trackgate_store::now_ms() + 60_000);
-    let from = int::<i64>("from", &q.from)?.unwrap_or(to.saturating_sub(DEFAULT_TRACK_SPAN_MS));
-    if from >= to {
-        return Err(ApiFailure::BadRequest(format!(
-            "`from` ({from}) must be before `to` ({to})"
-        )));
-    }
+    let TrackRange { from, to } = TrackRange::parse(&q.from, &q.to)?;
     let limit = int::<u32>("limit", &q.limit)?.unwrap_or(DEFAULT_TRACK_LIMIT);
     if !(1..=MAX_TRACK_LIMIT).contains(&limit) {
         return Err(ApiFailure::BadRequest(format!(
@@ -174,6 +297,7 @@ pub async fn track(
                 .ok_or_else(|| ApiFailure::BadRequest(format!("`cursor` {c:?} is not one this API gave")))
         })
         .transpose()?;
+    let simplify = Simplify::from_query(&q)?;
     let d = visible_device(&s, &caller, &id).await?;
     audit_read(
         &s,
@@ -183,13 +307,31 @@ pub async fn track(
         Some(format!("{id} {from}..{to}")),
     )
     .await?;
-    let page = s.store.track(&id, from, to, after, limit).await?;
-    let mut fc = geojson::collection(geojson::track(&id, &page.points));
+    let (points, next, simplified) = match simplify {
+        None => {
+            let page = s.store.track(&id, from, to, after, limit).await?;
+            (page.points, page.next, None)
+        }
+        Some(how) => {
+            let (points, read) = how.track(&s, &id, from, to).await?;
+            let said = json!({
+                "tolerance_m": how.tolerance_m,
+                "max_points": how.max_points,
+                "fixes": read,
+                "kept": points.len(),
+            });
+            (points, None, Some(said))
+        }
+    };
+    let mut fc = geojson::collection(geojson::track(&id, &points));
     // Foreign members (RFC 7946 §6.1): the range served and where the next page starts.
     fc.insert("device_id".into(), json!(id));
     fc.insert("from".into(), json!(from));
     fc.insert("to".into(), json!(to));
-    fc.insert("next".into(), json!(page.next.map(|c| c.encode())));
+    fc.insert("next".into(), json!(next.map(|c| c.encode())));
+    if let Some(said) = simplified {
+        fc.insert("simplified".into(), said);
+    }
     Ok(Json(Value::Object(fc)))
 }
 

@@ -5,6 +5,7 @@
 //! in SQL, and every read of location data and every change is written to the audit log first.
 
 pub mod admin;
+mod download;
 mod error;
 pub mod geojson;
 pub mod location;
@@ -62,6 +63,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/devices", get(location::devices))
         .route("/v1/devices/{id}", get(location::device))
         .route("/v1/devices/{id}/track", get(location::track))
+        .route("/v1/devices/{id}/track/download", get(download::download))
         .route("/v1/positions/latest", get(location::latest))
         .route("/v1/stream", get(location::stream))
         .route("/v1/admin/orgs", get(admin::list_orgs).post(admin::add_org))

@@ -75,19 +75,37 @@ export class Api {
     return this.get(`/v1/devices/${encodeURIComponent(id)}`);
   }
 
-  /** Every fix of a device in [from, to) (Unix ms), following the pages up to `max` points. */
-  async track(id, from, to, max = 100000) {
+  /**
+   * A device's fixes in [from, to) (Unix ms). With `detail` ({ max_points, tolerance_m }), the
+   * range simplified for the screen in one answer; without, every fix, following the pages up
+   * to `max` points.
+   */
+  async track(id, from, to, detail = null, max = 100000) {
+    const path = `/v1/devices/${encodeURIComponent(id)}/track`;
+    const fixes = (page) => page.features.filter((f) => f.properties.kind === 'fix');
+    if (detail) {
+      const q = new URLSearchParams({ from: String(from), to: String(to) });
+      for (const [k, v] of Object.entries(detail)) if (v) q.set(k, String(v));
+      const page = await this.get(`${path}?${q}`);
+      return { points: fixes(page), truncated: false, simplified: page.simplified };
+    }
     const points = [];
     let cursor = null;
     do {
       const q = new URLSearchParams({ from: String(from), to: String(to), limit: '10000' });
       if (cursor) q.set('cursor', cursor);
-      const page = await this.get(`/v1/devices/${encodeURIComponent(id)}/track?${q}`);
-      for (const f of page.features) {
-        if (f.properties.kind === 'fix') points.push(f);
-      }
+      const page = await this.get(`${path}?${q}`);
+      points.push(...fixes(page));
       cursor = page.next;
     } while (cursor && points.length < max);
-    return { points, truncated: Boolean(cursor) };
+    return { points, truncated: Boolean(cursor), simplified: null };
+  }
+
+  /** The full-resolution fixes of [from, to) as a file (`gpx`, `csv` or `geojson`): a Blob. */
+  async download(id, from, to, format) {
+    const q = new URLSearchParams({ from: String(from), to: String(to), format });
+    const res = await this.fetch(`/v1/devices/${encodeURIComponent(id)}/track/download?${q}`);
+    if (!res.ok) throw new Error((await problem(res, `${res.status} ${res.statusText}`)).detail);
+    return res.blob();
   }
 }

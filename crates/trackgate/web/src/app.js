@@ -11,6 +11,9 @@ import { OrgSettings } from './settings.js';
 
 const $ = (id) => document.getElementById(id);
 
+/** Track ranges up to this long are drawn from every fix; longer ones simplified for the screen. */
+const FULL_RESOLUTION_MS = 2 * 3600 * 1000;
+
 function el(tag, className, text) {
   const e = document.createElement(tag);
   if (className) e.className = className;
@@ -147,6 +150,9 @@ class View {
       ev.preventDefault();
       this.showTrack();
     });
+    $('t-download').addEventListener('click', () => this.download());
+    this.trackRange = null;
+    this.map.onZoom(() => this.refineTrack());
   }
 
   flags(d) {
@@ -237,6 +243,7 @@ class View {
       if (other && this.devices.has(other)) this.update(other);
     }
     this.map.clearTrack();
+    this.trackRange = null;
     $('t-status').textContent = '';
     delete $('t-status').dataset.points;
     if (!id) {
@@ -276,27 +283,90 @@ class View {
     }
   }
 
-  async showTrack() {
-    const id = this.selected;
+  /** The track form's range in Unix ms, or null (and a message) when it is not a range. */
+  range() {
     const from = new Date($('t-from').value).getTime();
     const to = new Date($('t-to').value).getTime();
+    if (from < to) return { from, to };
+    $('t-status').textContent = '"From" must be before "To".';
+    return null;
+  }
+
+  /**
+   * Draw the selected device's track over the form's range: every fix for a short range, else
+   * the range simplified to about two points per pixel of the map's width; zooming in past it
+   * asks again with the detail of the new zoom (`refineTrack`).
+   */
+  async showTrack() {
+    const id = this.selected;
+    const range = this.range();
+    if (!range) return;
     const status = $('t-status');
-    if (!(from < to)) {
-      status.textContent = '"From" must be before "To".';
-      return;
-    }
     status.textContent = 'Loading track…';
     delete status.dataset.points;
+    this.trackRange = null;
+    const full = range.to - range.from <= FULL_RESOLUTION_MS;
     try {
-      const { points, truncated } = await this.api.track(id, from, to);
+      const detail = full ? null : { max_points: Math.min(10000, 2 * this.map.width()) };
+      const track = await this.api.track(id, range.from, range.to, detail);
       if (this.selected !== id) return;
-      this.map.showTrack(points);
-      status.dataset.points = String(points.length);
-      status.textContent = points.length === 0
-        ? 'No positions in this range.'
-        : `${points.length} positions${truncated ? ' (the first 100,000 only)' : ''}.`;
+      this.map.showTrack(track.points);
+      if (!full) this.trackRange = { id, ...range, zoom: this.map.zoom() };
+      this.trackStatus(track);
     } catch (e) {
       status.textContent = `Could not load the track: ${e.message}`;
+    }
+  }
+
+  /** Zoomed in past a simplified track's detail: ask for it again at this zoom's (debounced). */
+  refineTrack() {
+    const r = this.trackRange;
+    if (!r || r.id !== this.selected || this.map.zoom() <= r.zoom) return;
+    clearTimeout(this.refineTimer);
+    this.refineTimer = setTimeout(async () => {
+      const detail = { tolerance_m: Math.max(0.5, this.map.metresPerPixel() / 2), max_points: 10000 };
+      try {
+        const track = await this.api.track(r.id, r.from, r.to, detail);
+        if (this.trackRange !== r) return;
+        r.zoom = this.map.zoom();
+        this.map.showTrack(track.points, false);
+        this.trackStatus(track);
+      } catch (e) {
+        $('t-status').textContent = `Could not load the track: ${e.message}`;
+      }
+    }, 300);
+  }
+
+  trackStatus({ points, truncated, simplified }) {
+    const status = $('t-status');
+    status.dataset.points = String(points.length);
+    if (simplified) status.dataset.fixes = String(simplified.fixes);
+    else delete status.dataset.fixes;
+    status.textContent = points.length === 0
+      ? 'No positions in this range.'
+      : simplified
+        ? `${points.length} of ${simplified.fixes} positions (simplified for this zoom).`
+        : `${points.length} positions${truncated ? ' (the first 100,000 only)' : ''}.`;
+  }
+
+  /** The form's range at full resolution, as a file in the chosen format. */
+  async download() {
+    const id = this.selected;
+    const range = this.range();
+    if (!range) return;
+    const format = $('t-format').value;
+    const status = $('t-status');
+    status.textContent = `Preparing the ${format.toUpperCase()} file…`;
+    try {
+      const blob = await this.api.download(id, range.from, range.to, format);
+      const a = el('a');
+      a.href = URL.createObjectURL(blob);
+      a.download = `${id}-${range.from}-${range.to}.${format}`;
+      a.click();
+      setTimeout(() => URL.revokeObjectURL(a.href), 60000);
+      status.textContent = `Downloaded ${a.download}.`;
+    } catch (e) {
+      status.textContent = `Could not download: ${e.message}`;
     }
   }
 }

@@ -99,8 +99,8 @@ export class DeviceMap {
     if (m) this.cluster.zoomToShowLayer(m, () => {});
   }
 
-  /** Draw a track (GeoJSON Point features, oldest first) and fit it into view. */
-  showTrack(points) {
+  /** Draw a track (GeoJSON Point features, oldest first) and, if `fit`, fit it into view. */
+  showTrack(points, fit = true) {
     this.trackLayer.clearLayers();
     if (points.length === 0) return;
     const latlngs = points.map((f) => [f.geometry.coordinates[1], f.geometry.coordinates[0]]);
@@ -108,11 +108,32 @@ export class DeviceMap {
     this.trackLayer.addLayer(line);
     this.trackLayer.addLayer(L.circleMarker(latlngs[0], { radius: 5, className: 'tg-track-start' }));
     this.trackLayer.addLayer(L.circleMarker(latlngs[latlngs.length - 1], { radius: 5, className: 'tg-track-end' }));
-    if (latlngs.length > 1) this.map.fitBounds(line.getBounds(), { padding: [30, 30], maxZoom: 15 });
-    else this.map.setView(latlngs[0], 13);
+    if (!fit) return;
+    if (latlngs.length > 1) this.map.fitBounds(line.getBounds(), { padding: [30, 30], maxZoom: 15, animate: false });
+    else this.map.setView(latlngs[0], 13, { animate: false });
   }
 
   clearTrack() {
     this.trackLayer.clearLayers();
+  }
+
+  /** How many metres one screen pixel spans at the view's centre and zoom. */
+  metresPerPixel() {
+    const lat = this.map.getCenter().lat;
+    return (40075016.686 * Math.cos((lat * Math.PI) / 180)) / 2 ** (this.map.getZoom() + 8);
+  }
+
+  /** The map's width in pixels. */
+  width() {
+    return this.map.getSize().x;
+  }
+
+  /** Call `f` after the user (or a fit) changes the zoom. */
+  onZoom(f) {
+    this.map.on('zoomend', f);
+  }
+
+  zoom() {
+    return this.map.getZoom();
   }
 }
