@@ -189,3 +189,53 @@ pub async fn store_at(url: &str) -> trackgate_store::Store {
         .await
         .expect("the benchmark's database opens")
 }
+
+/// What a results section says about the run: the machine, the commit, tools' versions; and
+/// putting the section into `benches/RESULTS.md`.
+pub mod results {
+    use std::path::Path;
+    use std::process::Command;
+
+    /// The first non-empty line `program args` prints (stdout, then stderr).
+    pub fn first_line(program: &str, args: &[&str]) -> Option<String> {
+        let out = Command::new(program).args(args).output().ok()?;
+        let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+        text.lines().map(str::trim).find(|l| !l.is_empty()).map(str::to_owned)
+    }
+
+    /// CPUs, model, memory and kernel.
+    pub fn machine() -> String {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let model = cpuinfo
+            .lines()
+            .find_map(|l| l.strip_prefix("model name"))
+            .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
+            .unwrap_or_else(|| "unknown CPU".into());
+        let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+        let mem_gib = std::fs::read_to_string("/proc/meminfo")
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0 / 1024.0);
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+        format!("{cpus} x {model}, {mem_gib:.0} GiB RAM, Linux {}", kernel.trim())
+    }
+
+    /// The commit measured, and whether the tree had changes.
+    pub fn commit() -> String {
+        let mut commit = first_line("git", &["rev-parse", "--short", "HEAD"]).unwrap_or_else(|| "unknown".into());
+        if first_line("git", &["status", "--porcelain", "--untracked-files=no"]).is_some() {
+            commit.push_str(" with uncommitted changes");
+        }
+        commit
+    }
+
+    /// Put `section` into the results file above the newest run, below the file's header.
+    pub fn record(file: &Path, section: &str) -> std::io::Result<()> {
+        let old = std::fs::read_to_string(file).unwrap_or_else(|_| "# Benchmark results\n\n".into());
+        let at = old.find("\n## ").map_or(old.len(), |i| i + 1);
+        let new = format!("{}{section}\n{}", &old[..at], &old[at..]);
+        std::fs::write(file, new)
+    }
+}

@@ -4,9 +4,9 @@
 //! so earlier runs stay below it.
 
 use std::fmt::Write as _;
-use std::path::Path;
-use std::process::Command;
 use std::sync::Mutex;
+pub use trackgate_benches::results::record;
+use trackgate_benches::results::{commit, first_line, machine};
 
 /// What trackgate's process used during a case (see `proc`).
 #[derive(Debug, Clone, Copy)]
@@ -79,45 +79,18 @@ pub fn ratio(at: usize, ratio: f64) {
     }
 }
 
-fn run(program: &str, args: &[&str]) -> Option<String> {
-    let out = Command::new(program).args(args).output().ok()?;
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    text.lines().map(str::trim).find(|l| !l.is_empty()).map(str::to_owned)
-}
-
-fn machine() -> String {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find_map(|l| l.strip_prefix("model name"))
-        .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let mem_gib = std::fs::read_to_string("/proc/meminfo")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0 / 1024.0);
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    format!("{cpus} x {model}, {mem_gib:.0} GiB RAM, Linux {}", kernel.trim())
-}
-
 /// The section for this run.
 pub fn markdown(command: &str, databases: &str) -> String {
     let mut s = String::new();
-    let date = run("date", &["-u", "+%Y-%m-%d %H:%M UTC"]).unwrap_or_default();
-    let mut commit = run("git", &["rev-parse", "--short", "HEAD"]).unwrap_or_else(|| "unknown".into());
-    if run("git", &["status", "--porcelain", "--untracked-files=no"]).is_some() {
-        commit.push_str(" with uncommitted changes");
-    }
+    let date = first_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"]).unwrap_or_default();
+    let commit = commit();
     let _ = writeln!(s, "## {date}: end to end, written by the harness (`{command}`)\n");
     let _ = writeln!(s, "- **Machine**: {}; everything shares it.", machine());
     let _ = writeln!(
         s,
         "- **Software**: trackgate at commit {commit}, release profile; {}; {databases}; {}.",
-        run("rustc", &["--version"]).unwrap_or_else(|| "rustc unknown".into()),
-        run("mosquitto", &["-h"]).unwrap_or_else(|| "mosquitto unknown".into()),
+        first_line("rustc", &["--version"]).unwrap_or_else(|| "rustc unknown".into()),
+        first_line("mosquitto", &["-h"]).unwrap_or_else(|| "mosquitto unknown".into()),
     );
     let _ = writeln!(
         s,
@@ -161,12 +134,4 @@ pub fn markdown(command: &str, databases: &str) -> String {
         }
     }
     s
-}
-
-/// Put `section` into the results file above the newest run, below the file's header.
-pub fn record(file: &Path, section: &str) -> std::io::Result<()> {
-    let old = std::fs::read_to_string(file).unwrap_or_else(|_| "# Benchmark results\n\n".into());
-    let at = old.find("\n## ").map_or(old.len(), |i| i + 1);
-    let new = format!("{}{section}\n{}", &old[..at], &old[at..]);
-    std::fs::write(file, new)
 }
