@@ -42,6 +42,15 @@ const VENDOR: &[(&str, &str)] = &[
         "oidc-client-ts/oidc-client-ts.min.js",
     ),
     ("oidc-client-ts/LICENSE", "oidc-client-ts/LICENSE"),
+    // The world basemap drawn when tiles are unavailable: Natural Earth's countries at 1:50m
+    // (public domain) as TopoJSON, and the decoder that turns it into GeoJSON for Leaflet.
+    ("world-atlas/countries-50m.json", "world-atlas/countries-50m.json"),
+    ("world-atlas/LICENSE", "world-atlas/LICENSE"),
+    (
+        "topojson-client/dist/topojson-client.min.js",
+        "topojson-client/topojson-client.min.js",
+    ),
+    ("topojson-client/LICENSE", "topojson-client/LICENSE"),
 ];
 
 fn main() {

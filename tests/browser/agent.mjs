@@ -212,7 +212,7 @@ const ops = {
 
   /** Device ids in the side list that are shown (not filtered out), in list order. */
   async list() {
-    return page.$$eval('#devices li:not([hidden])', (els) => els.map((e) => ({
+    return page.$$eval('#devices li[data-device]', (els) => els.map((e) => ({
       id: e.dataset.device,
       text: e.textContent,
       classes: [...e.querySelector('button').classList],
@@ -299,6 +299,53 @@ const ops = {
       page.locator('#t-download').click(),
     ]);
     return { name: dl.suggestedFilename(), text: fs.readFileSync(await dl.path(), 'utf8') };
+  },
+
+  /** Wait until `selector` has the attribute `name`: its value. */
+  async wait_attr({ selector, name }) {
+    return until(`${selector}[${name}]`, async () => {
+      const v = await page.locator(selector).first().getAttribute(name);
+      return { done: v !== null, value: v };
+    });
+  },
+
+  /** Start counting the page's animation frames. */
+  async frames_start() {
+    return page.evaluate(() => {
+      window.__frames = { times: [], on: true };
+      const tick = (t) => {
+        if (!window.__frames.on) return;
+        window.__frames.times.push(t);
+        requestAnimationFrame(tick);
+      };
+      requestAnimationFrame(tick);
+      return true;
+    });
+  },
+
+  /**
+   * Stop counting: frames drawn, frames dropped (a gap of n frame times at 60 Hz drops n - 1),
+   * the longest gap, the seconds counted.
+   */
+  async frames_stop() {
+    return page.evaluate(() => {
+      const f = window.__frames;
+      f.on = false;
+      let dropped = 0;
+      let longest = 0;
+      for (let i = 1; i < f.times.length; i++) {
+        const gap = f.times[i] - f.times[i - 1];
+        longest = Math.max(longest, gap);
+        dropped += Math.max(0, Math.round(gap / (1000 / 60)) - 1);
+      }
+      const seconds = (f.times[f.times.length - 1] - f.times[0]) / 1000;
+      return { frames: f.times.length, dropped, longest_ms: longest, seconds };
+    });
+  },
+
+  /** The page's JavaScript heap in use, bytes (Chromium's performance.memory), after a GC if exposed. */
+  async heap() {
+    return page.evaluate(() => performance.memory.usedJSHeapSize);
   },
 
   async attr({ selector, name }) {

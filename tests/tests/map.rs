@@ -285,6 +285,51 @@ async fn operator_sees_own_devices_live_with_tracks_and_reconnects() {
     assert!(rows[0].starts_with("device_id,seq,ts,time,lat,lon"), "{csv}");
     assert_eq!(rows.len() as u64, TRACK + 2, "{csv}");
     assert!(rows[1..].iter().all(|r| r.starts_with("a-mun,")), "{csv}");
+    // Playback: the marker starts at the first fix, the slider puts it at any fix or between two
+    // (interpolated in time), and playing moves it along the track.
+    let fixes: Vec<(f64, f64, f64)> = rows[1..]
+        .iter()
+        .map(|r| {
+            let c: Vec<f64> = r.split(',').skip(2).map(|x| x.parse().unwrap_or(f64::NAN)).collect();
+            (c[0], c[2], c[3])
+        })
+        .collect();
+    assert_eq!(b.call("visible", json!({"selector": "#playback"})), true);
+    let head = |b: &mut Browser| -> (f64, f64, f64) {
+        let v = b.call(
+            "eval",
+            json!({"expr": "(() => { const d = document.getElementById('p-at').dataset; return [Number(d.ts), Number(d.lat), Number(d.lon)]; })()"}),
+        );
+        (v[0].as_f64().unwrap(), v[1].as_f64().unwrap(), v[2].as_f64().unwrap())
+    };
+    let seek = |b: &mut Browser, ts: f64| {
+        b.call(
+            "eval",
+            json!({"expr": format!("(() => {{ const s = document.getElementById('p-time'); s.value = '{ts}'; s.dispatchEvent(new Event('input')); }})()")}),
+        );
+    };
+    assert_eq!(head(&mut b), fixes[0]);
+    seek(&mut b, fixes[2].0);
+    assert_eq!(head(&mut b), fixes[2]);
+    seek(&mut b, (fixes[1].0 + fixes[2].0) / 2.0);
+    let mid = head(&mut b);
+    assert!(
+        (mid.1 - (fixes[1].1 + fixes[2].1) / 2.0).abs() < 1e-9,
+        "{mid:?} {fixes:?}"
+    );
+    assert!(
+        (mid.2 - (fixes[1].2 + fixes[2].2) / 2.0).abs() < 1e-9,
+        "{mid:?} {fixes:?}"
+    );
+    seek(&mut b, fixes[0].0);
+    let at = b.call("eval", json!({"expr": "document.getElementById('p-at').textContent"}));
+    b.call("click", json!({"selector": "#p-play"}));
+    b.call("wait_changed", json!({"selector": "#p-at", "from": at}));
+    b.call("click", json!({"selector": "#p-play"}));
+    let moved = head(&mut b);
+    let last = fixes[fixes.len() - 1];
+    assert!(moved.0 > fixes[0].0 && moved.0 < last.0, "{moved:?} {fixes:?}");
+    b.call("screenshot", json!({"name": "playback"}));
     // A range with nothing in it draws nothing.
     let empty = b.call(
         "track",
@@ -380,7 +425,7 @@ async fn other_organizations_phones_and_no_tiles() {
     b.call("screenshot", json!({"name": "phone-clustered"}));
     b.assert_clean("on a phone");
 
-    // The tile servers are unreachable: markers still appear on a plain background, the page
+    // The tile servers are unreachable: markers still appear, on the world basemap, the page
     // says the tiles are unavailable, and the only errors are the failed tile requests.
     sign_in(&mut b, &s, "clerk@acme.example", (1280, 800), "block");
     b.call("wait_markers", json!({"ids": ACME}));
@@ -389,6 +434,23 @@ async fn other_organizations_phones_and_no_tiles() {
         "wait_text",
         json!({"selector": ".leaflet-control-container", "contains": "tiles unavailable"}),
     );
+    // Under the markers, the world basemap (Natural Earth's countries) instead of a blank plane.
+    let countries = b.call("wait_attr", json!({"selector": "#map", "name": "data-basemap"}));
+    assert!(
+        countries.as_str().unwrap().parse::<u32>().unwrap_or(0) > 200,
+        "{countries}"
+    );
+    let canvas = b.call(
+        "eval",
+        json!({"expr": "(() => { const c = document.querySelector('.leaflet-basemap-pane canvas'); \
+            if (!c) return 0; const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; \
+            let land = 0; for (let i = 3; i < d.length; i += 4) if (d[i] > 0) land++; return land; })()"}),
+    );
+    assert!(
+        canvas.as_u64().unwrap() > 10_000,
+        "the basemap's canvas is empty: {canvas}"
+    );
+    b.call("screenshot", json!({"name": "basemap"}));
     b.call("select", json!({"id": "a-par"}));
     assert_eq!(b.call("track", json!({}))["points"], TRACK);
     b.call("screenshot", json!({"name": "tiles-blocked"}));
@@ -707,4 +769,143 @@ async fn an_admin_change_asks_for_a_fresh_sign_in_and_is_made_after_it() {
     assert!(!s.json_lines(&["audit", "verify"]).is_empty());
     let e = b.errors();
     assert_eq!(e["page"], json!([]), "{e}");
+}
+
+/// A fleet: 10,000 visible devices (four provisioned as usual, the rest with their assignment and
+/// latest position written straight into the database). They all load on the map, the list holds
+/// only the rows in view, search finds one at once, and while records stream in at about 1,000 a
+/// second the page keeps drawing and a live record moves its marker. What it measured (sign-in to
+/// every marker, the JS heap, frames dropped under the stream) is printed and kept beside the
+/// screenshots as `fleet.json`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_devices_load_search_and_follow_the_stream() {
+    const FLEET: usize = 9_996;
+    let dir = tempfile::tempdir().unwrap();
+    let s = server(dir.path());
+    seed(&s);
+    let db = format!("sqlite://{}", dir.path().join("data/trackgate.db").display());
+    let pool = sqlx::SqlitePool::connect(&db).await.unwrap();
+    let now = now_ms() as i64;
+    for sql in [
+        "INSERT INTO principals (id, kind, enabled, created_ms) SELECT printf('f-%05d', value), 'device', 1, 0 FROM n",
+        "INSERT INTO device_assignments (device_id, org_id, shipment_label, assigned_ms) \
+         SELECT printf('f-%05d', value), 'acme', printf('crate f-%05d', value), 0 FROM n",
+        "INSERT INTO latest_positions (device_id, seq, ts, lat, lon, bat, tmp, received_ms) \
+         SELECT printf('f-%05d', value), 1, $1 - value * 1000, 36.0 + (value % 100) * 0.2, -8.0 + (value / 100) * 0.25, 80, 5, $1 FROM n",
+    ] {
+        let sql = format!(
+            "WITH RECURSIVE n(value) AS (SELECT 1 UNION ALL SELECT value + 1 FROM n WHERE value < {FLEET}) {sql}"
+        );
+        sqlx::query(&sql).bind(now).execute(&pool).await.unwrap();
+    }
+    pool.close().await;
+    seed_tracks(&s).await;
+    let total = FLEET + ACME.len();
+
+    let mut b = Browser::start();
+    let started = std::time::Instant::now();
+    sign_in(&mut b, &s, "clerk@acme.example", (1280, 800), "serve");
+    b.call(
+        "wait_text",
+        json!({"selector": "#count", "contains": format!("{total} devices")}),
+    );
+    b.call("wait_shown", json!({"total": total}));
+    let loaded_s = started.elapsed().as_secs_f64();
+    b.call("screenshot", json!({"name": "fleet"}));
+    // The list is as long as the fleet, but only the rows in view are in the page.
+    let rows = b.call("list", json!({})).as_array().unwrap().len();
+    assert!(rows > 5 && rows < 60, "{rows} rows in the page");
+    let height = b.call(
+        "eval",
+        json!({"expr": "document.getElementById('devices').scrollHeight"}),
+    );
+    assert!(height.as_u64().unwrap() > 52 * total as u64 - 100, "{height}");
+    // Scrolled to the end, the last devices are there.
+    b.call(
+        "eval",
+        json!({"expr": "(() => { const l = document.getElementById('devices'); l.scrollTop = l.scrollHeight; l.dispatchEvent(new Event('scroll')); })()"}),
+    );
+    b.call(
+        "wait_text",
+        json!({"selector": "#devices", "contains": "crate f-09996"}),
+    );
+    // Search finds one device among them.
+    assert_eq!(b.call("search", json!({"text": "f-04321"})), json!(["f-04321"]));
+    b.call(
+        "wait_text",
+        json!({"selector": "#count", "contains": format!("1 of {total} devices")}),
+    );
+
+    // a-mun, shown on its own, then records streaming in for acme's devices at about 1,000 a
+    // second for five seconds; the last of them moves a-mun.
+    assert_eq!(b.call("search", json!({"text": "a-mun"})), json!(["a-mun"]));
+    b.call("select", json!({"id": "a-mun"}));
+    // The map zooms until a-mun stands on its own: where it rests.
+    let mut last = Value::Null;
+    let m = loop {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let now = b.call("markers", json!({}));
+        let at = now
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["id"] == "a-mun")
+            .cloned()
+            .unwrap_or(Value::Null);
+        if !at.is_null() && at == last {
+            break at;
+        }
+        assert!(started.elapsed().as_secs() < 120, "a-mun's marker never showed: {now}");
+        last = at;
+    };
+    let heap_before = b.call("heap", json!({})).as_f64().unwrap();
+    b.call("frames_start", json!({}));
+    let posted = stream_records(&s, 5, 1000).await;
+    let frames = b.call("frames_stop", json!({}));
+    b.call("wait_moved", json!({"id": "a-mun", "x": m["x"], "y": m["y"]}));
+    let heap = b.call("heap", json!({})).as_f64().unwrap();
+    b.call("screenshot", json!({"name": "fleet-live"}));
+    b.assert_clean("with ten thousand devices");
+    assert!(frames["frames"].as_u64().unwrap() > 60, "{frames}");
+
+    let measured = json!({
+        "devices": total,
+        "sign_in_to_all_markers_s": loaded_s,
+        "js_heap_mb": heap_before / 1e6,
+        "js_heap_after_stream_mb": heap / 1e6,
+        "records_streamed": posted,
+        "frames": frames,
+    });
+    eprintln!("fleet: {measured}");
+    std::fs::write(artefacts("map").join("fleet.json"), measured.to_string()).unwrap();
+}
+
+/// Post records for acme's devices at about `per_s` a second for `secs` seconds (batches every
+/// 100 ms), each device moving a little north; a-mun's last record is well away. How many.
+async fn stream_records(s: &Server, secs: u64, per_s: u64) -> u64 {
+    let c = s.client();
+    let base = now_ms();
+    let ticks = secs * 10;
+    let per_tick = per_s / 10;
+    let mut seq = 1000;
+    let mut posted = 0;
+    let mut at = tokio::time::interval(std::time::Duration::from_millis(100));
+    for tick in 0..ticks {
+        at.tick().await;
+        let mut batch = Vec::new();
+        for i in 0..per_tick {
+            let (dev, _, lat, lon) = DEVICES[(i % 4) as usize];
+            seq += 1;
+            let last = tick == ticks - 1 && i >= per_tick - 4;
+            let north = if last && dev == "a-mun" {
+                0.05
+            } else {
+                seq as f64 * 1e-7
+            };
+            batch.push(envelope(dev, seq, base + seq, lat + north, lon, 80.0));
+        }
+        posted += batch.len() as u64;
+        post(s, &batch).await;
+    }
+    posted
 }

@@ -122,7 +122,13 @@ async fn seed(store: &Store, devices: usize, positions: usize, now: i64) -> i64 
                     40.0 + (d % 100) as f64 * 0.2 + (i / devices % 50) as f64 * 1e-3,
                     -5.0 + (d / 100) as f64 * 0.3,
                 );
-                row(&ids[d], (i / devices) as i64 + 1, start + (i as f64 * step) as i64, lat, lon)
+                row(
+                    &ids[d],
+                    (i / devices) as i64 + 1,
+                    start + (i as f64 * step) as i64,
+                    lat,
+                    lon,
+                )
             })
             .collect();
         store.write_batch(&batch, &[]).await.unwrap();
@@ -137,7 +143,13 @@ async fn seed(store: &Store, devices: usize, positions: usize, now: i64) -> i64 
             .map(|s| {
                 let moving = if (43_200..46_800).contains(&s) { 43_200 } else { s };
                 let a = moving as f64 / 86_400.0 * std::f64::consts::TAU;
-                row(DAY_DEVICE, s as i64 + 1, day0 + s as i64 * 1000, 52.0 + 0.3 * a.sin(), 13.0 + 0.5 * a.cos())
+                row(
+                    DAY_DEVICE,
+                    s as i64 + 1,
+                    day0 + s as i64 * 1000,
+                    52.0 + 0.3 * a.sin(),
+                    13.0 + 0.5 * a.cos(),
+                )
             })
             .collect();
         store.write_batch(&batch, &[]).await.unwrap();
@@ -155,7 +167,18 @@ enum Raw {
     Postgres(PgPool),
 }
 
-type FixRow = (i64, i64, f64, f64, Option<f64>, Option<f64>, Option<f64>, Option<f64>, Option<f64>, Option<f64>);
+type FixRow = (
+    i64,
+    i64,
+    f64,
+    f64,
+    Option<f64>,
+    Option<f64>,
+    Option<f64>,
+    Option<f64>,
+    Option<f64>,
+    Option<f64>,
+);
 type DeviceRow = (
     String,
     String,
@@ -287,22 +310,46 @@ async fn run(backend: Backend, a: &Args, dir: &Path) -> Vec<Case> {
     let (api_ms, v) = timed(r, || api.get("/v1/positions/latest")).await;
     let (raw_ms, n) = timed(r, || async { fetch!(&raw, FixRow, LATEST_SQL) }).await;
     assert_eq!(v["features"].as_array().unwrap().len(), n);
-    cases.push(Case { name: "`GET /v1/positions/latest`", rows: n, api_ms, raw_ms, note: String::new() });
+    cases.push(Case {
+        name: "`GET /v1/positions/latest`",
+        rows: n,
+        api_ms,
+        raw_ms,
+        note: String::new(),
+    });
 
     let (api_ms, v) = timed(r, || api.get("/v1/devices")).await;
     let (raw_ms, n) = timed(r, || async { fetch!(&raw, DeviceRow, DEVICES_SQL) }).await;
     assert_eq!(v["devices"].as_array().unwrap().len(), n);
-    cases.push(Case { name: "`GET /v1/devices`", rows: n, api_ms, raw_ms, note: String::new() });
+    cases.push(Case {
+        name: "`GET /v1/devices`",
+        rows: n,
+        api_ms,
+        raw_ms,
+        note: String::new(),
+    });
 
     let page = format!("{day}&limit=1000");
     let (api_ms, v) = timed(r, || api.get(&page)).await;
-    let (raw_ms, n) = timed(r, || async { fetch!(&raw, FixRow, FIXES_SQL, DAY_DEVICE, 1i64, 1000i64) }).await;
+    let (raw_ms, n) = timed(r, || async {
+        fetch!(&raw, FixRow, FIXES_SQL, DAY_DEVICE, 1i64, 1000i64)
+    })
+    .await;
     assert_eq!(v["features"].as_array().unwrap().len(), n + 1);
-    cases.push(Case { name: "a 1 Hz day's first track page of 1000", rows: n, api_ms, raw_ms, note: String::new() });
+    cases.push(Case {
+        name: "a 1 Hz day's first track page of 1000",
+        rows: n,
+        api_ms,
+        raw_ms,
+        note: String::new(),
+    });
 
     let pages = format!("{day}&limit=10000");
     let (api_ms, fixes) = timed(r, || api.pages(&pages)).await;
-    let (whole_raw_ms, n) = timed(r, || async { fetch!(&raw, FixRow, FIXES_SQL, DAY_DEVICE, 1i64, 86_400i64) }).await;
+    let (whole_raw_ms, n) = timed(r, || async {
+        fetch!(&raw, FixRow, FIXES_SQL, DAY_DEVICE, 1i64, 86_400i64)
+    })
+    .await;
     assert_eq!(fixes, n);
     cases.push(Case {
         name: "the whole day in pages of 10,000",
@@ -326,7 +373,10 @@ async fn run(backend: Backend, a: &Args, dir: &Path) -> Vec<Case> {
 
 fn main() {
     let a = args();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let mut out = String::new();
     let date = first_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"]).unwrap_or_default();
     let _ = writeln!(

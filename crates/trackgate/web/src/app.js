@@ -4,10 +4,12 @@
 
 import { Api } from './api.js';
 import { Devices, ago, battery, label, temperature } from './devices.js';
+import { DeviceList } from './list.js';
 import { follow } from './live.js';
 import { DeviceMap } from './map.js';
 import { Session, claims } from './session.js';
 import { OrgSettings } from './settings.js';
+import { Playback } from './playback.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -141,7 +143,13 @@ class View {
     this.api = api;
     this.selected = null;
     this.map = new DeviceMap($('map'), config.tiles, (id) => this.select(id));
-    this.items = new Map();
+    this.playback = new Playback(this.map);
+    this.list = new DeviceList($('devices'), (id) => this.item(this.devices.get(id)));
+    // Every device in list order, and their ids; live changes waiting for the next frame.
+    this.ordered = [];
+    this.listed = new Set();
+    this.dirty = new Set();
+    this.frame = null;
     this.fitted = false;
     this.fitPending = false;
     $('search').addEventListener('input', () => this.filter());
@@ -165,14 +173,11 @@ class View {
   sync(gone) {
     for (const id of gone) {
       this.map.remove(id);
-      this.items.get(id)?.remove();
-      this.items.delete(id);
       if (id === this.selected) this.select(null);
     }
-    const list = $('devices');
-    const ordered = this.devices.all().map((d) => this.item(d));
-    list.replaceChildren(...ordered);
-    for (const d of this.devices.all()) this.map.show(d, this.flags(d));
+    this.ordered = this.devices.all();
+    this.listed = new Set(this.ordered.map((d) => d.id));
+    this.map.showAll(this.ordered.map((d) => [d, this.flags(d)]));
     this.filter();
     if (this.selected) this.details(this.devices.get(this.selected));
   }
@@ -191,17 +196,27 @@ class View {
     }, delayMs);
   }
 
-  /** One device changed (a live position). */
+  /**
+   * One device changed (a live position). Changes are drawn together once per animation frame,
+   * however many arrive in between.
+   */
   update(id) {
-    const d = this.devices.get(id);
-    const existing = this.items.get(id);
-    const item = this.item(d);
-    if (existing) existing.replaceWith(item);
-    else this.sync([]);
-    this.map.show(d, this.flags(d));
-    if (id === this.selected) this.details(d);
-    this.filter();
-    this.fitOnce(300);
+    this.dirty.add(id);
+    if (this.frame) return;
+    this.frame = requestAnimationFrame(() => {
+      this.frame = null;
+      const ids = [...this.dirty];
+      this.dirty.clear();
+      for (const changed of ids) {
+        const d = this.devices.get(changed);
+        if (!d) continue;
+        this.map.show(d, this.flags(d));
+        if (changed === this.selected) this.details(d);
+      }
+      if (ids.some((changed) => !this.listed.has(changed))) this.sync([]);
+      else this.list.refresh();
+      this.fitOnce(300);
+    });
   }
 
   item(d) {
@@ -220,29 +235,28 @@ class View {
     b.append(name, el('span', 'meta', meta));
     b.addEventListener('click', () => this.select(d.id));
     li.append(b);
-    this.items.set(d.id, li);
     return li;
   }
 
   filter() {
     const q = $('search').value.trim();
-    let shown = 0;
-    for (const [id, li] of this.items) {
-      const match = this.devices.matches(this.devices.get(id), q);
-      li.hidden = !match;
-      if (match) shown += 1;
-    }
-    const total = this.items.size;
-    $('count').textContent = q ? `${shown} of ${total} devices` : `${total} devices`;
+    const shown = q ? this.ordered.filter((d) => this.devices.matches(d, q)) : this.ordered;
+    this.list.set(shown.map((d) => d.id));
+    const total = this.ordered.length;
+    $('count').textContent = q ? `${shown.length} of ${total} devices` : `${total} devices`;
   }
 
   select(id) {
     const previous = this.selected;
     this.selected = id;
     for (const other of [previous, id]) {
-      if (other && this.devices.has(other)) this.update(other);
+      const d = other && this.devices.get(other);
+      if (d) this.map.show(d, this.flags(d));
     }
+    if (id) this.list.reveal(id);
+    else this.list.refresh();
     this.map.clearTrack();
+    this.playback.clear();
     this.trackRange = null;
     $('t-status').textContent = '';
     delete $('t-status').dataset.points;
@@ -311,6 +325,7 @@ class View {
       const track = await this.api.track(id, range.from, range.to, detail);
       if (this.selected !== id) return;
       this.map.showTrack(track.points);
+      this.playback.load(track.points);
       if (!full) this.trackRange = { id, ...range, zoom: this.map.zoom() };
       this.trackStatus(track);
     } catch (e) {
@@ -330,6 +345,7 @@ class View {
         if (this.trackRange !== r) return;
         r.zoom = this.map.zoom();
         this.map.showTrack(track.points, false);
+        this.playback.load(track.points);
         this.trackStatus(track);
       } catch (e) {
         $('t-status').textContent = `Could not load the track: ${e.message}`;

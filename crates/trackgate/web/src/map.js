@@ -1,6 +1,7 @@
 // The map: one marker per device with a position, clustered when many are close; the selected
 // device's track as a polyline. Tiles are optional: without them (none configured, or none
-// reachable) markers and tracks are drawn on a plain background.
+// reachable) a light world basemap (Natural Earth's countries, embedded) is drawn under the
+// markers and tracks instead.
 
 function el(tag, className, text) {
   const e = document.createElement(tag);
@@ -19,9 +20,11 @@ export class DeviceMap {
     // The cluster layer needs the map's maximum zoom, with or without tiles.
     const maxZoom = tiles ? tiles.max_zoom : 19;
     this.map = L.map(container, { worldCopyJump: true, maxZoom }).setView([30, 0], 2);
+    this.container = container;
     if (tiles) this.addTiles(container, tiles);
+    else this.drawBasemap();
     this.markers = new Map();
-    this.cluster = L.markerClusterGroup({ showCoverageOnHover: false, maxClusterRadius: 40 });
+    this.cluster = L.markerClusterGroup({ showCoverageOnHover: false, maxClusterRadius: 40, chunkedLoading: true });
     this.map.addLayer(this.cluster);
     this.trackLayer = L.layerGroup().addTo(this.map);
     const FitAll = L.Control.extend({
@@ -37,15 +40,42 @@ export class DeviceMap {
     new FitAll({ position: 'topright' }).addTo(this.map);
   }
 
+  /**
+   * The world's countries under everything else, once: for a map without tiles. Drawn on a
+   * canvas, not interactive; the page says whether it is drawn in `data-basemap`.
+   */
+  async drawBasemap() {
+    if (this.basemap) return;
+    this.basemap = true;
+    try {
+      const res = await fetch('/assets/vendor/world-atlas/countries-50m.json');
+      if (!res.ok) throw new Error(`${res.status}`);
+      const topo = await res.json();
+      const countries = topojson.feature(topo, topo.objects.countries);
+      this.map.createPane('basemap').style.zIndex = 250;
+      L.geoJSON(countries, {
+        pane: 'basemap',
+        renderer: L.canvas({ pane: 'basemap' }),
+        interactive: false,
+        style: { color: '#b9c0c8', weight: 0.8, fillColor: '#f4f2ec', fillOpacity: 1 },
+      }).addTo(this.map);
+      this.container.classList.add('with-basemap');
+      this.container.dataset.basemap = String(countries.features.length);
+    } catch (e) {
+      this.container.dataset.basemap = 'failed';
+    }
+  }
+
   addTiles(container, tiles) {
     const layer = L.tileLayer(tiles.url, { attribution: tiles.attribution, maxZoom: tiles.max_zoom });
     const Note = L.Control.extend({
-      onAdd: () => el('div', 'tiles-note', 'Map tiles unavailable: positions on a plain background'),
+      onAdd: () => el('div', 'tiles-note', 'Map tiles unavailable: positions on a world outline map'),
     });
     const note = new Note({ position: 'bottomleft' });
     let shown = false;
     layer.on('tileerror', () => {
       if (!shown) { note.addTo(this.map); shown = true; container.dataset.tiles = 'unavailable'; }
+      this.drawBasemap();
     });
     layer.on('tileload', () => {
       if (shown) { note.remove(); shown = false; }
@@ -66,20 +96,41 @@ export class DeviceMap {
 
   /** Add or move a device's marker; `flags` are CSS classes (stale, low, selected). */
   show(device, flags) {
+    const m = this.place(device, flags);
+    if (m) this.cluster.addLayer(m);
+  }
+
+  /** `show` for many `[device, flags]` at once: new markers join the clusters in one go. */
+  showAll(entries) {
+    const added = [];
+    for (const [device, flags] of entries) {
+      const m = this.place(device, flags);
+      if (m) added.push(m);
+    }
+    if (added.length) this.cluster.addLayers(added);
+  }
+
+  /** Move a device's marker and restyle it if its flags changed; a new marker is returned. */
+  place(device, flags) {
     const p = device.position;
-    if (!p) return;
+    if (!p) return null;
+    const style = flags.join(' ');
     let m = this.markers.get(device.id);
-    const label = device.shipment_label || device.id;
     if (!m) {
+      const label = device.shipment_label || device.id;
       m = L.marker([p.lat, p.lon], { icon: this.icon(device, flags), title: label, keyboard: true });
+      m.tgStyle = style;
       m.on('click', () => this.onSelect(device.id));
       this.markers.set(device.id, m);
-      this.cluster.addLayer(m);
-    } else {
-      const at = m.getLatLng();
-      if (at.lat !== p.lat || at.lng !== p.lon) m.setLatLng([p.lat, p.lon]);
+      return m;
+    }
+    const at = m.getLatLng();
+    if (at.lat !== p.lat || at.lng !== p.lon) m.setLatLng([p.lat, p.lon]);
+    if (m.tgStyle !== style) {
+      m.tgStyle = style;
       m.setIcon(this.icon(device, flags));
     }
+    return null;
   }
 
   remove(id) {
@@ -102,6 +153,7 @@ export class DeviceMap {
   /** Draw a track (GeoJSON Point features, oldest first) and, if `fit`, fit it into view. */
   showTrack(points, fit = true) {
     this.trackLayer.clearLayers();
+    this.head = null;
     if (points.length === 0) return;
     const latlngs = points.map((f) => [f.geometry.coordinates[1], f.geometry.coordinates[0]]);
     const line = L.polyline(latlngs, { className: 'tg-track', weight: 3, opacity: 0.85 });
@@ -115,6 +167,17 @@ export class DeviceMap {
 
   clearTrack() {
     this.trackLayer.clearLayers();
+    this.head = null;
+  }
+
+  /** The playback's marker, at `{lat, lon}`. */
+  playhead(pos) {
+    if (!this.head) {
+      this.head = L.circleMarker([pos.lat, pos.lon], { radius: 7, className: 'tg-playhead' });
+      this.trackLayer.addLayer(this.head);
+    } else {
+      this.head.setLatLng([pos.lat, pos.lon]);
+    }
   }
 
   /** How many metres one screen pixel spans at the view's centre and zoom. */
