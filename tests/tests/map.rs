@@ -883,7 +883,6 @@ async fn ten_thousand_devices_load_search_and_follow_the_stream() {
 /// Post records for acme's devices at about `per_s` a second for `secs` seconds (batches every
 /// 100 ms), each device moving a little north; a-mun's last record is well away. How many.
 async fn stream_records(s: &Server, secs: u64, per_s: u64) -> u64 {
-    let c = s.client();
     let base = now_ms();
     let ticks = secs * 10;
     let per_tick = per_s / 10;
