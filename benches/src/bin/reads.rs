@@ -281,7 +281,7 @@ async fn run(backend: Backend, a: &Args, dir: &Path) -> Vec<Case> {
     // The server makes its database, configuration and master key; stopped, the store is opened
     // from the same configuration to write the rows as ingest would; then it serves them.
     let mut server = Server::start_on(backend, dir, "").expect("trackgate starts");
-    server.stop_with("TERM").unwrap();
+    server.stop_with("-TERM").unwrap();
     let config = trackgate::config::Config::load(Some(&dir.join("trackgate.toml"))).unwrap();
     let store = trackgate::app::open_store(&config).await.unwrap();
     let now = now_ms() as i64;
