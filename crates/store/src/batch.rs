@@ -18,15 +18,18 @@ pub fn span_of(ts: i64) -> i64 {
 }
 
 /// What a batch stored of one device in one hour of `ts`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Span<'a> {
     pub device_id: &'a str,
     pub hour: i64,
     pub min_seq: i64,
     pub max_seq: i64,
-    /// The newest row by `(ts, seq)`.
+    /// The newest row by `(ts, seq)`, and its battery and temperature: what the device list shows
+    /// of a device's newest record without reading the positions table.
     pub newest_ts: i64,
     pub newest_seq: i64,
+    pub newest_bat: Option<f64>,
+    pub newest_tmp: Option<f64>,
 }
 
 /// The rows of a batch that were newly stored.
@@ -65,6 +68,7 @@ pub fn spans<'a>(rows: &'a [Row], outcomes: &'a [Outcome]) -> Vec<Span<'a>> {
                 s.max_seq = s.max_seq.max(r.seq);
                 if (r.ts, r.seq) > (s.newest_ts, s.newest_seq) {
                     (s.newest_ts, s.newest_seq) = (r.ts, r.seq);
+                    (s.newest_bat, s.newest_tmp) = (r.measurement.bat, r.measurement.tmp);
                 }
             })
             .or_insert(Span {
@@ -74,6 +78,8 @@ pub fn spans<'a>(rows: &'a [Row], outcomes: &'a [Outcome]) -> Vec<Span<'a>> {
                 max_seq: r.seq,
                 newest_ts: r.ts,
                 newest_seq: r.seq,
+                newest_bat: r.measurement.bat,
+                newest_tmp: r.measurement.tmp,
             });
     }
     spans.into_values().collect()
@@ -133,6 +139,8 @@ pub(crate) mod tests {
             max_seq,
             newest_ts,
             newest_seq,
+            newest_bat: None,
+            newest_tmp: None,
         };
         assert_eq!(
             got,

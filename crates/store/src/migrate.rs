@@ -30,6 +30,11 @@ pub(crate) const SQLITE: &[Step] = &[
         "audit retention",
         include_str!("../migrations/sqlite/0006_audit_retention.sql"),
     ),
+    (
+        7,
+        "span newest fields",
+        include_str!("../migrations/sqlite/0007_span_newest_fields.sql"),
+    ),
 ];
 
 pub(crate) const POSTGRES: &[Step] = &[
@@ -48,6 +53,11 @@ pub(crate) const POSTGRES: &[Step] = &[
         4,
         "audit retention",
         include_str!("../migrations/postgres/0004_audit_retention.sql"),
+    ),
+    (
+        5,
+        "span newest fields",
+        include_str!("../migrations/postgres/0005_span_newest_fields.sql"),
     ),
 ];
 

@@ -202,13 +202,18 @@ static UPSERT_LATEST: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-const UPSERT_SPANS: &str = "INSERT INTO position_spans (device_id, hour, min_seq, max_seq, newest_ts, newest_seq) \
-     SELECT * FROM UNNEST($1::text[], $2::int8[], $3::int8[], $4::int8[], $5::int8[], $6::int8[]) \
+const UPSERT_SPANS: &str = "INSERT INTO position_spans \
+     (device_id, hour, min_seq, max_seq, newest_ts, newest_seq, newest_bat, newest_tmp) \
+     SELECT * FROM UNNEST($1::text[], $2::int8[], $3::int8[], $4::int8[], $5::int8[], $6::int8[], $7::float8[], $8::float8[]) \
      ON CONFLICT (device_id, hour) DO UPDATE SET \
      min_seq = LEAST(position_spans.min_seq, excluded.min_seq), \
      max_seq = GREATEST(position_spans.max_seq, excluded.max_seq), \
      newest_seq = CASE WHEN (excluded.newest_ts, excluded.newest_seq) > (position_spans.newest_ts, position_spans.newest_seq) \
        THEN excluded.newest_seq ELSE position_spans.newest_seq END, \
+     newest_bat = CASE WHEN (excluded.newest_ts, excluded.newest_seq) > (position_spans.newest_ts, position_spans.newest_seq) \
+       THEN excluded.newest_bat ELSE position_spans.newest_bat END, \
+     newest_tmp = CASE WHEN (excluded.newest_ts, excluded.newest_seq) > (position_spans.newest_ts, position_spans.newest_seq) \
+       THEN excluded.newest_tmp ELSE position_spans.newest_tmp END, \
      newest_ts = GREATEST(position_spans.newest_ts, excluded.newest_ts)";
 
 const UPSERT_MARKS: &str = "INSERT INTO device_marks (device_id, max_seq) \
@@ -402,6 +407,8 @@ impl Postgres {
                     .bind(spans.iter().map(|s| s.max_seq).collect::<Vec<_>>())
                     .bind(spans.iter().map(|s| s.newest_ts).collect::<Vec<_>>())
                     .bind(spans.iter().map(|s| s.newest_seq).collect::<Vec<_>>())
+                    .bind(spans.iter().map(|s| s.newest_bat).collect::<Vec<_>>())
+                    .bind(spans.iter().map(|s| s.newest_tmp).collect::<Vec<_>>())
                     .execute(&mut *tx)
                     .await?;
             }

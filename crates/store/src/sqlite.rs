@@ -350,7 +350,8 @@ impl Sqlite {
         let spans = batch::spans(rows, &outcomes);
         for chunk in cached_chunks(&spans, MAX_BIND_PARAMS / SPAN_COLUMNS) {
             let mut q = QueryBuilder::new(
-                "INSERT INTO position_spans (device_id, hour, min_seq, max_seq, newest_ts, newest_seq) ",
+                "INSERT INTO position_spans \
+                 (device_id, hour, min_seq, max_seq, newest_ts, newest_seq, newest_bat, newest_tmp) ",
             );
             q.push_values(chunk, |mut b, s| {
                 b.push_bind(s.device_id)
@@ -358,13 +359,21 @@ impl Sqlite {
                     .push_bind(s.min_seq)
                     .push_bind(s.max_seq)
                     .push_bind(s.newest_ts)
-                    .push_bind(s.newest_seq);
+                    .push_bind(s.newest_seq)
+                    .push_bind(s.newest_bat)
+                    .push_bind(s.newest_tmp);
             });
+            // The newest row's fields move together, decided before any of them changes (SQLite
+            // evaluates every SET expression against the row as it was).
             q.push(
                 " ON CONFLICT (device_id, hour) DO UPDATE SET \
                  min_seq = min(min_seq, excluded.min_seq), max_seq = max(max_seq, excluded.max_seq), \
                  newest_seq = CASE WHEN (excluded.newest_ts, excluded.newest_seq) > (newest_ts, newest_seq) \
                    THEN excluded.newest_seq ELSE newest_seq END, \
+                 newest_bat = CASE WHEN (excluded.newest_ts, excluded.newest_seq) > (newest_ts, newest_seq) \
+                   THEN excluded.newest_bat ELSE newest_bat END, \
+                 newest_tmp = CASE WHEN (excluded.newest_ts, excluded.newest_seq) > (newest_ts, newest_seq) \
+                   THEN excluded.newest_tmp ELSE newest_tmp END, \
                  newest_ts = max(newest_ts, excluded.newest_ts)",
             );
             q.build().execute(&mut *tx).await?;

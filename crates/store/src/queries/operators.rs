@@ -109,8 +109,10 @@ pub(super) fn devices_query<'a>(
 ) -> QueryBuilder<'a, Db> {
     let mut b = QueryBuilder::new(prefix);
     b.push(assigned_with_latest());
+    // The newest record of any kind is the newest span's (its battery and temperature are kept
+    // there), so listing devices reads no positions.
     b.push(
-        ", r.ts AS r_ts, r.bat AS r_bat, r.tmp AS r_tmp \
+        ", s.newest_ts AS r_ts, s.newest_bat AS r_bat, s.newest_tmp AS r_tmp \
          FROM device_assignments da \
          JOIN organizations o ON o.id = da.org_id \
          LEFT JOIN latest_positions l ON l.device_id = da.device_id",
@@ -118,10 +120,9 @@ pub(super) fn devices_query<'a>(
     push_kept(&mut b, "l.ts", kept);
     b.push(
         " LEFT JOIN position_spans s ON s.device_id = da.device_id \
-           AND s.hour = (SELECT MAX(m.hour) FROM position_spans m WHERE m.device_id = da.device_id) \
-         LEFT JOIN positions r ON r.device_id = da.device_id AND r.seq = s.newest_seq AND r.ts = s.newest_ts",
+           AND s.hour = (SELECT MAX(m.hour) FROM position_spans m WHERE m.device_id = da.device_id)",
     );
-    push_kept(&mut b, "r.ts", kept);
+    push_kept(&mut b, "s.newest_ts", kept);
     b.push(" WHERE TRUE");
     push_visible(&mut b, vis);
     match id {

@@ -95,7 +95,7 @@ impl Format {
                 if !first {
                     out.push(',');
                 }
-                out.push_str(&geojson::fix(device, f).to_string());
+                out.push_str(&serde_json::to_string(&geojson::fix(device, f)).unwrap_or_default());
                 out.push('\n');
             }
             Format::Gpx => {

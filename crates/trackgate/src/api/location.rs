@@ -9,6 +9,7 @@ use crate::simplify::{self, TimedPoint};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
 use futures_util::Stream;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -117,15 +118,15 @@ pub async fn latest(
     State(s): State<ApiState>,
     caller: Caller,
     Query(q): Query<LatestQuery>,
-) -> Result<Json<Value>, ApiFailure> {
+) -> Result<Response, ApiFailure> {
     let bbox = q.bbox.as_deref().map(parse_bbox).transpose()?;
     audit_read(&s, &caller, "read.latest", None, q.bbox.clone()).await?;
     let rows = s.store.latest(&caller.visibility(), bbox).await?;
-    let features = rows
+    let features: Vec<_> = rows
         .iter()
         .map(|(id, a, f)| geojson::device_point(id, Some(a), f))
         .collect();
-    Ok(Json(Value::Object(geojson::collection(features))))
+    Ok(Json(geojson::collection(features, geojson::Plain {})).into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -281,7 +282,7 @@ pub async fn track(
     caller: Caller,
     Path(id): Path<String>,
     Query(q): Query<TrackQuery>,
-) -> Result<Json<Value>, ApiFailure> {
+) -> Result<Response, ApiFailure> {
     let TrackRange { from, to } = TrackRange::parse(&q.from, &q.to)?;
     let limit = int::<u32>("limit", &q.limit)?.unwrap_or(DEFAULT_TRACK_LIMIT);
     if !(1..=MAX_TRACK_LIMIT).contains(&limit) {
@@ -323,16 +324,28 @@ pub async fn track(
             (points, None, Some(said))
         }
     };
-    let mut fc = geojson::collection(geojson::track(&id, &points));
     // Foreign members (RFC 7946 §6.1): the range served and where the next page starts.
-    fc.insert("device_id".into(), json!(id));
-    fc.insert("from".into(), json!(from));
-    fc.insert("to".into(), json!(to));
-    fc.insert("next".into(), json!(next.map(|c| c.encode())));
-    if let Some(said) = simplified {
-        fc.insert("simplified".into(), said);
+    #[derive(Serialize)]
+    struct Range<'a> {
+        device_id: &'a str,
+        from: i64,
+        to: i64,
+        next: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        simplified: Option<Value>,
     }
-    Ok(Json(Value::Object(fc)))
+    let members = Range {
+        device_id: &id,
+        from,
+        to,
+        next: next.map(|c| c.encode()),
+        simplified,
+    };
+    let features = geojson::Track {
+        device: &id,
+        points: &points,
+    };
+    Ok(Json(geojson::collection(features, members)).into_response())
 }
 
 struct Live {
@@ -397,8 +410,8 @@ impl Live {
                     for p in batch.iter() {
                         if self.everything || self.visible.contains(&p.device_id) {
                             let feature = geojson::device_point(&p.device_id, None, &p.fix);
-                            self.pending
-                                .push_back(Event::default().event("position").data(feature.to_string()));
+                            let data = serde_json::to_string(&feature).unwrap_or_default();
+                            self.pending.push_back(Event::default().event("position").data(data));
                         }
                     }
                 }
