@@ -66,7 +66,22 @@ const MAX_BIND_PARAMS: usize = 32_766;
 const POSITION_COLUMNS: usize = 15;
 const LATEST_COLUMNS: usize = 12;
 const REJECT_COLUMNS: usize = 8;
-const SPAN_COLUMNS: usize = 6;
+/// A span row as written; the bind-parameter budget per statement follows from the one list.
+const SPAN_INSERT: &str = "device_id, hour, min_seq, max_seq, newest_ts, newest_seq, newest_bat, newest_tmp";
+const SPAN_COLUMNS: usize = columns(SPAN_INSERT);
+
+/// How many columns a comma-separated list names.
+const fn columns(list: &str) -> usize {
+    let b = list.as_bytes();
+    let (mut n, mut i) = (1, 0);
+    while i < b.len() {
+        if b[i] == b',' {
+            n += 1;
+        }
+        i += 1;
+    }
+    n
+}
 
 /// The head of the batch's multi-row position INSERT, built once.
 static INSERT_POSITIONS: LazyLock<String> = LazyLock::new(|| {
@@ -349,10 +364,7 @@ impl Sqlite {
 
         let spans = batch::spans(rows, &outcomes);
         for chunk in cached_chunks(&spans, MAX_BIND_PARAMS / SPAN_COLUMNS) {
-            let mut q = QueryBuilder::new(
-                "INSERT INTO position_spans \
-                 (device_id, hour, min_seq, max_seq, newest_ts, newest_seq, newest_bat, newest_tmp) ",
-            );
+            let mut q = QueryBuilder::new(format!("INSERT INTO position_spans ({SPAN_INSERT}) "));
             q.push_values(chunk, |mut b, s| {
                 b.push_bind(s.device_id)
                     .push_bind(s.hour)
