@@ -111,27 +111,42 @@ pub fn rows(n: usize, devices: usize, first_seq: i64, ts: i64) -> Vec<Row> {
         .map(|i| {
             let seq = first_seq + i as i64;
             let dev = format!("TRK-{:06}", i % devices);
-            Row {
-                record: record_text(&dev, seq as u64, ts as u64),
-                device_id: dev,
+            let mut r = row(
+                &dev,
                 seq,
-                ts: ts + i as i64,
-                measurement: Measurement {
-                    lat: Some(60.0 + (i % 1000) as f64 * 1e-4),
-                    lon: Some(24.0 + (i % 1000) as f64 * 1e-4),
-                    alt: None,
-                    spd: Some(3.2),
-                    hdg: Some(181.5),
-                    acc: Some(4.5),
-                    bat: Some(87.0),
-                    tmp: Some(-3.25),
-                },
-                ext: None,
-                kid: "k1".into(),
-                received_ms: ts,
-            }
+                ts,
+                60.0 + (i % 1000) as f64 * 1e-4,
+                24.0 + (i % 1000) as f64 * 1e-4,
+            );
+            // The record says `ts`; the rows are a millisecond apart.
+            r.ts = ts + i as i64;
+            r
         })
         .collect()
+}
+
+/// A row of `device` at `ts` and (`lat`, `lon`), with the other measurements a tracker sends,
+/// received at `ts`.
+pub fn row(device: &str, seq: i64, ts: i64, lat: f64, lon: f64) -> Row {
+    Row {
+        record: record_text(device, seq as u64, ts as u64),
+        device_id: device.to_owned(),
+        seq,
+        ts,
+        measurement: Measurement {
+            lat: Some(lat),
+            lon: Some(lon),
+            alt: None,
+            spd: Some(3.2),
+            hdg: Some(181.5),
+            acc: Some(4.5),
+            bat: Some(87.0),
+            tmp: Some(-3.25),
+        },
+        ext: None,
+        kid: "k1".into(),
+        received_ms: ts,
+    }
 }
 
 pub fn now_ms() -> u64 {

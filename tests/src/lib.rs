@@ -641,6 +641,16 @@ pub async fn stored_seqs(server: &Server, device: &str) -> std::collections::BTr
 }
 
 /// Resident memory of a process in MB, from /proc.
+/// GeoJSON files checked by the independent validator (`geojson/check.py`: the `geojson` package
+/// from PyPI, and longitude first and in range); it prints `valid N` (features) when all are.
+pub fn check_geojson<P: AsRef<Path>>(files: &[P]) -> Output {
+    Command::new("python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/geojson/check.py"))
+        .args(files.iter().map(AsRef::as_ref))
+        .output()
+        .expect("python3 runs")
+}
+
 pub fn rss_mb(pid: u32) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status

@@ -316,11 +316,7 @@ async fn geojson_output_is_valid_rfc_7946(backend: Backend) {
     assert_eq!(g["features"][0]["geometry"]["type"], "LineString");
     assert_eq!(g["features"][0]["geometry"]["coordinates"][0][0], 151.21);
 
-    let out = std::process::Command::new("python3")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/geojson/check.py"))
-        .args(&files)
-        .output()
-        .expect("python3 runs");
+    let out = trackgate_e2e::check_geojson(&files);
     assert!(
         out.status.success(),
         "GeoJSON validator: {}{}",
@@ -336,11 +332,7 @@ async fn geojson_output_is_valid_rfc_7946(backend: Backend) {
         r#"{"type":"FeatureCollection","features":[{"type":"Feature","properties":{},"geometry":{"type":"LineString","coordinates":[[1,2]]}}]}"#,
     )
     .unwrap();
-    let out = std::process::Command::new("python3")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/geojson/check.py"))
-        .arg(&bad)
-        .output()
-        .unwrap();
+    let out = trackgate_e2e::check_geojson(&[&bad]);
     assert!(!out.status.success());
 }
 

@@ -188,11 +188,7 @@ async fn a_day_is_simplified_paged_and_downloaded_exactly(backend: Backend) {
     assert_eq!(fixes(&v).iter().map(|f| f.0).collect::<Vec<_>>(), want);
     let file = dir.path().join("range.geojson");
     std::fs::write(&file, &text).unwrap();
-    let out = std::process::Command::new("python3")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/geojson/check.py"))
-        .arg(&file)
-        .output()
-        .expect("python3 runs");
+    let out = trackgate_e2e::check_geojson(&[&file]);
     assert!(
         out.status.success(),
         "GeoJSON validator: {}",

@@ -20,10 +20,9 @@ use sqlx::{PgPool, SqlitePool};
 use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Instant;
-use trackgate_benches::now_ms;
 use trackgate_benches::results::{commit, first_line, machine, record};
+use trackgate_benches::{now_ms, row};
 use trackgate_e2e::{Backend, Server};
-use trackgate_proto::Measurement;
 use trackgate_store::{AuditEntry, Row, Store};
 
 const ORG: &str = "fleet";
@@ -73,28 +72,6 @@ fn args() -> Args {
         }
     }
     a
-}
-
-fn row(device: &str, seq: i64, ts: i64, lat: f64, lon: f64) -> Row {
-    Row {
-        record: trackgate_benches::record_text(device, seq as u64, ts as u64),
-        device_id: device.to_owned(),
-        seq,
-        ts,
-        measurement: Measurement {
-            lat: Some(lat),
-            lon: Some(lon),
-            alt: None,
-            spd: Some(3.2),
-            hdg: Some(181.5),
-            acc: Some(4.5),
-            bat: Some(87.0),
-            tmp: Some(-3.25),
-        },
-        ext: None,
-        kid: "k1".into(),
-        received_ms: ts,
-    }
 }
 
 /// The organization, its devices, the fleet's positions and the 1 Hz day (which starts at the
