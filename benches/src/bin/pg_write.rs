@@ -16,7 +16,10 @@
 //!
 //! Each case runs `--rounds` times (default 3), the cases taking turns so that the cluster's
 //! checkpoints fall on all of them alike; the median is printed, with its ratio to the raw
-//! `COPY`'s median. `target/release/pg_write [--rows N] [--rounds R]`.
+//! `COPY`'s median. `target/release/pg_write [--rows N] [--rounds R] [--only TEXT]...`: with
+//! `--only`, the cases whose name contains one of the texts, beside the baseline;
+//! `--async-commit` sets `synchronous_commit = off` in every database, which takes the disk's
+//! flush out of the figures and leaves what each way costs the server's CPU.
 
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{Connection, QueryBuilder};
@@ -97,13 +100,18 @@ struct Case {
 #[tokio::main]
 async fn main() {
     let mut args = std::env::args().skip(1);
-    let (mut n, mut rounds) = (200_000usize, 3usize);
+    let (mut n, mut rounds, mut only, mut async_commit) = (200_000usize, 3usize, Vec::new(), false);
     while let Some(a) = args.next() {
+        if a == "--async-commit" {
+            async_commit = true;
+            continue;
+        }
         match (a.as_str(), args.next()) {
             ("--rows", Some(v)) => n = v.parse().expect("--rows N"),
             ("--rounds", Some(v)) => rounds = v.parse().expect("--rounds R"),
+            ("--only", Some(v)) => only.push(v),
             _ => {
-                eprintln!("usage: pg_write [--rows N] [--rounds R]");
+                eprintln!("usage: pg_write [--rows N] [--rounds R] [--only TEXT]... [--async-commit]");
                 std::process::exit(2);
             }
         }
@@ -112,8 +120,9 @@ async fn main() {
     let pg = Postgres::start(&dir.path().join("pg")).expect("a throwaway PostgreSQL cluster");
     let version = pg.psql("postgres", "SHOW server_version").unwrap();
     println!(
-        "PostgreSQL {} over TLS on loopback, {n} rows over {DEVICES} devices, {BATCH} rows a commit, synchronous_commit on",
-        version.trim()
+        "PostgreSQL {} over TLS on loopback, {n} rows over {DEVICES} devices, {BATCH} rows a commit, synchronous_commit {}",
+        version.trim(),
+        if async_commit { "off" } else { "on" }
     );
     let data = rows(n, DEVICES, 0, now_ms() as i64);
     let cases = [
@@ -204,11 +213,14 @@ async fn main() {
             ts_index: false,
             spans: true,
         }])
+        .enumerate()
+        .filter(|(i, c)| *i == 0 || only.is_empty() || only.iter().any(|o| c.name.contains(o.as_str())))
+        .map(|(_, c)| c)
         .collect();
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
     for round in 0..rounds {
         for (i, case) in cases.iter().enumerate() {
-            let per_s = measure(&pg, &format!("r{round}c{i}"), case, &data).await;
+            let per_s = measure(&pg, &format!("r{round}c{i}"), case, &data, async_commit).await;
             rates[i].push(per_s);
         }
     }
@@ -230,8 +242,15 @@ async fn main() {
 }
 
 /// One case into a fresh database `db`: rows committed per second.
-async fn measure(pg: &Postgres, db: &str, case: &Case, data: &[Row]) -> f64 {
+async fn measure(pg: &Postgres, db: &str, case: &Case, data: &[Row], async_commit: bool) -> f64 {
     pg.create_database(db).unwrap();
+    if async_commit {
+        pg.psql(
+            "postgres",
+            &format!("ALTER DATABASE \"{db}\" SET synchronous_commit = off"),
+        )
+        .unwrap();
+    }
     if case.method == Method::Store {
         let store = trackgate_benches::store_at(&pg.url(db)).await;
         let t = Instant::now();
@@ -241,7 +260,8 @@ async fn measure(pg: &Postgres, db: &str, case: &Case, data: &[Row]) -> f64 {
         let per_s = data.len() as f64 / t.elapsed().as_secs_f64();
         assert_eq!(store.count_positions().await.unwrap(), data.len() as i64);
         store.close().await;
-        pg.psql("postgres", &format!("DROP DATABASE \"{db}\"")).unwrap();
+        pg.psql("postgres", &format!("DROP DATABASE \"{db}\" WITH (FORCE)"))
+            .unwrap();
         return per_s;
     }
     let opts = PgConnectOptions::from_str(&pg.url(db)).unwrap();

@@ -59,6 +59,11 @@ pub(crate) const POSTGRES: &[Step] = &[
         "span newest fields",
         include_str!("../migrations/postgres/0005_span_newest_fields.sql"),
     ),
+    (
+        6,
+        "mark locks",
+        include_str!("../migrations/postgres/0006_mark_locks.sql"),
+    ),
 ];
 
 #[derive(Debug)]

@@ -125,6 +125,45 @@ async fn concurrent_writers_store_each_seq_once_across_partitions() {
     assert_eq!(twice, 0);
 }
 
+/// A row the marks do not account for (written behind the store's back, above the device's
+/// mark) fails the whole batch that brings its seq again: an error, not a retry, nothing of the
+/// batch stored, and the mark where it was.
+#[tokio::test]
+async fn a_row_behind_the_marks_fails_its_batch_and_nothing_of_it_is_stored() {
+    let db = TestDb::postgres();
+    let s = db.open().await;
+    s.write_batch(&[at("A", 1, NOV_2025, "a1")], &[]).await.unwrap();
+    let pool = &s.postgres_for_tests().pool;
+    sqlx::query(
+        "INSERT INTO positions (device_id, seq, ts, record, kid, received_ms) VALUES ('A', 5, $1, 'behind', 'k1', 0)",
+    )
+    .bind(NOV_2025)
+    .execute(pool)
+    .await
+    .unwrap();
+    let err = s
+        .write_batch(
+            &[at("A", 2, NOV_2025, "a2"), at("A", 5, NOV_2025, "a5")],
+            &rejects(1, "A"),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("duplicate key"), "{err}");
+    assert!(!err.is_retryable(), "{err}");
+    assert_eq!(stored(&s, "A", 2).await, []);
+    assert_eq!(stored(&s, "A", 5).await, [(NOV_2025, "behind".to_owned())]);
+    let mark: i64 = sqlx::query_scalar("SELECT max_seq FROM device_marks WHERE device_id = 'A'")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(mark, 1);
+    let rejects: i64 = sqlx::query_scalar("SELECT count(*) FROM rejects")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(rejects, 0);
+}
+
 /// A record for a month without a partition makes one; the months ahead exist from the start.
 #[tokio::test]
 async fn partitions_are_made_ahead_and_on_demand() {
