@@ -5,7 +5,8 @@
 //! - the baseline: raw `COPY` into the table, no conflict handling (the fastest way in);
 //! - multi-row `INSERT .. ON CONFLICT DO NOTHING`, with two indexes a row (`(device_id, seq)`
 //!   unique and `(device_id, ts)`) and with the unique one alone;
-//! - `INSERT .. SELECT FROM UNNEST(arrays) ON CONFLICT DO NOTHING`, one index;
+//! - `INSERT .. SELECT FROM UNNEST(arrays) ON CONFLICT DO NOTHING`, one index; and the same
+//!   arrays unnested in the select list (`SELECT unnest($1), unnest($2), ...`);
 //! - `COPY` into a temporary staging table, then `INSERT .. SELECT .. ON CONFLICT DO NOTHING`;
 //! - the fastest of those with the per-device hourly spans upserted in the same transaction,
 //!   as the store keeps them;
@@ -52,6 +53,9 @@ enum Method {
     RawCopy,
     Insert,
     Unnest,
+    /// The same arrays unnested in the select list (`SELECT unnest($1), ...`), which streams the
+    /// rows where `FROM UNNEST(...)` first copies them into a tuple store.
+    UnnestInSelect,
     StagedCopy,
     /// UNNEST into 31-day partitions; first, if asked, lock the batch's devices and look for
     /// stored spans over its seqs.
@@ -60,7 +64,7 @@ enum Method {
         check: bool,
     },
     /// trackgate's own write path, `Store::write_batch`, on its own schema (monthly partitions,
-    /// device locks and marks, spans, latest positions, the commit notification).
+    /// marks locked and raised, spans, latest positions, the commit notification).
     Store,
 }
 
@@ -147,6 +151,12 @@ async fn main() {
         Case {
             name: "UNNEST INSERT ON CONFLICT, one index",
             method: Method::Unnest,
+            ts_index: false,
+            spans: false,
+        },
+        Case {
+            name: "select-list unnest INSERT ON CONFLICT, one index",
+            method: Method::UnnestInSelect,
             ts_index: false,
             spans: false,
         },
@@ -283,7 +293,8 @@ async fn measure(pg: &Postgres, db: &str, case: &Case, data: &[Row], async_commi
         match case.method {
             Method::RawCopy => copy_positions(&mut tx, "positions", chunk).await,
             Method::Insert => insert(&mut tx, chunk).await,
-            Method::Unnest => unnest(&mut tx, chunk).await,
+            Method::Unnest => unnest(&mut tx, chunk, false).await,
+            Method::UnnestInSelect => unnest(&mut tx, chunk, true).await,
             Method::StagedCopy => staged(&mut tx, chunk).await,
             Method::Store => unreachable!("measured above"),
             Method::Partitioned { locks, check } => {
@@ -295,7 +306,7 @@ async fn measure(pg: &Postgres, db: &str, case: &Case, data: &[Row], async_commi
                     let overlaps = overlapping_spans(&mut tx, &devices).await;
                     assert_eq!(overlaps, 0, "a device counting up has no stored span over its new seqs");
                 }
-                unnest(&mut tx, chunk).await;
+                unnest(&mut tx, chunk, false).await;
             }
         }
         if case.spans {
@@ -321,16 +332,24 @@ async fn insert(conn: &mut PgConnection, rows: &[Row]) {
     q.build().execute(conn).await.unwrap();
 }
 
-async fn unnest(conn: &mut PgConnection, rows: &[Row]) {
-    let casts = Measurement::NAMES
-        .iter()
-        .enumerate()
-        .map(|(i, _)| format!("${}::float8[]", i + 4))
-        .collect::<Vec<_>>()
-        .join(", ");
+async fn unnest(conn: &mut PgConnection, rows: &[Row], in_select: bool) {
+    let types = ["text", "int8", "int8"]
+        .into_iter()
+        .chain(Measurement::NAMES.map(|_| "float8"))
+        .chain(["text", "text", "text", "int8"]);
+    let arrays: Vec<String> = (1..)
+        .zip(types)
+        .map(|(i, t)| match in_select {
+            true => format!("unnest(${i}::{t}[])"),
+            false => format!("${i}::{t}[]"),
+        })
+        .collect();
+    let source = match in_select {
+        true => arrays.join(", "),
+        false => format!("* FROM UNNEST({})", arrays.join(", ")),
+    };
     let sql = format!(
-        "INSERT INTO positions ({}) SELECT * FROM UNNEST($1::text[], $2::int8[], $3::int8[], {casts}, \
-         $12::text[], $13::text[], $14::text[], $15::int8[]) ON CONFLICT DO NOTHING",
+        "INSERT INTO positions ({}) SELECT {source} ON CONFLICT DO NOTHING",
         columns()
     );
     let mut q = sqlx::query(&sql)

@@ -336,7 +336,7 @@ pub struct IngestConfig {
     pub write_retry: Duration,
     /// A write not committed for this long closes the door to new work.
     pub stall_timeout: Duration,
-    /// Batches written at once: 1 on SQLite (one writer), 2 by default on PostgreSQL.
+    /// Batches written at once: 1 on SQLite (one writer), and by default on PostgreSQL.
     pub concurrent_batches: usize,
 }
 
@@ -589,7 +589,7 @@ impl RawConfig {
         };
         let i = self.ingest;
         let concurrent_batches = if postgres {
-            range("ingest.concurrent_batches", i.concurrent_batches, 2, 1, 64)?
+            range("ingest.concurrent_batches", i.concurrent_batches, 1, 1, 64)?
         } else {
             if let Some(n) = i.concurrent_batches.filter(|&n| n != 1) {
                 bail!("`ingest.concurrent_batches` must be 1 with SQLite, which takes one writer at a time, not {n}");
@@ -599,7 +599,13 @@ impl RawConfig {
         let ingest = IngestConfig {
             concurrent_batches,
             queue_capacity: range("ingest.queue_capacity", i.queue_capacity, 100_000, 1, 100_000_000)?,
-            batch_max_rows: range("ingest.batch_max_rows", i.batch_max_rows, 2000, 1, 100_000)?,
+            batch_max_rows: range(
+                "ingest.batch_max_rows",
+                i.batch_max_rows,
+                if postgres { 8000 } else { 2000 },
+                1,
+                100_000,
+            )?,
             batch_linger: Duration::from_millis(
                 range("ingest.batch_linger_ms", i.batch_linger_ms, 0, 0, 10_000)? as u64
             ),
@@ -910,7 +916,15 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert_eq!(e, "`database.postgres_ca` does not apply to a sqlite:// database.url");
-        assert_eq!(parse(pg).unwrap().ingest.concurrent_batches, 2);
+        let ingest = parse(pg).unwrap().ingest;
+        assert_eq!((ingest.concurrent_batches, ingest.batch_max_rows), (1, 8000));
+        assert_eq!(parse("mode = \"dev\"").unwrap().ingest.batch_max_rows, 2000);
+        assert_eq!(
+            parse(&format!("{pg}\n[ingest]\nconcurrent_batches = 4\nbatch_max_rows = 500"))
+                .map(|c| (c.ingest.concurrent_batches, c.ingest.batch_max_rows))
+                .unwrap(),
+            (4, 500)
+        );
         let e = parse("mode = \"dev\"\n[ingest]\nconcurrent_batches = 2")
             .unwrap_err()
             .to_string();

@@ -5,8 +5,9 @@
 //! so a lone record commits at once and a busy queue still makes large commits.
 //!
 //! Up to `concurrent_batches` batches are written at once, each in its own transaction: one on
-//! SQLite, which has one writer; more on PostgreSQL, where a batch's device locks serialize only
-//! the batches that share a device, and each transaction gets a server process of its own.
+//! SQLite, which has one writer; one by default on PostgreSQL too, where more may be set: a
+//! batch's locks on its devices' marks serialize only the batches that share a device, and each
+//! transaction gets a server process of its own.
 //!
 //! Every attempt is reported to [`StoreHealth`]: a failing or stalled store closes the door to new
 //! work, and a commit (of a batch, or of the probe the writer sends while idle and failing) opens
