@@ -416,6 +416,25 @@ impl Server {
         format!("https://localhost:{}{path}", self.https.port())
     }
 
+    /// An operators' API call with `token`, and a JSON body if given: the status and the JSON
+    /// answer (`null` when it is not JSON).
+    pub async fn api(
+        &self,
+        c: &reqwest::Client,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let mut r = c.request(method, self.url(path)).bearer_auth(token);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let r = r.send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
     /// An HTTPS client that trusts this server's dev certificate.
     pub fn client(&self) -> reqwest::Client {
         reqwest::Client::builder()

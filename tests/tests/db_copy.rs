@@ -1,4 +1,4 @@
-//! Moving up: a Quick start's SQLite database (positions, operators, audit rows) copied into
+//! Moving up: a Quick start's SQLite database (positions, operators, geofences, audit rows) copied into
 //! PostgreSQL with `trackgate db copy`, interrupted by `kill -9` and resumed; then trackgate on
 //! PostgreSQL answers the API as it did on SQLite.
 
@@ -28,6 +28,7 @@ async fn answers(s: &Server, to_ms: u64) -> Vec<String> {
     for path in [
         "/v1/devices".to_owned(),
         "/v1/positions/latest".to_owned(),
+        "/v1/geofences".to_owned(),
         format!("/v1/devices/TRK-0001/track?from=0&to={to_ms}&limit=5000"),
     ] {
         out.push(get(s, &c, &token, &path).await.to_string());
@@ -42,6 +43,20 @@ async fn a_quick_start_database_moves_to_postgres_and_answers_the_same() {
     let (dev, sup) = (vector_device(), vector_supplier());
     server.ok(&["org", "add", "acme", "--name", "Acme"], None);
     server.ok(&["device", "assign", "TRK-0001", "--org", "acme"], None);
+    server.ok(
+        &[
+            "geofence",
+            "put",
+            "--org",
+            "acme",
+            "depot",
+            "--name",
+            "Depot",
+            "--circle",
+            "24.9,60.1,300",
+        ],
+        None,
+    );
     let c = server.client();
     let t0 = now_ms() - 3_600_000;
     for batch in 0..20u64 {

@@ -21,6 +21,22 @@ fn seed(s: &Server) {
     }
     s.add_user_group("acme", "admins", "admin", "--email", "boss@acme.example");
     s.add_user_group("globex", "ops", "admin", "--domain", "globex.example");
+    for (org, id) in [("acme", "depot"), ("globex", "globex-hq")] {
+        s.ok(
+            &[
+                "geofence",
+                "put",
+                "--org",
+                org,
+                id,
+                "--name",
+                id,
+                "--circle",
+                "10,53.5,200",
+            ],
+            None,
+        );
+    }
 }
 
 /// `n` records of `key`'s device from `first`, through the supplier.
@@ -158,6 +174,8 @@ async fn one_organizations_export_holds_exactly_its_data_and_verifies(backend: B
     );
     assert_eq!(rows["organization.ndjson"][0]["id"], "acme");
     assert_eq!(rows["order_groups.ndjson"].len(), 1);
+    assert_eq!(rows["geofences.ndjson"].len(), 1);
+    assert_eq!(rows["geofences.ndjson"][0]["circle"]["radius_m"], 200.0);
     assert_eq!(rows["user_groups.ndjson"][0]["rules"][0]["value"], "boss@acme.example");
     let trail = &rows["audit_log.ndjson"];
     assert!(trail.iter().all(|e| e["org_id"] == "acme" && e["hash"].is_string()));

@@ -42,33 +42,16 @@ async fn ingest(s: &Server, c: &reqwest::Client, dev: &str, seqs: std::ops::Rang
     assert_eq!(reply.counts().0, seqs.count() as u64, "{}", reply.body);
 }
 
-async fn call(
-    c: &reqwest::Client,
-    s: &Server,
-    m: reqwest::Method,
-    path: &str,
-    token: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut r = c.request(m, s.url(path)).bearer_auth(token);
-    if let Some(b) = body {
-        r = r.json(&b);
-    }
-    let r = r.send().await.unwrap();
-    let status = r.status().as_u16();
-    (status, r.json::<Value>().await.unwrap_or(Value::Null))
-}
-
 async fn track_seqs(c: &reqwest::Client, s: &Server, token: &str, dev: &str) -> Vec<u64> {
-    let (st, b) = call(
-        c,
-        s,
-        reqwest::Method::GET,
-        &format!("/v1/devices/{dev}/track?from=0&limit=1000"),
-        token,
-        None,
-    )
-    .await;
+    let (st, b) = s
+        .api(
+            c,
+            reqwest::Method::GET,
+            &format!("/v1/devices/{dev}/track?from=0&limit=1000"),
+            token,
+            None,
+        )
+        .await;
     assert_eq!(st, 200, "{b}");
     let mut seqs: Vec<u64> = b["features"]
         .as_array()
@@ -109,7 +92,9 @@ async fn an_organizations_retention_hides_then_purges_its_old_positions(backend:
     // Within the operator's bounds, by an admin of the organization only.
     use reqwest::Method;
     let path = "/v1/admin/orgs/acme/retention";
-    let (st, b) = call(&c, &s, Method::PUT, path, &boss, Some(json!({"positions_days": 3}))).await;
+    let (st, b) = s
+        .api(&c, Method::PUT, path, &boss, Some(json!({"positions_days": 3})))
+        .await;
     assert_eq!(st, 400, "{b}");
     assert!(
         b["detail"]
@@ -118,9 +103,13 @@ async fn an_organizations_retention_hides_then_purges_its_old_positions(backend:
             .contains("positions_retention_days must be from 7 to 365"),
         "{b}"
     );
-    let (st, b) = call(&c, &s, Method::PUT, path, &clerk, Some(json!({"positions_days": 30}))).await;
+    let (st, b) = s
+        .api(&c, Method::PUT, path, &clerk, Some(json!({"positions_days": 30})))
+        .await;
     assert_eq!(st, 403, "{b}");
-    let (st, b) = call(&c, &s, Method::PUT, path, &boss, Some(json!({"positions_days": 30}))).await;
+    let (st, b) = s
+        .api(&c, Method::PUT, path, &boss, Some(json!({"positions_days": 30})))
+        .await;
     assert_eq!(st, 200, "{b}");
 
     // Hidden at once, purged within a purge interval, while records keep arriving.
@@ -146,7 +135,9 @@ async fn an_organizations_retention_hides_then_purges_its_old_positions(backend:
     );
 
     // The organization's audit trail shows the purge and the change that caused it.
-    let (st, b) = call(&c, &s, Method::GET, "/v1/admin/orgs/acme/audit?limit=50", &boss, None).await;
+    let (st, b) = s
+        .api(&c, Method::GET, "/v1/admin/orgs/acme/audit?limit=50", &boss, None)
+        .await;
     assert_eq!(st, 200, "{b}");
     let entries = b.as_array().unwrap_or_else(|| panic!("{b}"));
     let actions: Vec<&str> = entries.iter().map(|e| e["action"].as_str().unwrap()).collect();

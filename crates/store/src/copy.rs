@@ -111,6 +111,20 @@ pub(crate) const TABLES: &[Table] = &[
         identity: None,
     },
     Table {
+        name: "geofences",
+        label: "geofences",
+        filter: "TRUE",
+        key: 2,
+        columns: &[
+            ("org_id", Text),
+            ("id", Text),
+            ("name", Text),
+            ("area", Text),
+            ("updated_ms", Int),
+        ],
+        identity: None,
+    },
+    Table {
         name: "user_groups",
         label: "user_groups",
         filter: "TRUE",

@@ -34,6 +34,8 @@ pub enum StoreError {
     SqliteOnly(&'static str),
     #[error("{0}")]
     Refused(String),
+    #[error("invalid geofence: {0}")]
+    InvalidGeofence(String),
     #[error("writing the export: {0}")]
     Export(#[from] std::io::Error),
     #[error("the master key does not open the secrets in this database (wrong key?)")]

@@ -3,7 +3,7 @@
 //! holds more than a page of rows in memory.
 //!
 //! Parts, in order: `organization`, `order_groups`, `user_groups` (with their scope and
-//! membership rules), `devices` (assignment and shipment; never a key), `positions` (each as the
+//! membership rules), `geofences`, `devices` (assignment and shipment; never a key), `positions` (each as the
 //! signed envelope the device sent: `{"m": record, "kid", "sig"}`), `audit_log` (with each entry's
 //! chain hashes, so the trail can be checked). A record's signature is HMAC-SHA256 under the
 //! device's key, which is deterministic: it is computed again from the stored record text and
@@ -18,10 +18,11 @@ pub trait ExportSink {
 }
 
 /// The parts, in the order they are exported.
-pub const PARTS: [&str; 6] = [
+pub const PARTS: [&str; 7] = [
     "organization",
     "order_groups",
     "user_groups",
+    "geofences",
     "devices",
     "positions",
     "audit_log",

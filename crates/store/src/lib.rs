@@ -13,6 +13,7 @@
 //! - `queries/`: the SQL both backends speak, compiled once inside each backend module.
 //! - `migrate`: each backend's schema, embedded and applied at open.
 //! - `copy`: a whole database into another, of either backend (`trackgate db copy`).
+//! - [`geofence`]: organizations' named areas: what a valid one is, and what lies inside it.
 //!
 //! The write path is [`Store::write_batch`]: one transaction inserts the rows
 //! (`ON CONFLICT DO NOTHING`), classifies the ones not inserted as duplicates or conflicts by
@@ -38,6 +39,7 @@ mod copy;
 pub mod crypto;
 mod error;
 pub mod export;
+pub mod geofence;
 mod migrate;
 pub mod model;
 mod postgres;
@@ -415,6 +417,28 @@ impl Store {
 
     pub async fn remove_rule(&self, org: &str, group: &str, rule: &Rule, audit: &AuditEntry) -> Result<(), StoreError> {
         dispatch!(self, db => db.remove_rule(org, group, rule, audit).await)
+    }
+
+    /// Create or replace geofence `id` of `org`; its area is checked first
+    /// ([`geofence::Area::checked`]). Answers the geofence as stored.
+    pub async fn put_geofence(
+        &self,
+        org: &str,
+        id: &str,
+        name: &str,
+        area: geofence::Area,
+        audit: &AuditEntry,
+    ) -> Result<geofence::Geofence, StoreError> {
+        dispatch!(self, db => db.put_geofence(org, id, name, area, audit).await)
+    }
+
+    pub async fn remove_geofence(&self, org: &str, id: &str, audit: &AuditEntry) -> Result<(), StoreError> {
+        dispatch!(self, db => db.remove_geofence(org, id, audit).await)
+    }
+
+    /// The geofences of the organizations in `orgs`, or of all of them (`None`).
+    pub async fn geofences(&self, orgs: Option<&[String]>) -> Result<Vec<geofence::Geofence>, StoreError> {
+        dispatch!(self, db => db.geofences(orgs).await)
     }
 
     /// The user groups a signed-in user belongs to, by any of the four rules.

@@ -35,6 +35,7 @@ pub(crate) const SQLITE: &[Step] = &[
         "span newest fields",
         include_str!("../migrations/sqlite/0007_span_newest_fields.sql"),
     ),
+    (8, "geofences", include_str!("../migrations/sqlite/0008_geofences.sql")),
 ];
 
 pub(crate) const POSTGRES: &[Step] = &[
@@ -63,6 +64,11 @@ pub(crate) const POSTGRES: &[Step] = &[
         6,
         "mark locks",
         include_str!("../migrations/postgres/0006_mark_locks.sql"),
+    ),
+    (
+        7,
+        "geofences",
+        include_str!("../migrations/postgres/0007_geofences.sql"),
     ),
 ];
 
@@ -93,5 +99,36 @@ impl MigrationSource<'static> for Embedded {
                 })
                 .collect())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every file in a backend's migrations folder is a step of its list, in version order: a
+    /// migration written but not listed would never run.
+    #[test]
+    fn each_backend_lists_every_migration_file() {
+        for (folder, steps) in [("sqlite", SQLITE), ("postgres", POSTGRES)] {
+            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("migrations")
+                .join(folder);
+            let mut files: Vec<String> = std::fs::read_dir(&dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            files.sort();
+            let versions: Vec<i64> = files.iter().map(|f| f[..4].parse().unwrap()).collect();
+            let listed: Vec<i64> = steps.iter().map(|s| s.0).collect();
+            assert_eq!(versions, listed, "{folder}: {files:?}");
+            for ((_, _, sql), file) in steps.iter().zip(&files) {
+                assert_eq!(
+                    *sql,
+                    std::fs::read_to_string(dir.join(file)).unwrap(),
+                    "{folder}/{file}"
+                );
+            }
+        }
     }
 }

@@ -129,4 +129,5 @@ pub struct OrgDeletion {
     pub order_groups: u64,
     pub user_groups: u64,
     pub membership_rules: u64,
+    pub geofences: u64,
 }

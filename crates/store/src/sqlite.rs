@@ -29,6 +29,9 @@ mod deletion;
 #[path = "queries/export.rs"]
 mod export;
 #[allow(clippy::duplicate_mod)]
+#[path = "queries/geofences.rs"]
+mod geofences;
+#[allow(clippy::duplicate_mod)]
 #[path = "queries/operators.rs"]
 mod operators;
 #[allow(clippy::duplicate_mod)]

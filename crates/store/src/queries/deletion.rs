@@ -78,6 +78,11 @@ impl Handle {
             .execute(&mut *tx)
             .await?
             .rows_affected();
+        report.geofences = sqlx::query("DELETE FROM geofences WHERE org_id = $1")
+            .bind(org)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
         report.order_groups = sqlx::query("DELETE FROM order_groups WHERE org_id = $1")
             .bind(org)
             .execute(&mut *tx)

@@ -29,6 +29,9 @@ impl Handle {
         for g in self.user_groups(org).await? {
             sink.row("user_groups", &json!(g).to_string())?;
         }
+        for g in self.geofences(Some(&only)).await? {
+            sink.row("geofences", &json!(g).to_string())?;
+        }
         let vis = Visibility {
             everything: false,
             orgs: only.to_vec(),

@@ -21,6 +21,10 @@ async fn seeded_with(db: &TestDb, n: i64, batch_rows: u32) -> Store {
     for org in ["acme", "globex"] {
         s.add_organization(org, org, &a).await.unwrap();
         s.add_order_group(org, "north", "North", &a).await.unwrap();
+        let depot = r#"{"circle": {"center": [10.0, 53.5], "radius_m": 300}}"#;
+        s.put_geofence(org, "depot", "Depot", serde_json::from_str(depot).unwrap(), &a)
+            .await
+            .unwrap();
         s.add_user_group(
             &UserGroup {
                 org_id: org.into(),
@@ -62,6 +66,8 @@ async fn globex_is_untouched(s: &Store) {
     assert!(s.latest_position("g-1").await.unwrap().is_some());
     assert_eq!(s.user_groups("globex").await.unwrap().len(), 1);
     assert_eq!(s.order_groups("globex").await.unwrap().len(), 1);
+    assert_eq!(s.geofences(None).await.unwrap().len(), 1);
+    assert_eq!(s.geofences(Some(&["globex".into()])).await.unwrap().len(), 1);
     assert_eq!(
         s.devices(&Visibility::everything(), Some("g-1")).await.unwrap().len(),
         1
@@ -76,8 +82,13 @@ async fn an_organization_is_deleted_with_everything_it_owns_and_only_that(db: Te
         (2, 1200, 2)
     );
     assert_eq!(
-        (report.order_groups, report.user_groups, report.membership_rules),
-        (1, 1, 1)
+        (
+            report.order_groups,
+            report.user_groups,
+            report.membership_rules,
+            report.geofences
+        ),
+        (1, 1, 1, 1)
     );
     for dev in ["a-1", "a-2"] {
         assert_eq!(stored(&s, dev).await, 0);

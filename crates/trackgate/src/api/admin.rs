@@ -20,12 +20,17 @@ use trackgate_store::{
 const MAX_AUDIT_PAGE: u32 = 1000;
 
 /// A JSON body, or a 400 that says what is wrong with it.
-fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiFailure> {
+pub(super) fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiFailure> {
     serde_json::from_slice(bytes).map_err(|e| ApiFailure::BadRequest(format!("request body: {e}")))
 }
 
 /// The audit entry for a change in `org`, if the caller may make it there.
-fn org_admin(caller: &Caller, org: &str, action: &str, target: Option<String>) -> Result<AuditEntry, ApiFailure> {
+pub(super) fn org_admin(
+    caller: &Caller,
+    org: &str,
+    action: &str,
+    target: Option<String>,
+) -> Result<AuditEntry, ApiFailure> {
     let mut e = caller.audit(action, Some(org), target);
     if caller.is_org_admin(org) {
         Ok(e)

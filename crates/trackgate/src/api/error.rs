@@ -30,9 +30,10 @@ impl From<StoreError> for ApiFailure {
             StoreError::Exists { .. } | StoreError::IdTaken(_) | StoreError::KeyExists { .. } => {
                 ApiFailure::Conflict(e.to_string())
             }
-            StoreError::InvalidId { .. } | StoreError::InvalidText { .. } | StoreError::OutOfRange { .. } => {
-                ApiFailure::BadRequest(e.to_string())
-            }
+            StoreError::InvalidId { .. }
+            | StoreError::InvalidText { .. }
+            | StoreError::OutOfRange { .. }
+            | StoreError::InvalidGeofence(_) => ApiFailure::BadRequest(e.to_string()),
             other => {
                 tracing::error!(error = %other, "operators' API: database error");
                 ApiFailure::Unavailable

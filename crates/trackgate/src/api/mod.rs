@@ -1,12 +1,13 @@
 //! The operators' API on the HTTPS listener: who am I (`/v1/me`), the location API
-//! ([`location`]: devices, latest positions as GeoJSON, tracks, a live stream) and
-//! administration ([`admin`]). Every request carries an ID token ([`crate::auth`]); what it may
+//! ([`location`]: devices, latest positions as GeoJSON, tracks, a live stream), geofences
+//! (`geofences`) and administration ([`admin`]). Every request carries an ID token ([`crate::auth`]); what it may
 //! see is resolved from the caller's user groups into a [`Visibility`] that every query applies
 //! in SQL, and every read of location data and every change is written to the audit log first.
 
 pub mod admin;
 mod download;
 mod error;
+mod geofences;
 pub mod geojson;
 pub mod location;
 
@@ -66,6 +67,11 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/devices/{id}/track/download", get(download::download))
         .route("/v1/positions/latest", get(location::latest))
         .route("/v1/stream", get(location::stream))
+        .route("/v1/geofences", get(geofences::list))
+        .route(
+            "/v1/admin/orgs/{org}/geofences/{id}",
+            put(geofences::put).delete(geofences::remove),
+        )
         .route("/v1/admin/orgs", get(admin::list_orgs).post(admin::add_org))
         .route("/v1/admin/orgs/{org}", delete(admin::delete_org))
         .route("/v1/admin/orgs/{org}/retention", put(admin::set_retention))

@@ -51,6 +51,9 @@ pub enum Command {
     /// Order groups of an organization: what viewer groups are scoped to.
     #[command(subcommand)]
     OrderGroup(operators::OrderGroupCommand),
+    /// Geofences of an organization: named areas, polygons or circles.
+    #[command(subcommand)]
+    Geofence(operators::GeofenceCommand),
     /// User groups of an organization: a role, a scope, and who is a member.
     #[command(subcommand)]
     UserGroup(operators::UserGroupCommand),
@@ -296,6 +299,7 @@ async fn provision(store: &Store, command: Command) -> anyhow::Result<()> {
         },
         Command::Org(c) => operators::org(store, c).await?,
         Command::OrderGroup(c) => operators::order_group(store, c).await?,
+        Command::Geofence(c) => operators::geofence(store, c).await?,
         Command::UserGroup(c) => operators::user_group(store, c).await?,
         Command::Rule(c) => operators::rule(store, c).await?,
         Command::Audit {

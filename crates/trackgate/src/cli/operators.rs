@@ -1,9 +1,11 @@
-//! Operator administration from the command line: organizations, order groups, device
+//! Operator administration from the command line: organizations, order groups, geofences, device
 //! assignment, user groups and membership rules, the audit log, and dev-mode tokens. Commands
 //! work on the database directly, as a platform administrator would, and each change is audited
 //! under `cli:<user>`.
 
+use anyhow::Context as _;
 use clap::{Args, Subcommand};
+use trackgate_store::geofence::{Area, Circle, Geometry};
 use trackgate_store::{Assignment, AuditEntry, Role, Rule, RuleKind, Scope, Store, UserGroup};
 
 #[derive(Debug, Subcommand)]
@@ -52,6 +54,90 @@ pub enum OrderGroupCommand {
         #[arg(long)]
         org: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GeofenceCommand {
+    /// Create or replace a geofence of an organization: a GeoJSON Polygon or MultiPolygon from a
+    /// file, or a circle.
+    Put {
+        #[arg(long)]
+        org: String,
+        id: String,
+        #[arg(long)]
+        name: String,
+        /// A file holding a GeoJSON geometry (`{"type": "Polygon", "coordinates": ...}`).
+        #[arg(long, conflicts_with = "circle", required_unless_present = "circle")]
+        geojson: Option<std::path::PathBuf>,
+        /// `LON,LAT,RADIUS_M`: a circle by its centre in degrees and its radius in metres.
+        #[arg(long)]
+        circle: Option<String>,
+    },
+    /// List an organization's geofences, as JSON lines.
+    List {
+        #[arg(long)]
+        org: String,
+    },
+    /// Remove a geofence.
+    Remove {
+        #[arg(long)]
+        org: String,
+        id: String,
+    },
+}
+
+/// `--circle LON,LAT,RADIUS_M`.
+fn circle(spec: &str) -> anyhow::Result<Area> {
+    let v: Vec<f64> = spec
+        .split(',')
+        .map(|x| x.trim().parse::<f64>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| anyhow::anyhow!("--circle must be LON,LAT,RADIUS_M in degrees and metres, not {spec:?}"))?;
+    let [lon, lat, radius_m] = v[..] else {
+        anyhow::bail!("--circle must be LON,LAT,RADIUS_M in degrees and metres, not {spec:?}");
+    };
+    Ok(Area::Circle(Circle {
+        center: vec![lon, lat],
+        radius_m,
+    }))
+}
+
+pub async fn geofence(store: &Store, c: GeofenceCommand) -> anyhow::Result<()> {
+    match c {
+        GeofenceCommand::Put {
+            org,
+            id,
+            name,
+            geojson,
+            circle: spec,
+        } => {
+            let area = match (geojson, spec) {
+                (Some(path), _) => {
+                    let text =
+                        std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+                    let g: Geometry = serde_json::from_str(&text)
+                        .with_context(|| format!("{}: not a GeoJSON Polygon or MultiPolygon", path.display()))?;
+                    Area::Geometry(g)
+                }
+                (None, Some(spec)) => circle(&spec)?,
+                (None, None) => anyhow::bail!("give --geojson FILE or --circle LON,LAT,RADIUS_M"),
+            };
+            let audit = cli_audit("geofence.put", Some(&org), Some(id.clone()));
+            store.put_geofence(&org, &id, &name, area, &audit).await?;
+            eprintln!("geofence {org}/{id} saved");
+        }
+        GeofenceCommand::List { org } => {
+            for g in store.geofences(Some(&[org])).await? {
+                println!("{}", serde_json::to_string(&g)?);
+            }
+        }
+        GeofenceCommand::Remove { org, id } => {
+            let audit = cli_audit("geofence.remove", Some(&org), Some(id.clone()));
+            store.remove_geofence(&org, &id, &audit).await?;
+            eprintln!("geofence {org}/{id} removed");
+        }
+    }
+    Ok(())
 }
 
 /// Membership rules: any number of each kind.
