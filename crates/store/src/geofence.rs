@@ -21,7 +21,7 @@ pub const MAX_EXTENT_M: f64 = 1_000_000.0;
 /// A circle's radius, metres.
 pub const RADIUS_M: RangeInclusive<f64> = 10.0..=500_000.0;
 /// The mean Earth radius (IUGG), metres.
-const EARTH_RADIUS_M: f64 = 6_371_008.8;
+pub const EARTH_RADIUS_M: f64 = 6_371_008.8;
 
 /// `[longitude, latitude]` in degrees (WGS 84), RFC 7946 order; an altitude may follow on input.
 pub type Position = Vec<f64>;
@@ -258,6 +258,45 @@ impl Shape {
                 .any(|rings| rings.iter().filter(|r| in_ring(r, p)).count() % 2 == 1),
         }
     }
+
+    /// Which side of the border `p` is on, if it is at least `margin_m` metres from it: `Some(true)`
+    /// inside, `Some(false)` outside, `None` within the margin (where GPS noise would flap).
+    pub fn side(&self, p: [f64; 2], margin_m: f64) -> Option<bool> {
+        let (inside, border_m) = match self {
+            Shape::Circle { center, radius_m } => {
+                let d = distance_m(*center, p);
+                (d <= *radius_m, (d - radius_m).abs())
+            }
+            Shape::Polygons(polygons) => {
+                let border = polygons
+                    .iter()
+                    .flatten()
+                    .flat_map(|r| r.windows(2))
+                    .map(|w| segment_distance_m(p, w[0], w[1]))
+                    .fold(f64::INFINITY, f64::min);
+                (self.contains(p), border)
+            }
+        };
+        (border_m >= margin_m).then_some(inside)
+    }
+}
+
+/// Distance from `p` to the segment `a`-`b`, metres, in a plane tangent at `p` (equirectangular:
+/// close to the great circle over the lengths of a geofence's edges near `p`, and only used to
+/// tell whether `p` is within a margin of tens of metres of the border).
+fn segment_distance_m(p: [f64; 2], a: [f64; 2], b: [f64; 2]) -> f64 {
+    let k = EARTH_RADIUS_M * std::f64::consts::PI / 180.0;
+    let cos = p[1].to_radians().cos();
+    let xy = |q: [f64; 2]| ((q[0] - p[0]) * cos * k, (q[1] - p[1]) * k);
+    let ((ax, ay), (bx, by)) = (xy(a), xy(b));
+    let (dx, dy) = (bx - ax, by - ay);
+    let len2 = dx * dx + dy * dy;
+    let t = if len2 == 0.0 {
+        0.0
+    } else {
+        (-(ax * dx + ay * dy) / len2).clamp(0.0, 1.0)
+    };
+    (ax + t * dx).hypot(ay + t * dy)
 }
 
 /// The diagonal of the polygons' bounding box, metres.
@@ -378,6 +417,22 @@ mod tests {
             many.join(", ")
         );
         assert!(message(polygon(&too_many)).contains("positions; at most 10000"));
+    }
+
+    #[test]
+    fn a_point_near_the_border_is_on_neither_side() {
+        let depot = polygon(DEPOT).unwrap().shape();
+        // 0.01° of longitude at 53.5° N is about 662 m; the west border is at 10.0.
+        assert_eq!(depot.side([10.005, 53.505], 25.0), Some(true));
+        assert_eq!(depot.side([10.0002, 53.505], 25.0), None, "13 m inside");
+        assert_eq!(depot.side([9.9998, 53.505], 25.0), None, "13 m outside");
+        assert_eq!(depot.side([9.999, 53.505], 25.0), Some(false), "66 m outside");
+        let c = polygon(r#"{"circle": {"center": [10.0, 53.5], "radius_m": 500}}"#)
+            .unwrap()
+            .shape();
+        assert_eq!(c.side([10.0, 53.5], 25.0), Some(true));
+        assert_eq!(c.side([10.0, 53.5045], 25.0), None, "500.4 m from the centre");
+        assert_eq!(c.side([10.0, 53.51], 25.0), Some(false));
     }
 
     #[test]

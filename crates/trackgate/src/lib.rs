@@ -23,8 +23,8 @@
 //! - [`ops`] and [`metrics`]: `/metrics`, `/healthz`, `/readyz` on their own listener.
 //!
 //! Beside them, for operators: [`auth`] (OpenID Connect sign-in), [`api`] (the location and admin
-//! API, fed live by [`feed`]), [`web`] (the map page at `/`) and [`export`] (an organization's
-//! data as an archive).
+//! API, fed live by [`feed`]), [`web`] (the map page at `/`), [`export`] (an organization's
+//! data as an archive) and [`events`] (the rules that turn stored records into events).
 //!
 //! Around them: [`config`] (TOML + environment, validated), [`app`] (wiring and graceful
 //! shutdown) and [`cli`] (serve and provisioning).
@@ -35,6 +35,7 @@ pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod events;
 pub mod export;
 pub mod feed;
 pub(crate) mod fsutil;

@@ -11,6 +11,7 @@
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
+use trackgate_store::geofence::EARTH_RADIUS_M;
 
 /// A fix as the simplification sees it: time (Unix ms) and position (degrees).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -19,9 +20,6 @@ pub struct TimedPoint {
     pub lat: f64,
     pub lon: f64,
 }
-
-/// Mean Earth radius (IUGG), metres.
-const EARTH_RADIUS_M: f64 = 6_371_008.8;
 
 /// The longitude difference `b - a` in degrees, the short way round (-180..=180).
 fn delta_lon(a: f64, b: f64) -> f64 {
