@@ -68,6 +68,38 @@ fn seed(s: &Server) {
             None,
         );
     }
+    // A geofence each: a circle round Hamburg's port for acme, a square over Rome for globex.
+    s.ok(
+        &[
+            "geofence",
+            "put",
+            "--org",
+            "acme",
+            "port",
+            "--name",
+            "Acme port",
+            "--circle",
+            "9.99,53.55,2000",
+        ],
+        None,
+    );
+    let rome = r#"{"type": "Polygon", "coordinates": [[[12.4, 41.85], [12.6, 41.85], [12.6, 41.95], [12.4, 41.95], [12.4, 41.85]]]}"#;
+    let file = s.dir.join("rome.json");
+    std::fs::write(&file, rome).unwrap();
+    s.ok(
+        &[
+            "geofence",
+            "put",
+            "--org",
+            "globex",
+            "rome",
+            "--name",
+            "Globex Rome",
+            "--geojson",
+            file.to_str().unwrap(),
+        ],
+        None,
+    );
     for (dev, org, _, _) in DEVICES {
         s.add_device(&key(dev), Some("ACME"));
         s.ok(&["device", "assign", dev, "--org", org], None);
@@ -387,8 +419,20 @@ async fn other_organizations_phones_and_no_tiles() {
     let before = marker(&b.call("markers", Value::Null), "g-rom").clone();
     post(&s, &[envelope("g-rom", TRACK + 1, now_ms(), 42.5, 13.0, 70.0)]).await;
     b.call("wait_moved", json!({"id": "g-rom", "x": before["x"], "y": before["y"]}));
+    // Globex's geofence is drawn; acme's is not.
+    assert_eq!(
+        b.call("wait_attr", json!({"selector": "#map", "name": "data-geofences"})),
+        "1"
+    );
+    assert_eq!(
+        b.call(
+            "eval",
+            json!({"expr": "document.querySelectorAll('.leaflet-geofences-pane path').length"})
+        ),
+        1
+    );
     let html = b.call("eval", json!({"expr": "document.documentElement.outerHTML"}));
-    for dev in ACME {
+    for dev in ACME.iter().chain(&["Acme port"]) {
         assert!(!html.as_str().unwrap().contains(dev), "{dev} appears on Globex's page");
     }
     assert_eq!(ids(&b.call("markers", Value::Null)), GLOBEX);
@@ -449,6 +493,11 @@ async fn other_organizations_phones_and_no_tiles() {
     assert!(
         canvas.as_u64().unwrap() > 10_000,
         "the basemap's canvas is empty: {canvas}"
+    );
+    // Acme's geofence, drawn on it.
+    assert_eq!(
+        b.call("wait_attr", json!({"selector": "#map", "name": "data-geofences"})),
+        "1"
     );
     b.call("screenshot", json!({"name": "basemap"}));
     b.call("select", json!({"id": "a-par"}));

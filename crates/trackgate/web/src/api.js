@@ -75,6 +75,11 @@ export class Api {
     return this.get(`/v1/devices/${encodeURIComponent(id)}`);
   }
 
+  /** The geofences of the user's organizations. */
+  async geofences() {
+    return (await this.get('/v1/geofences')).geofences;
+  }
+
   /**
    * A device's fixes in [from, to) (Unix ms). With `detail` ({ max_points, tolerance_m }), the
    * range simplified for the screen in one answer; without, every fix, following the pages up

@@ -117,6 +117,10 @@ async function start(config, session) {
   const gone = devices.load(await api.devices());
   view.sync(gone);
   view.fitOnce(0);
+  api.geofences().then(
+    (list) => view.map.showGeofences(list),
+    (e) => { $('map').dataset.geofences = `failed: ${e.message}`; },
+  );
 
   setInterval(() => view.sync([]), 30000);
   follow(api, {

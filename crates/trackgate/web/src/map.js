@@ -1,5 +1,5 @@
 // The map: one marker per device with a position, clustered when many are close; the selected
-// device's track as a polyline. Tiles are optional: without them (none configured, or none
+// device's track as a polyline; the organizations' geofences under them. Tiles are optional: without them (none configured, or none
 // reachable) a light world basemap (Natural Earth's countries, embedded) is drawn under the
 // markers and tracks instead.
 
@@ -64,6 +64,27 @@ export class DeviceMap {
     } catch (e) {
       this.container.dataset.basemap = 'failed';
     }
+  }
+
+  /**
+   * The organizations' geofences, under the tracks and markers: polygons as given, circles by
+   * centre and radius, each named in a tooltip. The page says how many in `data-geofences`.
+   */
+  showGeofences(list) {
+    if (!this.fences) {
+      this.map.createPane('geofences').style.zIndex = 350;
+      this.fences = L.layerGroup().addTo(this.map);
+    }
+    this.fences.clearLayers();
+    const style = { pane: 'geofences', color: '#2a7d4f', weight: 1.5, fillOpacity: 0.08 };
+    for (const g of list) {
+      const layer = g.circle
+        ? L.circle([g.circle.center[1], g.circle.center[0]], { ...style, radius: g.circle.radius_m })
+        : L.geoJSON(g.geometry, { ...style, style: () => style });
+      layer.bindTooltip(el('span', 'tg-geofence', g.name), { sticky: true });
+      layer.addTo(this.fences);
+    }
+    this.container.dataset.geofences = String(list.length);
   }
 
   addTiles(container, tiles) {
