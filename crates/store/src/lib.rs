@@ -9,16 +9,18 @@
 //!   what a caller may see ([`Visibility`], applied in SQL), location reads, the audit log.
 //! - `sqlite`: the embedded backend: WAL, one writer, multi-row inserts.
 //! - `postgres`: the backend to scale out: TLS, positions partitioned by month, a batch as arrays
-//!   (`UNNEST`), `(device_id, seq)` kept unique across partitions (see its module docs).
+//!   (`unnest`) in two statements, `(device_id, seq)` kept unique across partitions (see its
+//!   module docs).
 //! - `queries/`: the SQL both backends speak, compiled once inside each backend module.
 //! - `migrate`: each backend's schema, embedded and applied at open.
 //! - `copy`: a whole database into another, of either backend (`trackgate db copy`).
 //! - [`geofence`]: organizations' named areas: what a valid one is, and what lies inside it.
 //!
-//! The write path is [`Store::write_batch`]: one transaction inserts the rows
-//! (`ON CONFLICT DO NOTHING`), classifies the ones not inserted as duplicates or conflicts by
-//! comparing the stored record text, moves each device's latest position forward in `ts` only,
-//! and keeps the batch's rejected records.
+//! The write path is [`Store::write_batch`]: one transaction inserts the rows, classifies the
+//! ones not inserted as duplicates or conflicts by comparing the stored record text, moves each
+//! device's latest position forward in `ts` only, widens its hourly spans, and keeps the batch's
+//! rejected records. SQLite inserts with `ON CONFLICT DO NOTHING`; PostgreSQL, whose partitions
+//! cannot hold one unique index, decides from each device's seq mark first (`postgres`).
 #![forbid(unsafe_code)]
 
 /// Call the same method on whichever backend `$self` (a [`Store`]) is.

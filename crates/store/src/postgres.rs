@@ -20,16 +20,16 @@
 //!    `(device_id, seq)` in every partition's index: equal text is a duplicate, other text a
 //!    conflict, nothing found is new;
 //! 4. one more statement writes the rest: the new rows, the latest positions and spans moved
-//!    forward, the rejects, and the commit notifications (data-modifying CTEs, so a batch is
-//!    three round trips to the server besides `BEGIN` and `COMMIT`).
+//!    forward, the rejects, and the commit notifications (data-modifying CTEs). A batch is two
+//!    statements besides `BEGIN` and `COMMIT`, three when a resend is looked up.
 //!
 //! Each partition's own unique index still backs the insert: a row the lookup did not find but
 //! the index holds fails the batch with a unique violation, never reported as stored.
 //!
 //! # Many nodes
 //!
-//! Several nodes (and several batches of one node) write at once: the marks' row locks
-//! serialize only the batches that share a device. A batch that stores positions announces them to the
+//! Several nodes (and several batches of one node) write at once: the marks' row locks serialize
+//! only the batches that share a device. A batch that stores positions announces them to the
 //! other nodes' live streams inside its transaction (`commits`). The change log's writers take
 //! turns (`SERIALIZE_CHANGE_LOG`), and background jobs run on one node at a time (`JOB_LOCKS`).
 
@@ -91,9 +91,8 @@ const MAX_BIND_PARAMS: usize = 65_535;
 const SERIALIZE_CHANGE_LOG: Option<&str> = Some("LOCK TABLE principal_changes IN EXCLUSIVE MODE");
 /// Transactions that write begin as any other.
 const BEGIN_WRITE: &str = "BEGIN";
-/// The advisory locks (two-key space) of jobs that run once
-/// across the nodes: 1 partition changes, 2 pruning rejects, 3 the retention purge, 4 appending to
-/// the audit log.
+/// The advisory locks (two-key space) of jobs that run once across the nodes: 1 partition
+/// changes, 2 pruning rejects, 3 the retention purge, 4 appending to the audit log.
 pub(crate) const JOB_LOCKS: i32 = 0x7467_6174;
 /// A background job's lock for the transaction, if no other node holds it (`$1`: the job).
 const TRY_JOB_LOCK: Option<&str> = Some("SELECT pg_try_advisory_xact_lock(1952932212, $1)");

@@ -77,12 +77,7 @@ impl Handle {
             if orgs.is_empty() {
                 return Ok(Vec::new());
             }
-            b.push(" AND org_id IN (");
-            let mut list = b.separated(", ");
-            for org in orgs {
-                list.push_bind(org.clone());
-            }
-            b.push(")");
+            super::operators::push_in(&mut b, "org_id", orgs);
         }
         b.push(" ORDER BY org_id, id");
         let rows = b.build().fetch_all(&self.pool).await?;

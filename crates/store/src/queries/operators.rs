@@ -42,6 +42,16 @@ async fn commit_audited(
     Ok(())
 }
 
+/// ` AND {column} IN (<values>)`; `values` must not be empty.
+pub(super) fn push_in(b: &mut QueryBuilder<'_, Db>, column: &str, values: &[String]) {
+    b.push(format!(" AND {column} IN ("));
+    let mut list = b.separated(", ");
+    for v in values {
+        list.push_bind(v.clone());
+    }
+    b.push(")");
+}
+
 /// `AND (<the devices `da` the caller may see>)`; nothing to append for everything.
 pub(super) fn push_visible(b: &mut QueryBuilder<'_, Db>, vis: &Visibility) {
     if vis.everything {
@@ -291,12 +301,7 @@ impl Handle {
             if ids.is_empty() {
                 return Ok(Vec::new());
             }
-            b.push(" AND id IN (");
-            let mut list = b.separated(", ");
-            for id in ids {
-                list.push_bind(id.clone());
-            }
-            b.push(")");
+            push_in(&mut b, "id", ids);
         }
         b.push(" ORDER BY id");
         let rows = b.build().fetch_all(&self.pool).await?;
