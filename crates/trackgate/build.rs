@@ -67,7 +67,8 @@ fn main() {
         None => npm_ci(&web, &out.join("web-vendor")),
     };
 
-    let mut assets: Vec<(String, PathBuf)> = Vec::new();
+    // Each asset's name and the path `include_bytes!` reads it from, as Rust source.
+    let mut assets: Vec<(String, String)> = Vec::new();
     for (from, to) in VENDOR {
         let path = modules.join(from);
         if !path.is_file() {
@@ -77,7 +78,7 @@ fn main() {
                 modules.display()
             );
         }
-        assets.push((format!("vendor/{to}"), path));
+        assets.push((format!("vendor/{to}"), format!("{:?}", path.display().to_string())));
     }
     let src = web.join("src");
     let mut own: Vec<PathBuf> = fs::read_dir(&src)
@@ -92,18 +93,19 @@ fn main() {
             .and_then(|n| n.to_str())
             .expect("UTF-8 file name")
             .to_owned();
-        assets.push((name, path));
+        // Relative to the package being compiled, not to where this script last ran: a target
+        // directory shared by two checkouts must not embed one checkout's files into the other.
+        let source = format!(
+            "concat!(env!(\"CARGO_MANIFEST_DIR\"), {:?})",
+            format!("/web/src/{name}")
+        );
+        assets.push((name, source));
     }
 
     let mut table = String::from("&[\n");
-    for (name, path) in &assets {
+    for (name, source) in &assets {
         let kind = content_type(name).unwrap_or_else(|| panic!("no content type known for web asset {name}"));
-        writeln!(
-            table,
-            "    ({name:?}, {kind:?}, include_bytes!({:?})),",
-            path.display().to_string()
-        )
-        .expect("formatting");
+        writeln!(table, "    ({name:?}, {kind:?}, include_bytes!({source})),").expect("formatting");
     }
     table.push(']');
     fs::write(out.join("web_assets.rs"), table).expect("writing web_assets.rs");
