@@ -19,6 +19,7 @@ use crate::{Row, Store, StoreError};
 pub(crate) enum Type {
     Text,
     Int,
+    Real,
     Bool,
     Blob,
 }
@@ -28,6 +29,7 @@ pub(crate) enum Type {
 pub(crate) enum Value {
     Text(Option<String>),
     Int(Option<i64>),
+    Real(Option<f64>),
     Bool(Option<bool>),
     Blob(Option<Vec<u8>>),
 }
@@ -47,7 +49,7 @@ pub(crate) struct Table {
     pub identity: Option<&'static str>,
 }
 
-use Type::{Blob, Bool, Int, Text};
+use Type::{Blob, Bool, Int, Real, Text};
 
 const PRINCIPAL: &[(&str, Type)] = &[
     ("id", Text),
@@ -175,6 +177,58 @@ pub(crate) const TABLES: &[Table] = &[
             ("assigned_ms", Int),
         ],
         identity: None,
+    },
+    Table {
+        name: "event_limits",
+        label: "event_limits",
+        filter: "TRUE",
+        key: 3,
+        columns: &[
+            ("org_id", Text),
+            ("scope", Text),
+            ("scope_id", Text),
+            ("stale_after_ms", Int),
+            ("battery_low", Real),
+            ("tmp_min", Real),
+            ("tmp_max", Real),
+            ("updated_ms", Int),
+        ],
+        identity: None,
+    },
+    Table {
+        name: "event_cursors",
+        label: "event_cursors",
+        filter: "TRUE",
+        key: 1,
+        columns: &[
+            ("device_id", Text),
+            ("ts", Int),
+            ("seq", Int),
+            ("state", Text),
+            ("stale", Bool),
+            ("updated_ms", Int),
+        ],
+        identity: None,
+    },
+    Table {
+        name: "device_events",
+        label: "device_events",
+        filter: "TRUE",
+        key: 1,
+        columns: &[
+            ("id", Int),
+            ("org_id", Text),
+            ("device_id", Text),
+            ("ts", Int),
+            ("seq", Int),
+            ("kind", Text),
+            ("subject", Text),
+            ("detail", Text),
+            ("lat", Real),
+            ("lon", Real),
+            ("created_ms", Int),
+        ],
+        identity: Some("id"),
     },
     Table {
         name: "rejects",

@@ -36,6 +36,8 @@ pub enum StoreError {
     Refused(String),
     #[error("invalid geofence: {0}")]
     InvalidGeofence(String),
+    #[error("invalid limits: {0}")]
+    InvalidLimits(String),
     #[error("writing the export: {0}")]
     Export(#[from] std::io::Error),
     #[error("the master key does not open the secrets in this database (wrong key?)")]

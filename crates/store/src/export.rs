@@ -3,8 +3,9 @@
 //! holds more than a page of rows in memory.
 //!
 //! Parts, in order: `organization`, `order_groups`, `user_groups` (with their scope and
-//! membership rules), `geofences`, `devices` (assignment and shipment; never a key), `positions` (each as the
-//! signed envelope the device sent: `{"m": record, "kid", "sig"}`), `audit_log` (with each entry's
+//! membership rules), `geofences`, `event_limits`, `devices` (assignment and shipment; never a
+//! key), `positions` (each as the signed envelope the device sent: `{"m": record, "kid", "sig"}`),
+//! `events` (as the events API serves them), `audit_log` (with each entry's
 //! chain hashes, so the trail can be checked). A record's signature is HMAC-SHA256 under the
 //! device's key, which is deterministic: it is computed again from the stored record text and
 //! the sealed key, and is exactly what the device sent. With a symmetric key it proves what any
@@ -18,12 +19,14 @@ pub trait ExportSink {
 }
 
 /// The parts, in the order they are exported.
-pub const PARTS: [&str; 7] = [
+pub const PARTS: [&str; 9] = [
     "organization",
     "order_groups",
     "user_groups",
     "geofences",
+    "event_limits",
     "devices",
     "positions",
+    "events",
     "audit_log",
 ];

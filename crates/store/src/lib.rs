@@ -40,6 +40,7 @@ mod columns;
 mod copy;
 pub mod crypto;
 mod error;
+pub mod events;
 pub mod export;
 pub mod geofence;
 mod migrate;
@@ -56,6 +57,7 @@ pub use access::{
 pub use audit::{AuditFailure, AuditVerdict};
 pub use copy::TableCount;
 pub use crypto::MasterKey;
+pub use events::{EventCursor, EventInput, EventLimits, EventQuery, EventSubject, LimitScope, NewEvent, ScopedLimits, StoredEvent};
 pub use error::{FAILURE_KINDS, StoreError};
 pub use model::{Kind, Outcome, Principal, PrincipalInfo, RejectRow, Row, StoredPosition};
 pub use postgres::PostgresOptions;
@@ -518,6 +520,112 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<AuditRecord>, StoreError> {
         dispatch!(self, db => db.audit_log(org, before_id, limit).await)
+    }
+}
+
+/// This node's turn as the event processor (see [`Store::take_events_lock`]).
+#[derive(Debug)]
+pub struct EventsLock(EventsLockInner);
+
+#[derive(Debug)]
+enum EventsLockInner {
+    Sqlite(sqlite::events::EventsLockConn),
+    Postgres(postgres::events::EventsLockConn),
+}
+
+impl EventsLock {
+    /// Is the lock still this node's? A lock whose connection failed went with it.
+    pub async fn held(&mut self) -> bool {
+        match &mut self.0 {
+            EventsLockInner::Sqlite(c) => sqlite::Sqlite::events_lock_held(c).await,
+            EventsLockInner::Postgres(c) => postgres::Postgres::events_lock_held(c).await,
+        }
+    }
+
+    /// Give the lock back.
+    pub async fn release(self) {
+        match self.0 {
+            EventsLockInner::Sqlite(c) => sqlite::Sqlite::release_events_lock(c).await,
+            EventsLockInner::Postgres(c) => postgres::Postgres::release_events_lock(c).await,
+        }
+    }
+}
+
+/// Events: the processor's side (one node at a time computes them) and the operators' reads.
+impl Store {
+    /// Become the node that computes events: `None` while another node is (PostgreSQL; on
+    /// SQLite the one process always is).
+    pub async fn take_events_lock(&self) -> Result<Option<EventsLock>, StoreError> {
+        Ok(match &self.backend {
+            Backend::Sqlite(db) => db.take_events_lock().await?.map(|c| EventsLock(EventsLockInner::Sqlite(c))),
+            Backend::Postgres(db) => db
+                .take_events_lock()
+                .await?
+                .map(|c| EventsLock(EventsLockInner::Postgres(c))),
+        })
+    }
+
+    /// Devices assigned to an organization with records their events have not taken.
+    pub async fn devices_behind_events(&self) -> Result<Vec<String>, StoreError> {
+        dispatch!(self, db => db.devices_behind_events().await)
+    }
+
+    /// A device's organization and the limits in force for it; `None` if it is assigned to none.
+    pub async fn event_subject(&self, device: &str) -> Result<Option<EventSubject>, StoreError> {
+        dispatch!(self, db => db.event_subject(device).await)
+    }
+
+    pub async fn event_cursor(&self, device: &str) -> Result<Option<EventCursor>, StoreError> {
+        dispatch!(self, db => db.event_cursor(device).await)
+    }
+
+    /// Up to `limit` of a device's records after `after` (`(ts, seq)`; from the start of its
+    /// retention for `None`), in `(ts, seq)` order, positioned or not.
+    pub async fn records_after(
+        &self,
+        device: &str,
+        after: Option<(i64, i64)>,
+        limit: u32,
+    ) -> Result<Vec<EventInput>, StoreError> {
+        dispatch!(self, db => db.records_after(device, after, limit).await)
+    }
+
+    /// Store a device's events and move its cursor from `from` to `to`, together; `false` (and
+    /// nothing stored) if the cursor had moved from `from` meanwhile.
+    pub async fn save_events(
+        &self,
+        device: &str,
+        org: &str,
+        from: Option<(i64, i64)>,
+        to: &EventCursor,
+        events: &[NewEvent],
+    ) -> Result<bool, StoreError> {
+        dispatch!(self, db => db.save_events(device, org, from, to, events).await)
+    }
+
+    /// Devices silent past their stale limit at `now`, not yet reported.
+    pub async fn devices_gone_stale(&self, now_ms: i64) -> Result<Vec<String>, StoreError> {
+        dispatch!(self, db => db.devices_gone_stale(now_ms).await)
+    }
+
+    /// Set (or, all `None`, remove) an organization's limits at one scope, audited.
+    pub async fn set_event_limits(
+        &self,
+        org: &str,
+        scope: &LimitScope,
+        limits: EventLimits,
+        audit: &AuditEntry,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, db => db.set_event_limits(org, scope, limits, audit).await)
+    }
+
+    pub async fn event_limits(&self, org: &str) -> Result<Vec<ScopedLimits>, StoreError> {
+        dispatch!(self, db => db.event_limits(org).await)
+    }
+
+    /// Events the caller may see, newest first (see the API's `/v1/events`).
+    pub async fn events(&self, vis: &Visibility, q: &EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
+        dispatch!(self, db => db.events(vis, q).await)
     }
 }
 

@@ -36,6 +36,7 @@ pub(crate) const SQLITE: &[Step] = &[
         include_str!("../migrations/sqlite/0007_span_newest_fields.sql"),
     ),
     (8, "geofences", include_str!("../migrations/sqlite/0008_geofences.sql")),
+    (9, "events", include_str!("../migrations/sqlite/0009_events.sql")),
 ];
 
 pub(crate) const POSTGRES: &[Step] = &[
@@ -70,6 +71,7 @@ pub(crate) const POSTGRES: &[Step] = &[
         "geofences",
         include_str!("../migrations/postgres/0007_geofences.sql"),
     ),
+    (8, "events", include_str!("../migrations/postgres/0008_events.sql")),
 ];
 
 #[derive(Debug)]

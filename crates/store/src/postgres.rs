@@ -61,6 +61,9 @@ mod copy;
 #[path = "queries/deletion.rs"]
 mod deletion;
 #[allow(clippy::duplicate_mod)]
+#[path = "queries/events.rs"]
+pub(crate) mod events;
+#[allow(clippy::duplicate_mod)]
 #[path = "queries/export.rs"]
 mod export;
 #[allow(clippy::duplicate_mod)]

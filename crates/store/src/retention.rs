@@ -108,6 +108,8 @@ pub struct OrgPurge {
     pub positions: u64,
     /// Latest positions removed.
     pub latest: u64,
+    /// Events removed (by the `ts` of the record that gave them).
+    pub events: u64,
 }
 
 /// A partition dropped whole, and how many rows it held.
@@ -130,4 +132,7 @@ pub struct OrgDeletion {
     pub user_groups: u64,
     pub membership_rules: u64,
     pub geofences: u64,
+    /// Its events, and the event limits it had set.
+    pub events: u64,
+    pub event_limits: u64,
 }

@@ -106,6 +106,7 @@ pub async fn serve_until(config: Config, shutdown: CancellationToken) -> anyhow:
     let health = Arc::new(StoreHealth::new(config.ingest.stall_timeout, metrics.clone()));
     let (queue, rx, permits) = Queue::new(config.ingest.queue_capacity, metrics.clone(), health.clone());
     let feed = Feed::new(FEED_BATCHES);
+    let dirty = crate::events::Dirty::default();
     let writer = Writer::new(
         store.clone(),
         rx,
@@ -120,7 +121,8 @@ pub async fn serve_until(config: Config, shutdown: CancellationToken) -> anyhow:
         },
         health.clone(),
     )
-    .with_feed(feed.clone());
+    .with_feed(feed.clone())
+    .with_events(dirty.clone());
     let auth = operator_auth(&config)?;
 
     let https = TcpListener::bind(config.http.listen)
@@ -176,8 +178,20 @@ pub async fn serve_until(config: Config, shutdown: CancellationToken) -> anyhow:
             follower,
             store.clone(),
             feed.clone(),
+            dirty.clone(),
             background.clone(),
         ));
+    }
+    if config.events.enabled {
+        tasks.spawn(crate::events::processor::run(
+            store.clone(),
+            dirty,
+            metrics.clone(),
+            config.events.clone(),
+            background.clone(),
+        ));
+    } else {
+        tracing::info!("events are off (`events.enabled = false`)");
     }
     let (upkeep_store, upkeep_stop) = (store.clone(), background.clone());
     tasks.spawn(async move {

@@ -43,6 +43,7 @@ pub struct RawConfig {
     pub broker: Option<toml::Value>,
     pub mqtt_endpoint: RawMqttEndpoint,
     pub retention: RawRetention,
+    pub events: RawEvents,
     pub auth: crate::auth::config::RawAuth,
     pub ui: crate::web::config::RawUi,
 }
@@ -58,6 +59,18 @@ pub struct RawRetention {
     pub batch_rows: Option<u64>,
     pub audit_personal_days: Option<u64>,
     pub audit_days: Option<u64>,
+}
+
+/// The event processor (`crate::events`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawEvents {
+    pub enabled: Option<bool>,
+    pub settle_ms: Option<u64>,
+    pub interval_ms: Option<u64>,
+    pub full_pass_secs: Option<u64>,
+    pub geofence_margin_m: Option<f64>,
+    pub max_speed_mps: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -222,6 +235,8 @@ pub struct Config {
     pub ingest: IngestConfig,
     /// How often the retention purge runs (its settings are `database.retention`).
     pub purge_interval: Duration,
+    /// The event processor.
+    pub events: crate::events::EventSettings,
     /// Throttling of failed authentications per client address.
     pub auth_throttle: AuthThrottle,
     pub master_key: MasterKeySource,
@@ -560,6 +575,18 @@ impl RawConfig {
         };
         let purge_interval =
             Duration::from_secs(range("retention.interval_secs", r.interval_secs, 3600, 1, 7 * 86_400)? as u64);
+        let e = self.events;
+        let events = crate::events::EventSettings {
+            enabled: e.enabled.unwrap_or(true),
+            settle: Duration::from_millis(range("events.settle_ms", e.settle_ms, 10_000, 0, 3_600_000)? as u64),
+            interval: Duration::from_millis(range("events.interval_ms", e.interval_ms, 1000, 50, 60_000)? as u64),
+            full_pass_every: Duration::from_secs(range("events.full_pass_secs", e.full_pass_secs, 60, 1, 86_400)? as u64),
+            rules: crate::events::Rules {
+                geofence_margin_m: frange("events.geofence_margin_m", e.geofence_margin_m, 25.0, 0.0, 1000.0)?,
+                max_speed_mps: frange("events.max_speed_mps", e.max_speed_mps, 300.0, 1.0, 10_000.0)?,
+                ..Default::default()
+            },
+        };
         let database = trackgate_store::OpenOptions {
             url,
             max_connections: range("database.max_connections", d.max_connections.map(u64::from), 8, 2, 256)? as u32,
@@ -774,6 +801,7 @@ impl RawConfig {
             min_free_bytes,
             ingest,
             purge_interval,
+            events,
             auth_throttle,
             master_key,
             grace_period: Duration::from_secs(range(

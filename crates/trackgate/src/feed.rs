@@ -81,13 +81,15 @@ impl Feed {
     }
 }
 
-/// Feed the positions other nodes commit (PostgreSQL) to this node's streams, until `stop`.
-/// They are read back only while a stream listens; a gap in the notifications ends the streams,
-/// whose clients reconnect and reload what they show.
+/// Feed the positions other nodes commit (PostgreSQL) to this node's streams, and their devices
+/// to the event processor, until `stop`. Positions are read back only while a stream listens; a
+/// gap in the notifications ends the streams, whose clients reconnect and reload what they show,
+/// and has the event processor look at every device.
 pub async fn follow_other_nodes(
     mut follower: trackgate_store::CommitFollower,
     store: trackgate_store::Store,
     feed: Feed,
+    events: crate::events::Dirty,
     stop: tokio_util::sync::CancellationToken,
 ) {
     use trackgate_store::Followed;
@@ -96,6 +98,11 @@ pub async fn follow_other_nodes(
             _ = stop.cancelled() => return,
             next = follower.next() => next,
         };
+        if let Ok(Followed::Stored(ranges)) = &next {
+            events.mark(ranges.iter().map(|r| r.device.as_str()));
+        } else {
+            events.mark_all();
+        }
         match next {
             Ok(Followed::Stored(ranges)) if feed.has_subscribers() => match store.positions_in(&ranges).await {
                 Ok(fixes) => feed.publish_positions(

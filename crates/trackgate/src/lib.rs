@@ -24,7 +24,7 @@
 //!
 //! Beside them, for operators: [`auth`] (OpenID Connect sign-in), [`api`] (the location and admin
 //! API, fed live by [`feed`]), [`web`] (the map page at `/`), [`export`] (an organization's
-//! data as an archive) and [`events`] (the rules that turn stored records into events).
+//! data as an archive) and [`events`] (stored records turned into events, after commit).
 //!
 //! Around them: [`config`] (TOML + environment, validated), [`app`] (wiring and graceful
 //! shutdown) and [`cli`] (serve and provisioning).

@@ -72,6 +72,12 @@ pub struct Metrics {
     pub purged_partitions: IntCounter,
     /// When a purge last finished, Unix seconds.
     pub purge_last_success: IntGauge,
+    /// Events stored, by kind.
+    pub events: IntCounterVec,
+    /// Event passes that failed (the database failing), by step.
+    pub event_failures: IntCounterVec,
+    /// 1 on the node that computes events (one across the nodes).
+    pub event_processor: IntGauge,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -307,7 +313,7 @@ impl Metrics {
             ),
             purged_rows: counter_vec(
                 "trackgate_retention_deleted_rows_total",
-                "Rows the retention purge removed, by table (positions, latest_positions, rejects) and organization.",
+                "Rows the retention purge removed, by table (positions, latest_positions, events, rejects) and organization.",
                 &["table", "org"],
             ),
             purged_partitions: {
@@ -323,10 +329,30 @@ impl Metrics {
                 "trackgate_retention_last_success_timestamp_seconds",
                 "When the last retention purge finished, Unix seconds; 0 before the first.",
             ),
+            events: counter_vec(
+                "trackgate_events_total",
+                "Events stored, by kind (enter, exit, jump, battery_low, temperature_out, stale).",
+                &["kind"],
+            ),
+            event_failures: counter_vec(
+                "trackgate_event_failures_total",
+                "Event computations that failed and are tried again, by step (records, stale, lock).",
+                &["step"],
+            ),
+            event_processor: gauge(
+                "trackgate_event_processor",
+                "1 on the node that computes events (one node across a cluster), else 0.",
+            ),
             registry,
         };
         for o in ["done", "skipped", "failed"] {
             m.purges.with_label_values(&[o]);
+        }
+        for k in crate::events::KINDS {
+            m.events.with_label_values(&[k]);
+        }
+        for s in ["records", "stale", "lock"] {
+            m.event_failures.with_label_values(&[s]);
         }
         m.purged_rows.with_label_values(&["rejects", ""]);
         // Every bounded label value exists from the start, so a scrape shows zeros, not gaps.
@@ -376,6 +402,7 @@ impl Metrics {
             self.purged_rows
                 .with_label_values(&["latest_positions", org])
                 .inc_by(o.latest);
+            self.purged_rows.with_label_values(&["events", org]).inc_by(o.events);
         }
         self.purged_rows
             .with_label_values(&["rejects", ""])

@@ -25,14 +25,11 @@ pub struct SeqRange {
     pub last: i64,
 }
 
-/// The payloads announcing the positioned rows a batch stored.
+/// The payloads announcing the rows a batch stored, positioned or not (the live feed reads back
+/// the positioned ones, the event processor looks at every device named).
 pub(crate) fn payloads(node: &str, rows: &[Row], outcomes: &[Outcome]) -> Vec<String> {
     let mut ranges: HashMap<&str, (i64, i64)> = HashMap::new();
-    for (r, _) in rows
-        .iter()
-        .zip(outcomes)
-        .filter(|(r, o)| **o == Outcome::Inserted && r.measurement.position().is_some())
-    {
+    for (r, _) in rows.iter().zip(outcomes).filter(|(_, o)| **o == Outcome::Inserted) {
         let e = ranges.entry(r.device_id.as_str()).or_insert((r.seq, r.seq));
         e.0 = e.0.min(r.seq);
         e.1 = e.1.max(r.seq);
@@ -128,7 +125,7 @@ mod tests {
     }
 
     #[test]
-    fn payloads_name_the_positioned_rows_stored_and_stay_under_the_limit() {
+    fn payloads_name_the_rows_stored_and_stay_under_the_limit() {
         let rows = [
             row("a", 3, true),
             row("a", 9, true),
@@ -145,14 +142,14 @@ mod tests {
                 Outcome::Duplicate,
             ],
         );
-        assert_eq!(out, ["n1|a,3,9"]);
+        assert_eq!(out, ["n1|a,3,12"], "positioned or not; not what was a duplicate");
         assert_eq!(parse("n1", &out[0]), None, "a node's own commits are skipped");
         assert_eq!(
             parse("n2", &out[0]),
             Some(vec![SeqRange {
                 device: "a".into(),
                 first: 3,
-                last: 9
+                last: 12
             }])
         );
 

@@ -30,6 +30,7 @@ fn push_value<'a>(b: &mut sqlx::query_builder::Separated<'_, 'a, Db, &'static st
         Value::Text(x) => b.push_bind(x.as_deref()),
         Value::Int(x) => b.push_bind(*x),
         Value::Bool(x) => b.push_bind(*x),
+        Value::Real(x) => b.push_bind(*x),
         Value::Blob(x) => b.push_bind(x.as_deref()),
     };
 }
@@ -39,6 +40,7 @@ fn read_value(r: &DbRow, i: usize, t: Type) -> Result<Value, sqlx::Error> {
         Type::Text => Value::Text(r.try_get(i)?),
         Type::Int => Value::Int(r.try_get(i)?),
         Type::Bool => Value::Bool(r.try_get(i)?),
+        Type::Real => Value::Real(r.try_get(i)?),
         Type::Blob => Value::Blob(r.try_get(i)?),
     })
 }

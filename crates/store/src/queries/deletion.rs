@@ -63,7 +63,22 @@ impl Handle {
                     .execute(&mut *tx)
                     .await?;
             }
+            // Its events start afresh with the organization it is given next, if any.
+            sqlx::query("DELETE FROM event_cursors WHERE device_id = $1")
+                .bind(d)
+                .execute(&mut *tx)
+                .await?;
         }
+        report.events = sqlx::query("DELETE FROM device_events WHERE org_id = $1")
+            .bind(org)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        report.event_limits = sqlx::query("DELETE FROM event_limits WHERE org_id = $1")
+            .bind(org)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
         report.membership_rules = sqlx::query("DELETE FROM membership_rules WHERE org_id = $1")
             .bind(org)
             .execute(&mut *tx)

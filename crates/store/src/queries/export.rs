@@ -32,6 +32,9 @@ impl Handle {
         for g in self.geofences(Some(&only)).await? {
             sink.row("geofences", &json!(g).to_string())?;
         }
+        for l in self.event_limits(org).await? {
+            sink.row("event_limits", &json!(l).to_string())?;
+        }
         let vis = Visibility {
             everything: false,
             orgs: only.to_vec(),
@@ -62,6 +65,7 @@ impl Handle {
         for device in &devices {
             self.export_positions(device, sink).await?;
         }
+        self.export_events(org, &vis, sink).await?;
         self.export_audit(org, sink).await
     }
 
@@ -111,6 +115,30 @@ impl Handle {
             }
             if (rows.len() as i64) < PAGE {
                 return Ok(());
+            }
+        }
+    }
+
+    /// The organization's events, newest first, a page at a time.
+    async fn export_events(
+        &self,
+        org: &str,
+        vis: &Visibility,
+        sink: &mut (dyn ExportSink + Send),
+    ) -> Result<(), StoreError> {
+        let mut q = crate::events::EventQuery {
+            org: Some(org.to_owned()),
+            limit: PAGE as u32,
+            ..Default::default()
+        };
+        loop {
+            let events = self.events(vis, &q).await?;
+            for e in &events {
+                sink.row("events", &json!(e).to_string())?;
+            }
+            match events.last() {
+                Some(last) if events.len() as i64 == PAGE => q.before_id = Some(last.id),
+                _ => return Ok(()),
             }
         }
     }

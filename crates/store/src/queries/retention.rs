@@ -72,6 +72,7 @@ impl Handle {
                     cutoff_ms: cutoff(now, days),
                     positions: 0,
                     latest: 0,
+                    events: 0,
                 }
             })
             .collect();
@@ -110,6 +111,14 @@ impl Handle {
             };
             g.positions += self.purge_positions(&devices, g.cutoff_ms, floor).await?;
             g.latest = self.purge_latest(&devices, g.cutoff_ms).await?;
+            if let Some(org) = &g.org_id {
+                g.events = sqlx::query("DELETE FROM device_events WHERE org_id = $1 AND ts < $2")
+                    .bind(org)
+                    .bind(g.cutoff_ms)
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected();
+            }
         }
         let rejects = self.purge_rejects(cutoff(now, r.rejects_days)).await?;
         let audit_pseudonymized = self

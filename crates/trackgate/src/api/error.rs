@@ -33,7 +33,8 @@ impl From<StoreError> for ApiFailure {
             StoreError::InvalidId { .. }
             | StoreError::InvalidText { .. }
             | StoreError::OutOfRange { .. }
-            | StoreError::InvalidGeofence(_) => ApiFailure::BadRequest(e.to_string()),
+            | StoreError::InvalidGeofence(_)
+            | StoreError::InvalidLimits(_) => ApiFailure::BadRequest(e.to_string()),
             other => {
                 tracing::error!(error = %other, "operators' API: database error");
                 ApiFailure::Unavailable

@@ -260,7 +260,7 @@ impl Simplify {
     }
 }
 
-fn int<T: std::str::FromStr>(name: &str, v: &Option<String>) -> Result<Option<T>, ApiFailure> {
+pub(super) fn int<T: std::str::FromStr>(name: &str, v: &Option<String>) -> Result<Option<T>, ApiFailure> {
     v.as_deref()
         .map(|x| {
             x.parse::<T>()

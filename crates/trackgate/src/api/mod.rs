@@ -1,12 +1,13 @@
 //! The operators' API on the HTTPS listener: who am I (`/v1/me`), the location API
 //! ([`location`]: devices, latest positions as GeoJSON, tracks, a live stream), geofences
-//! (`geofences`) and administration ([`admin`]). Every request carries an ID token ([`crate::auth`]); what it may
+//! (`geofences`), events and their limits (`events`) and administration ([`admin`]). Every request carries an ID token ([`crate::auth`]); what it may
 //! see is resolved from the caller's user groups into a [`Visibility`] that every query applies
 //! in SQL, and every read of location data and every change is written to the audit log first.
 
 pub mod admin;
 mod download;
 mod error;
+mod events;
 mod geofences;
 pub mod geojson;
 pub mod location;
@@ -67,6 +68,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/devices/{id}/track/download", get(download::download))
         .route("/v1/positions/latest", get(location::latest))
         .route("/v1/stream", get(location::stream))
+        .route("/v1/devices/{id}/events", get(events::device))
+        .route("/v1/events", get(events::list))
         .route("/v1/geofences", get(geofences::list))
         .route(
             "/v1/admin/orgs/{org}/geofences/{id}",
@@ -82,6 +85,15 @@ pub fn router(state: ApiState) -> Router {
             get(admin::list_order_groups).post(admin::add_order_group),
         )
         .route("/v1/admin/orgs/{org}/devices/{id}", put(admin::set_shipment))
+        .route(
+            "/v1/admin/orgs/{org}/event-limits",
+            get(events::list_limits).put(events::set_org),
+        )
+        .route(
+            "/v1/admin/orgs/{org}/order-groups/{group}/event-limits",
+            put(events::set_order_group),
+        )
+        .route("/v1/admin/orgs/{org}/devices/{id}/event-limits", put(events::set_device))
         .route(
             "/v1/admin/orgs/{org}/user-groups",
             get(admin::list_user_groups).post(admin::add_user_group),

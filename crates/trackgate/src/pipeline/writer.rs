@@ -15,6 +15,7 @@
 
 use super::health::StoreHealth;
 use super::queue::{Submission, WriteFailed};
+use crate::events::Dirty;
 use crate::feed::Feed;
 use crate::metrics::Metrics;
 use std::sync::Arc;
@@ -51,6 +52,7 @@ struct Committer {
     settings: WriterSettings,
     batches_since_prune: Arc<AtomicU32>,
     feed: Option<Feed>,
+    events: Option<Dirty>,
     health: Arc<StoreHealth>,
 }
 
@@ -78,6 +80,7 @@ impl Writer {
                 settings,
                 batches_since_prune: Arc::default(),
                 feed: None,
+                events: None,
                 health,
             },
         }
@@ -86,6 +89,12 @@ impl Writer {
     /// Publish committed positions to `feed` (the location API's live streams).
     pub fn with_feed(mut self, feed: Feed) -> Self {
         self.commits.feed = Some(feed);
+        self
+    }
+
+    /// Mark the devices of committed rows for the event processor.
+    pub fn with_events(mut self, dirty: Dirty) -> Self {
+        self.commits.events = Some(dirty);
         self
     }
 
@@ -199,6 +208,9 @@ impl Committer {
             Ok(outcomes) => {
                 if let Some(feed) = &self.feed {
                     feed.publish(&rows, &outcomes);
+                }
+                if let Some(dirty) = &self.events {
+                    dirty.mark_rows(&rows, &outcomes);
                 }
                 let mut at = 0;
                 for (n, done, row_index, source) in answers {

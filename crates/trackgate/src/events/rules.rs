@@ -19,9 +19,6 @@
 //!
 //! A record at or before the last one a state has taken is ignored: feeding the same records
 //! again (a redelivery, a restart that replays) gives no event twice.
-//!
-//! Not in this version: the processor that runs these rules over committed records, stores the
-//! events and delivers them (see the README's "Not in this version").
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -86,6 +83,31 @@ pub enum Event {
     Stale { silent_ms: i64 },
 }
 
+impl Event {
+    /// The kind, as stored and counted.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::Enter { .. } => "enter",
+            Event::Exit { .. } => "exit",
+            Event::Jump { .. } => "jump",
+            Event::BatteryLow { .. } => "battery_low",
+            Event::TemperatureOut { .. } => "temperature_out",
+            Event::Stale { .. } => "stale",
+        }
+    }
+
+    /// What the event is about beside its device: a geofence's id, or nothing.
+    pub fn subject(&self) -> &str {
+        match self {
+            Event::Enter { geofence } | Event::Exit { geofence } => geofence,
+            _ => "",
+        }
+    }
+}
+
+/// Every kind of event.
+pub const KINDS: [&str; 6] = ["enter", "exit", "jump", "battery_low", "temperature_out", "stale"];
+
 /// A fix: where and when.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 struct At {
@@ -110,6 +132,7 @@ impl At {
 
 /// What the rules remember of one device between records.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct DeviceState {
     /// The last record taken, `(ts, seq)`.
     last: Option<(i64, i64)>,
@@ -124,6 +147,23 @@ pub struct DeviceState {
 }
 
 impl DeviceState {
+    /// A state whose records up to `(ts, seq)` are taken (a cursor made before the state was
+    /// kept starts empty there).
+    pub fn resume(mut self, last: (i64, i64)) -> DeviceState {
+        self.last = Some(self.last.map_or(last, |l| l.max(last)));
+        self
+    }
+
+    /// The last record taken, `(ts, seq)`.
+    pub fn last(&self) -> Option<(i64, i64)> {
+        self.last
+    }
+
+    /// Was the device's silence reported, with no record since?
+    pub fn is_stale(&self) -> bool {
+        self.stale
+    }
+
     /// The events of the device's next record.
     pub fn step(&mut self, rules: &Rules, fences: &[Fence], r: &Record) -> Vec<Event> {
         if self.last.is_some_and(|last| (r.ts, r.seq) <= last) {
