@@ -8,6 +8,7 @@ use trackgate_e2e::postgres::Postgres;
 
 mod audit;
 mod deletion;
+mod events;
 mod geofences;
 pub(crate) mod operators;
 mod retention;
