@@ -103,7 +103,7 @@ async fn send(client: &reqwest::Client, url: &str, req: Request, tally: &Tally) 
     }
 }
 
-async fn post(
+pub async fn post(
     client: &reqwest::Client,
     url: &str,
     signer: &Member,

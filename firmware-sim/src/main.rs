@@ -8,7 +8,9 @@
 //! - [`fleet`]: each tracker's records, clock skew, offline backlogs and injected faults;
 //! - [`send`]: pacing (a rate, a count or a duration) and the transports, [`https`] (as devices
 //!   or as the supplier relay) and [`mqtt`] (one TLS connection per device);
-//! - [`tally`]: progress and the summary, as the devices saw it.
+//! - [`tally`]: progress and the summary, as the devices saw it;
+//! - [`trip`]: the last hours of each device's trip, uploaded at once as a backlog (in order or
+//!   shuffled), for what trackgate computes from a whole trip (events).
 //!
 //! Each device's `seq` is kept in a state file, so a restarted simulator never reuses one.
 #![forbid(unsafe_code)]
@@ -20,6 +22,7 @@ mod mqtt;
 mod roster;
 mod send;
 mod tally;
+mod trip;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -62,6 +65,9 @@ enum Command {
     },
     /// Send signed records (HTTPS as devices or supplier, or MQTT) and print a summary.
     Send(send::SendArgs),
+    /// Upload the last hours of each device's trip as a backlog through the supplier relay and
+    /// print a summary (JSON) with each device's stops.
+    Trip(trip::TripArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -86,6 +92,10 @@ fn main() -> anyhow::Result<()> {
         Command::Send(args) => {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(send::run(args))
+        }
+        Command::Trip(args) => {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(trip::run(args))
         }
     }
 }

@@ -155,6 +155,11 @@ impl Trip {
         }
     }
 
+    /// The stops of the round trip, in order: (latitude, longitude).
+    pub fn stops(&self) -> &[(f64, f64)] {
+        &self.stops
+    }
+
     /// Seconds of one round trip: every leg driven and every dwell.
     pub fn cycle_s(&self) -> f64 {
         (0..self.stops.len()).map(|i| self.leg_s(i) + self.dwell_s[i]).sum()

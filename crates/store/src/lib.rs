@@ -57,8 +57,10 @@ pub use access::{
 pub use audit::{AuditFailure, AuditVerdict};
 pub use copy::TableCount;
 pub use crypto::MasterKey;
-pub use events::{EventCursor, EventInput, EventLimits, EventQuery, EventSubject, LimitScope, NewEvent, ScopedLimits, StoredEvent};
 pub use error::{FAILURE_KINDS, StoreError};
+pub use events::{
+    EventCursor, EventInput, EventLimits, EventQuery, EventSubject, LimitScope, NewEvent, ScopedLimits, StoredEvent,
+};
 pub use model::{Kind, Outcome, Principal, PrincipalInfo, RejectRow, Row, StoredPosition};
 pub use postgres::PostgresOptions;
 pub use postgres::commits::{CommitFollower, Followed, SeqRange};
@@ -557,7 +559,10 @@ impl Store {
     /// SQLite the one process always is).
     pub async fn take_events_lock(&self) -> Result<Option<EventsLock>, StoreError> {
         Ok(match &self.backend {
-            Backend::Sqlite(db) => db.take_events_lock().await?.map(|c| EventsLock(EventsLockInner::Sqlite(c))),
+            Backend::Sqlite(db) => db
+                .take_events_lock()
+                .await?
+                .map(|c| EventsLock(EventsLockInner::Sqlite(c))),
             Backend::Postgres(db) => db
                 .take_events_lock()
                 .await?

@@ -580,7 +580,9 @@ impl RawConfig {
             enabled: e.enabled.unwrap_or(true),
             settle: Duration::from_millis(range("events.settle_ms", e.settle_ms, 10_000, 0, 3_600_000)? as u64),
             interval: Duration::from_millis(range("events.interval_ms", e.interval_ms, 1000, 50, 60_000)? as u64),
-            full_pass_every: Duration::from_secs(range("events.full_pass_secs", e.full_pass_secs, 60, 1, 86_400)? as u64),
+            full_pass_every: Duration::from_secs(
+                range("events.full_pass_secs", e.full_pass_secs, 60, 1, 86_400)? as u64
+            ),
             rules: crate::events::Rules {
                 geofence_margin_m: frange("events.geofence_margin_m", e.geofence_margin_m, 25.0, 0.0, 1000.0)?,
                 max_speed_mps: frange("events.max_speed_mps", e.max_speed_mps, 300.0, 1.0, 10_000.0)?,

@@ -249,7 +249,12 @@ impl Handle {
     }
 
     /// `Ok` when `sql` (a `SELECT 1 ...`) finds a row, else `NotFound` naming `kind` and `id`.
-    pub(super) async fn require(conn: &mut Conn, sql: &str, binds: &[&str], kind: &'static str) -> Result<(), StoreError> {
+    pub(super) async fn require(
+        conn: &mut Conn,
+        sql: &str,
+        binds: &[&str],
+        kind: &'static str,
+    ) -> Result<(), StoreError> {
         if Self::exists(conn, sql, binds).await? {
             Ok(())
         } else {

@@ -69,7 +69,11 @@ async fn records_come_back_in_time_order_after_the_cursor_across_hours(db: TestD
     expected.sort();
     assert_eq!(order, expected);
     assert_eq!(all[0].bat, Some(11.0));
-    assert_eq!((all[1].lat, all[1].received_ms), (None, 7), "seq 12 has no position, and is read");
+    assert_eq!(
+        (all[1].lat, all[1].received_ms),
+        (None, 7),
+        "seq 12 has no position, and is read"
+    );
 
     // After a cursor, and the same ts with a higher seq; a limit.
     let after = s.records_after("a-x", Some((2 * h + 1, 11)), 100).await.unwrap();
@@ -90,20 +94,49 @@ async fn a_cursor_moves_once_and_an_event_is_stored_once(db: TestDb) {
     assert!(s.event_cursor("a-n").await.unwrap().is_none());
 
     let e1 = event(1_000, 1, "enter", "depot");
-    assert!(s.save_events("a-n", "acme", None, &cursor(1_000, 1), &[e1.clone()]).await.unwrap());
+    assert!(
+        s.save_events("a-n", "acme", None, &cursor(1_000, 1), &[e1.clone()])
+            .await
+            .unwrap()
+    );
     // A second node that read no cursor either: refused, nothing stored.
-    assert!(!s.save_events("a-n", "acme", None, &cursor(1_000, 1), &[e1.clone()]).await.unwrap());
+    assert!(
+        !s.save_events("a-n", "acme", None, &cursor(1_000, 1), &[e1.clone()])
+            .await
+            .unwrap()
+    );
     // One that read the cursor before it moved: refused.
     let e2 = event(2_000, 2, "exit", "depot");
-    assert!(s.save_events("a-n", "acme", Some((1_000, 1)), &cursor(2_000, 2), &[e2.clone()]).await.unwrap());
-    assert!(!s.save_events("a-n", "acme", Some((1_000, 1)), &cursor(2_000, 2), &[e2.clone()]).await.unwrap());
+    assert!(
+        s.save_events("a-n", "acme", Some((1_000, 1)), &cursor(2_000, 2), &[e2.clone()])
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.save_events("a-n", "acme", Some((1_000, 1)), &cursor(2_000, 2), &[e2.clone()])
+            .await
+            .unwrap()
+    );
     // The same event offered again with a move that is allowed: stored once all the same.
-    assert!(s.save_events("a-n", "acme", Some((2_000, 2)), &cursor(2_000, 2), &[e2]).await.unwrap());
+    assert!(
+        s.save_events("a-n", "acme", Some((2_000, 2)), &cursor(2_000, 2), &[e2])
+            .await
+            .unwrap()
+    );
     let got = s
-        .events(&Visibility::everything(), &EventQuery { limit: 10, ..Default::default() })
+        .events(
+            &Visibility::everything(),
+            &EventQuery {
+                limit: 10,
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
-    let kinds: Vec<(&str, i64, &str)> = got.iter().map(|e| (e.kind.as_str(), e.seq, e.device_id.as_str())).collect();
+    let kinds: Vec<(&str, i64, &str)> = got
+        .iter()
+        .map(|e| (e.kind.as_str(), e.seq, e.device_id.as_str()))
+        .collect();
     assert_eq!(kinds, [("exit", 2, "a-n"), ("enter", 1, "a-n")], "newest first");
     assert_eq!(got[0].detail["geofence"], "depot");
     assert!(!got[0].detail.contains_key("kind"), "the kind is said once");
@@ -115,7 +148,9 @@ async fn a_cursor_moves_once_and_an_event_is_stored_once(db: TestDb) {
     assert!(s.devices_behind_events().await.unwrap().contains(&"a-n".to_owned()));
     // A record behind the cursor does not make it behind: it is past taking.
     let s2 = &s;
-    s2.save_events("a-n", "acme", Some((2_000, 2)), &cursor(2_500, 3), &[]).await.unwrap();
+    s2.save_events("a-n", "acme", Some((2_000, 2)), &cursor(2_500, 3), &[])
+        .await
+        .unwrap();
     s.write_batch(&[record("a-n", 4, 1_500, 0)], &[]).await.unwrap();
     assert!(!s.devices_behind_events().await.unwrap().contains(&"a-n".to_owned()));
     // Paging: before an id.
@@ -137,7 +172,11 @@ async fn a_cursor_moves_once_and_an_event_is_stored_once(db: TestDb) {
 async fn events_are_seen_by_their_organization_through_the_devices_grants(db: TestDb) {
     let s = seeded(&db).await;
     for (dev, org) in [("a-n", "acme"), ("a-s", "acme"), ("g-1", "globex")] {
-        assert!(s.save_events(dev, org, None, &cursor(1_000, 1), &[event(1_000, 1, "enter", "d")]).await.unwrap());
+        assert!(
+            s.save_events(dev, org, None, &cursor(1_000, 1), &[event(1_000, 1, "enter", "d")])
+                .await
+                .unwrap()
+        );
     }
     let ids = |v: Vec<crate::StoredEvent>| v.into_iter().map(|e| e.device_id).collect::<Vec<_>>();
     let q = EventQuery {
@@ -193,7 +232,9 @@ async fn limits_apply_from_the_most_specific_scope(db: TestDb) {
         battery_low: Some(20.0),
         temperature: Some((2.0, 8.0)),
     };
-    s.set_event_limits("acme", &LimitScope::Org, org.clone(), &a).await.unwrap();
+    s.set_event_limits("acme", &LimitScope::Org, org.clone(), &a)
+        .await
+        .unwrap();
     s.set_event_limits(
         "acme",
         &LimitScope::OrderGroup("north".into()),
@@ -274,14 +315,23 @@ async fn limits_apply_from_the_most_specific_scope(db: TestDb) {
             "stale_after must be from 60 s",
         ),
         (LimitScope::OrderGroup("west".into()), org.clone(), "no order group"),
-        (LimitScope::Device("g-1".into()), org.clone(), "no device of the organization"),
+        (
+            LimitScope::Device("g-1".into()),
+            org.clone(),
+            "no device of the organization",
+        ),
     ] {
         let err = s.set_event_limits("acme", &scope, bad, &a).await.unwrap_err();
         assert!(err.to_string().contains(says), "{err}");
     }
     assert!(matches!(
-        s.set_event_limits("nobody", &LimitScope::Org, org, &a).await.unwrap_err(),
-        StoreError::NotFound { kind: "organization", .. }
+        s.set_event_limits("nobody", &LimitScope::Org, org, &a)
+            .await
+            .unwrap_err(),
+        StoreError::NotFound {
+            kind: "organization",
+            ..
+        }
     ));
     assert_eq!(limits("a-s").await.temperature, Some((2.0, 8.0)));
 }
@@ -310,7 +360,9 @@ async fn silent_devices_are_found_once(db: TestDb) {
         stale: true,
         ..cursor(1_000, 1)
     };
-    s.save_events("a-n", "acme", Some((1_000, 1)), &reported, &[]).await.unwrap();
+    s.save_events("a-n", "acme", Some((1_000, 1)), &reported, &[])
+        .await
+        .unwrap();
     assert_eq!(s.devices_gone_stale(100_000).await.unwrap(), ["a-s"]);
 }
 

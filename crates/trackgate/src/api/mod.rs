@@ -93,7 +93,10 @@ pub fn router(state: ApiState) -> Router {
             "/v1/admin/orgs/{org}/order-groups/{group}/event-limits",
             put(events::set_order_group),
         )
-        .route("/v1/admin/orgs/{org}/devices/{id}/event-limits", put(events::set_device))
+        .route(
+            "/v1/admin/orgs/{org}/devices/{id}/event-limits",
+            put(events::set_device),
+        )
         .route(
             "/v1/admin/orgs/{org}/user-groups",
             get(admin::list_user_groups).post(admin::add_user_group),

@@ -93,7 +93,6 @@ impl Dirty {
     }
 }
 
-
 /// Compute events until `stop`.
 pub async fn run(store: Store, dirty: Dirty, metrics: Metrics, settings: EventSettings, stop: CancellationToken) {
     let mut p = Processor {
@@ -215,7 +214,8 @@ impl Processor {
         let from = cursor.as_ref().map(|c| (c.ts, c.seq));
         let mut state = restore(device, cursor.as_ref());
         let records = self.store.records_after(device, from, RECORDS_PER_STEP).await?;
-        let settled_before = trackgate_store::now_ms() - i64::try_from(self.settings.settle.as_millis()).unwrap_or(i64::MAX);
+        let settled_before =
+            trackgate_store::now_ms() - i64::try_from(self.settings.settle.as_millis()).unwrap_or(i64::MAX);
         let mut more = records.len() == RECORDS_PER_STEP as usize;
         let mut events = Vec::new();
         for r in &records {
@@ -236,7 +236,11 @@ impl Processor {
             state: serde_json::to_string(&state).map_err(|e| StoreError::Inconsistent(e.to_string()))?,
             stale: state.is_stale(),
         };
-        if !self.store.save_events(device, &subject.org_id, from, &to, &events).await? {
+        if !self
+            .store
+            .save_events(device, &subject.org_id, from, &to, &events)
+            .await?
+        {
             // Another node moved the cursor meanwhile: look again from where it is now.
             return Ok(true);
         }
@@ -254,7 +258,18 @@ impl Processor {
             ) else {
                 continue;
             };
-            let Some(after_ms) = subject.limits.stale_after_ms else { continue };
+            let Some(after_ms) = subject.limits.stale_after_ms else {
+                continue;
+            };
+            // A record stored and not taken yet (still settling) is not silence.
+            if !self
+                .store
+                .records_after(&device, Some((cursor.ts, cursor.seq)), 1)
+                .await?
+                .is_empty()
+            {
+                continue;
+            }
             let mut state = restore(&device, Some(&cursor));
             let events: Vec<NewEvent> = state
                 .check_stale(now, after_ms)
