@@ -95,27 +95,39 @@ async fn a_cursor_moves_once_and_an_event_is_stored_once(db: TestDb) {
 
     let e1 = event(1_000, 1, "enter", "depot");
     assert!(
-        s.save_events("a-n", "acme", None, &cursor(1_000, 1), &[e1.clone()])
+        s.save_events("a-n", "acme", None, &cursor(1_000, 1), std::slice::from_ref(&e1))
             .await
             .unwrap()
     );
     // A second node that read no cursor either: refused, nothing stored.
     assert!(
-        !s.save_events("a-n", "acme", None, &cursor(1_000, 1), &[e1.clone()])
+        !s.save_events("a-n", "acme", None, &cursor(1_000, 1), std::slice::from_ref(&e1))
             .await
             .unwrap()
     );
     // One that read the cursor before it moved: refused.
     let e2 = event(2_000, 2, "exit", "depot");
     assert!(
-        s.save_events("a-n", "acme", Some((1_000, 1)), &cursor(2_000, 2), &[e2.clone()])
-            .await
-            .unwrap()
+        s.save_events(
+            "a-n",
+            "acme",
+            Some((1_000, 1)),
+            &cursor(2_000, 2),
+            std::slice::from_ref(&e2)
+        )
+        .await
+        .unwrap()
     );
     assert!(
-        !s.save_events("a-n", "acme", Some((1_000, 1)), &cursor(2_000, 2), &[e2.clone()])
-            .await
-            .unwrap()
+        !s.save_events(
+            "a-n",
+            "acme",
+            Some((1_000, 1)),
+            &cursor(2_000, 2),
+            std::slice::from_ref(&e2)
+        )
+        .await
+        .unwrap()
     );
     // The same event offered again with a move that is allowed: stored once all the same.
     assert!(
