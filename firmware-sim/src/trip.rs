@@ -55,8 +55,11 @@ pub struct TripArgs {
 }
 
 pub async fn run(args: TripArgs) -> anyhow::Result<()> {
-    if !(args.every >= 1.0 && args.every.is_finite()) || !(args.hours > 0.0 && args.hours <= 24.0 * 31.0) {
-        bail!("--every must be at least 1 s and --hours between 0 and 744");
+    if !(args.every >= 1.0 && args.every.is_finite()) {
+        bail!("--every must be at least 1 (seconds), not {}", args.every);
+    }
+    if !(args.hours > 0.0 && args.hours <= 24.0 * 31.0) {
+        bail!("--hours must be more than 0 and at most 744, not {}", args.hours);
     }
     if args.batch == 0 {
         bail!("--batch must be at least 1");
