@@ -65,6 +65,9 @@ enum Command {
     },
     /// Send signed records (HTTPS as devices or supplier, or MQTT) and print a summary.
     Send(send::SendArgs),
+    /// Print the depots and customer sites the trips run between, one per line:
+    /// `name,longitude,latitude`.
+    Sites,
     /// Upload the last hours of each device's trip as a backlog through the supplier relay and
     /// print a summary (JSON) with each device's stops.
     Trip(trip::TripArgs),
@@ -92,6 +95,12 @@ fn main() -> anyhow::Result<()> {
         Command::Send(args) => {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(send::run(args))
+        }
+        Command::Sites => {
+            for (name, lat, lon) in motion::SITES {
+                println!("{name},{lon},{lat}");
+            }
+            Ok(())
         }
         Command::Trip(args) => {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;

@@ -71,6 +71,37 @@ async fn the_dev_sign_in_example_lists_the_device_it_assigned() {
 }
 
 #[tokio::test]
+async fn the_events_example_sets_limits_and_reads_the_trip_s_geofence_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_in(dir.path(), "").unwrap();
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(example("events"))
+        .current_dir(dir.path())
+        .env("TG", binary())
+        .env("SIM", built("firmware-sim"))
+        .env("TRACKGATE_CONFIG", &server.config)
+        .env("URL", format!("https://localhost:{}", server.https.port()))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the example failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut lines = stdout.lines().filter(|l| l.starts_with('{'));
+    assert_eq!(lines.next(), Some(r#"{"ok":true}"#), "{stdout}");
+    let answer: serde_json::Value = serde_json::from_str(lines.next().unwrap()).unwrap();
+    let events = answer["events"].as_array().unwrap();
+    assert_eq!(events.len(), 2, "{answer}");
+    for e in events {
+        assert_eq!((e["org_id"].as_str(), e["kind"].as_str()), (Some("acme"), Some("enter")), "{e}");
+        assert!(e["geofence"].is_string(), "{e}");
+    }
+}
+
+#[tokio::test]
 async fn on_the_embedded_defaults_both_examples_run_as_written_and_store_their_records() {
     let dir = tempfile::tempdir().unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")

@@ -899,6 +899,22 @@ mod tests {
     }
 
     #[test]
+    fn events_settings_have_defaults_and_bounds() {
+        let c = parse("mode = \"dev\"").unwrap();
+        assert!(c.events.enabled);
+        assert_eq!(c.events.settle, Duration::from_secs(10));
+        assert_eq!(c.events.rules.geofence_margin_m, 25.0);
+        let c = parse("mode = \"dev\"\n[events]\nenabled = false\nsettle_ms = 0\nmax_speed_mps = 80")
+            .unwrap();
+        assert!(!c.events.enabled);
+        assert_eq!((c.events.settle, c.events.rules.max_speed_mps), (Duration::ZERO, 80.0));
+        let e = parse("mode = \"dev\"\n[events]\ninterval_ms = 10").unwrap_err().to_string();
+        assert_eq!(e, "`events.interval_ms` must be between 50 and 60000, not 10");
+        let e = parse("mode = \"dev\"\n[events]\nsettle = 5").unwrap_err().to_string();
+        assert!(e.contains("settle"), "{e}");
+    }
+
+    #[test]
     fn unknown_keys_are_named() {
         let e = parse("mode = \"dev\"\n[http]\nlisten_on = \"x\"")
             .unwrap_err()
