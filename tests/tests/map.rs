@@ -40,7 +40,8 @@ fn server_on(dir: &std::path::Path, port: u16, extra_toml: &str) -> Server {
     writeln!(
         f,
         "mode = \"dev\"\ndata_dir = {:?}\nhttp.listen = \"127.0.0.1:{port}\"\nops.listen = \"127.0.0.1:0\"\n\
-         log.format = \"json\"\nlog.level = \"info\"\nauth.grants_refresh_secs = 1\n{extra_toml}",
+         log.format = \"json\"\nlog.level = \"info\"\nauth.grants_refresh_secs = 1\n\
+         events.settle_ms = 200\nevents.interval_ms = 100\n{extra_toml}",
         dir.join("data"),
     )
     .unwrap();
@@ -400,12 +401,32 @@ async fn operator_sees_own_devices_live_with_tracks_and_reconnects() {
     assert_eq!(e["external"], json!([]));
 }
 
+/// Wait until the seeded tracks' geofence events are computed: a-ham enters and leaves acme's
+/// port, g-rom enters globex's Rome.
+async fn wait_seeded_events(s: &Server) {
+    let db = s.db().await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM device_events")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+        if n >= 3 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{n} events computed");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    db.close().await;
+}
+
 #[tokio::test]
 async fn other_organizations_phones_and_no_tiles() {
     let dir = tempfile::tempdir().unwrap();
     let s = server(dir.path());
     seed(&s);
     seed_tracks(&s).await;
+    wait_seeded_events(&s).await;
     let mut b = Browser::start();
 
     // Globex's user sees Globex's devices and nothing of acme's, anywhere on the page.
@@ -419,9 +440,17 @@ async fn other_organizations_phones_and_no_tiles() {
     let before = marker(&b.call("markers", Value::Null), "g-rom").clone();
     post(&s, &[envelope("g-rom", TRACK + 1, now_ms(), 42.5, 13.0, 70.0)]).await;
     b.call("wait_moved", json!({"id": "g-rom", "x": before["x"], "y": before["y"]}));
-    // Globex's geofence is drawn; acme's is not.
+    // Globex's geofence is drawn; acme's is not. Its event is listed, named; acme's are not.
     assert_eq!(
         b.call("wait_attr", json!({"selector": "#map", "name": "data-geofences"})),
+        "1"
+    );
+    b.call(
+        "wait_text",
+        json!({"selector": "#event-list", "contains": "crate g-rom: entered Globex Rome"}),
+    );
+    assert_eq!(
+        b.call("wait_attr", json!({"selector": "#event-list", "name": "data-count"})),
         "1"
     );
     assert_eq!(
@@ -461,6 +490,9 @@ async fn other_organizations_phones_and_no_tiles() {
     assert_eq!(layout["scrollWidth"], 390, "no sideways scrolling: {layout}");
     let title = b.call("select_marker", json!({"id": "a-ham"}));
     assert_eq!(title, "crate a-ham");
+    // The device's own events, in its details: into acme's port and out again.
+    b.call("wait_text", json!({"selector": "#d-events", "contains": "left Acme port"}));
+    b.call("wait_text", json!({"selector": "#d-events", "contains": "entered Acme port"}));
     b.call("screenshot", json!({"name": "phone"}));
     // Zoomed out, nearby devices fold into clusters that count them.
     b.call("click", json!({"selector": "#d-close"}));

@@ -75,6 +75,16 @@ export class Api {
     return this.get(`/v1/devices/${encodeURIComponent(id)}`);
   }
 
+  /** Events of the devices the user may see, newest first: `{ events, next }`. */
+  events(query = {}) {
+    return this.get(`/v1/events?${new URLSearchParams(query)}`);
+  }
+
+  /** One device's events, newest first: `{ events, next }`. */
+  deviceEvents(id, query = {}) {
+    return this.get(`/v1/devices/${encodeURIComponent(id)}/events?${new URLSearchParams(query)}`);
+  }
+
   /** The geofences of the user's organizations. */
   async geofences() {
     return (await this.get('/v1/geofences')).geofences;

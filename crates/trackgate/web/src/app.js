@@ -5,6 +5,7 @@
 import { Api } from './api.js';
 import { Devices, ago, battery, label, temperature } from './devices.js';
 import { DeviceList } from './list.js';
+import { EventList, showDeviceEvents } from './events.js';
 import { follow } from './live.js';
 import { DeviceMap } from './map.js';
 import { Session, claims } from './session.js';
@@ -118,9 +119,13 @@ async function start(config, session) {
   view.sync(gone);
   view.fitOnce(0);
   api.geofences().then(
-    (list) => view.map.showGeofences(list),
+    (list) => {
+      view.map.showGeofences(list);
+      view.events.setFences(list);
+    },
     (e) => { $('map').dataset.geofences = `failed: ${e.message}`; },
   );
+  view.events.follow(stop.signal);
 
   setInterval(() => view.sync([]), 30000);
   follow(api, {
@@ -149,6 +154,9 @@ class View {
     this.map = new DeviceMap($('map'), config.tiles, (id) => this.select(id));
     this.playback = new Playback(this.map);
     this.list = new DeviceList($('devices'), (id) => this.item(this.devices.get(id)));
+    this.events = new EventList(api, $('event-list'), devices, (id) => this.select(id), () => {
+      if (this.selected) showDeviceEvents(api, this.selected, $('d-events'), this.events.fences);
+    });
     // Every device in list order, and their ids; live changes waiting for the next frame.
     this.ordered = [];
     this.listed = new Set();
@@ -274,6 +282,7 @@ class View {
     $('t-from').value = local(from);
     $('t-to').value = local(to);
     this.details(d);
+    showDeviceEvents(this.api, id, $('d-events'), this.events.fences);
     $('details').hidden = false;
     this.map.focus(id);
   }
