@@ -44,6 +44,13 @@ impl MasterKey {
     }
 
     /// `nonce || ciphertext`, with `aad` bound to it.
+    /// A new random secret (a webhook's signing key).
+    pub fn random_secret() -> trackgate_proto::Secret {
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes).expect("the operating system's random source failed");
+        trackgate_proto::Secret::from_bytes(bytes)
+    }
+
     pub fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
         let mut nonce = [0u8; NONCE_LEN];
         getrandom::fill(&mut nonce).expect("the operating system's random source failed");

@@ -34,6 +34,7 @@ macro_rules! dispatch {
 }
 
 pub mod access;
+pub mod alerts;
 pub mod audit;
 mod batch;
 mod columns;
@@ -525,30 +526,30 @@ impl Store {
     }
 }
 
-/// This node's turn as the event processor (see [`Store::take_events_lock`]).
+/// This node's turn at a job that one node does at a time (see [`Store::take_events_lock`]).
 #[derive(Debug)]
-pub struct EventsLock(EventsLockInner);
+pub struct JobLock(JobLockInner);
 
 #[derive(Debug)]
-enum EventsLockInner {
-    Sqlite(sqlite::events::EventsLockConn),
-    Postgres(postgres::events::EventsLockConn),
+enum JobLockInner {
+    Sqlite(sqlite::events::JobLockConn),
+    Postgres(postgres::events::JobLockConn),
 }
 
-impl EventsLock {
+impl JobLock {
     /// Is the lock still this node's? A lock whose connection failed went with it.
     pub async fn held(&mut self) -> bool {
         match &mut self.0 {
-            EventsLockInner::Sqlite(c) => sqlite::Sqlite::events_lock_held(c).await,
-            EventsLockInner::Postgres(c) => postgres::Postgres::events_lock_held(c).await,
+            JobLockInner::Sqlite(c) => sqlite::Sqlite::job_lock_held(c).await,
+            JobLockInner::Postgres(c) => postgres::Postgres::job_lock_held(c).await,
         }
     }
 
     /// Give the lock back.
     pub async fn release(self) {
         match self.0 {
-            EventsLockInner::Sqlite(c) => sqlite::Sqlite::release_events_lock(c).await,
-            EventsLockInner::Postgres(c) => postgres::Postgres::release_events_lock(c).await,
+            JobLockInner::Sqlite(c) => sqlite::Sqlite::release_job_lock(c).await,
+            JobLockInner::Postgres(c) => postgres::Postgres::release_job_lock(c).await,
         }
     }
 }
@@ -557,16 +558,24 @@ impl EventsLock {
 impl Store {
     /// Become the node that computes events: `None` while another node is (PostgreSQL; on
     /// SQLite the one process always is).
-    pub async fn take_events_lock(&self) -> Result<Option<EventsLock>, StoreError> {
+    pub async fn take_events_lock(&self) -> Result<Option<JobLock>, StoreError> {
+        Ok(match &self.backend {
+            Backend::Sqlite(db) => db.take_events_lock().await?.map(|c| JobLock(JobLockInner::Sqlite(c))),
+            Backend::Postgres(db) => db.take_events_lock().await?.map(|c| JobLock(JobLockInner::Postgres(c))),
+        })
+    }
+
+    /// Become the node that delivers alerts: `None` while another node is.
+    pub async fn take_deliveries_lock(&self) -> Result<Option<JobLock>, StoreError> {
         Ok(match &self.backend {
             Backend::Sqlite(db) => db
-                .take_events_lock()
+                .take_deliveries_lock()
                 .await?
-                .map(|c| EventsLock(EventsLockInner::Sqlite(c))),
+                .map(|c| JobLock(JobLockInner::Sqlite(c))),
             Backend::Postgres(db) => db
-                .take_events_lock()
+                .take_deliveries_lock()
                 .await?
-                .map(|c| EventsLock(EventsLockInner::Postgres(c))),
+                .map(|c| JobLock(JobLockInner::Postgres(c))),
         })
     }
 
@@ -631,6 +640,48 @@ impl Store {
     /// Events the caller may see, newest first (see the API's `/v1/events`).
     pub async fn events(&self, vis: &Visibility, q: &EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
         dispatch!(self, db => db.events(vis, q).await)
+    }
+}
+
+/// Alerts: organizations' rules and the outbox of their deliveries.
+impl Store {
+    /// Add an alert rule, audited; a webhook's signing secret is made, sealed, and returned
+    /// this once.
+    pub async fn add_alert_rule(
+        &self,
+        org: &str,
+        rule: &alerts::NewAlertRule,
+        audit: &AuditEntry,
+    ) -> Result<Option<Secret>, StoreError> {
+        dispatch!(self, db => db.add_alert_rule(org, rule, audit).await)
+    }
+
+    /// Remove an alert rule and its deliveries, audited.
+    pub async fn remove_alert_rule(&self, org: &str, id: &str, audit: &AuditEntry) -> Result<(), StoreError> {
+        dispatch!(self, db => db.remove_alert_rule(org, id, audit).await)
+    }
+
+    pub async fn alert_rules(&self, org: &str) -> Result<Vec<alerts::AlertRule>, StoreError> {
+        dispatch!(self, db => db.alert_rules(org).await)
+    }
+
+    /// A rule's newest deliveries, newest first.
+    pub async fn deliveries(&self, org: &str, rule: &str, limit: u32) -> Result<Vec<alerts::DeliveryState>, StoreError> {
+        dispatch!(self, db => db.deliveries(org, rule, limit).await)
+    }
+
+    /// Deliveries due at `now_ms`, the oldest waiting one of each rule and device.
+    pub async fn due_deliveries(&self, now_ms: i64, limit: u32) -> Result<Vec<alerts::Delivery>, StoreError> {
+        dispatch!(self, db => db.due_deliveries(now_ms, limit).await)
+    }
+
+    pub async fn record_delivery(&self, id: i64, outcome: &alerts::Outcome) -> Result<(), StoreError> {
+        dispatch!(self, db => db.record_delivery(id, outcome).await)
+    }
+
+    /// Deliveries waiting, across every organization.
+    pub async fn pending_deliveries(&self) -> Result<i64, StoreError> {
+        dispatch!(self, db => db.pending_deliveries().await)
     }
 }
 

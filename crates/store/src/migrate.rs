@@ -37,6 +37,7 @@ pub(crate) const SQLITE: &[Step] = &[
     ),
     (8, "geofences", include_str!("../migrations/sqlite/0008_geofences.sql")),
     (9, "events", include_str!("../migrations/sqlite/0009_events.sql")),
+    (10, "alerts", include_str!("../migrations/sqlite/0010_alerts.sql")),
 ];
 
 pub(crate) const POSTGRES: &[Step] = &[
@@ -72,6 +73,7 @@ pub(crate) const POSTGRES: &[Step] = &[
         include_str!("../migrations/postgres/0007_geofences.sql"),
     ),
     (8, "events", include_str!("../migrations/postgres/0008_events.sql")),
+    (9, "alerts", include_str!("../migrations/postgres/0009_alerts.sql")),
 ];
 
 #[derive(Debug)]

@@ -52,6 +52,9 @@ use trackgate_proto::Measurement;
 
 // The SQL both backends speak (`queries/`), compiled against this backend's sqlx driver.
 #[allow(clippy::duplicate_mod)]
+#[path = "queries/alerts.rs"]
+mod alerts;
+#[allow(clippy::duplicate_mod)]
 #[path = "queries/audit.rs"]
 mod audit;
 #[allow(clippy::duplicate_mod)]

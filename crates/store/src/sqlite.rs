@@ -17,6 +17,9 @@ use std::time::Duration;
 
 // The SQL both backends speak (`queries/`), compiled against this backend's sqlx driver.
 #[allow(clippy::duplicate_mod)]
+#[path = "queries/alerts.rs"]
+mod alerts;
+#[allow(clippy::duplicate_mod)]
 #[path = "queries/audit.rs"]
 mod audit;
 #[allow(clippy::duplicate_mod)]

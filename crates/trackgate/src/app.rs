@@ -190,8 +190,14 @@ pub async fn serve_until(config: Config, shutdown: CancellationToken) -> anyhow:
             config.events.clone(),
             background.clone(),
         ));
+        tasks.spawn(crate::alerts::run(
+            store.clone(),
+            metrics.clone(),
+            config.alerts.clone(),
+            background.clone(),
+        ));
     } else {
-        tracing::info!("events are off (`events.enabled = false`)");
+        tracing::info!("events (and so alerts) are off (`events.enabled = false`)");
     }
     let (upkeep_store, upkeep_stop) = (store.clone(), background.clone());
     tasks.spawn(async move {
@@ -281,6 +287,7 @@ pub async fn serve_until(config: Config, shutdown: CancellationToken) -> anyhow:
         grants_refresh: config.auth.grants_refresh,
         reauth_max_age: config.auth.reauth_max_age,
         export_dir: config.data_dir.join("exports"),
+        alerts: config.alerts.clone(),
         stopping: shutdown.clone(),
     });
     let mut routes = http::router(state).merge(api::router(api_state));

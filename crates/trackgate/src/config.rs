@@ -44,6 +44,7 @@ pub struct RawConfig {
     pub mqtt_endpoint: RawMqttEndpoint,
     pub retention: RawRetention,
     pub events: RawEvents,
+    pub alerts: RawAlerts,
     pub auth: crate::auth::config::RawAuth,
     pub ui: crate::web::config::RawUi,
 }
@@ -71,6 +72,18 @@ pub struct RawEvents {
     pub full_pass_secs: Option<u64>,
     pub geofence_margin_m: Option<f64>,
     pub max_speed_mps: Option<f64>,
+}
+
+/// Alert delivery (`crate::alerts`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAlerts {
+    pub allow_private_destinations: Option<bool>,
+    pub webhook_ca: Option<PathBuf>,
+    pub webhook_timeout_secs: Option<u64>,
+    pub retry_for_secs: Option<u64>,
+    pub max_backoff_secs: Option<u64>,
+    pub interval_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -237,6 +250,8 @@ pub struct Config {
     pub purge_interval: Duration,
     /// The event processor.
     pub events: crate::events::EventSettings,
+    /// Alert delivery.
+    pub alerts: crate::alerts::AlertSettings,
     /// Throttling of failed authentications per client address.
     pub auth_throttle: AuthThrottle,
     pub master_key: MasterKeySource,
@@ -589,6 +604,15 @@ impl RawConfig {
                 ..Default::default()
             },
         };
+        let a = self.alerts;
+        let alerts = crate::alerts::AlertSettings {
+            allow_private_destinations: a.allow_private_destinations.unwrap_or(false),
+            webhook_ca: a.webhook_ca,
+            webhook_timeout: Duration::from_secs(range("alerts.webhook_timeout_secs", a.webhook_timeout_secs, 10, 1, 120)? as u64),
+            retry_for: Duration::from_secs(range("alerts.retry_for_secs", a.retry_for_secs, 86_400, 10, 30 * 86_400)? as u64),
+            max_backoff: Duration::from_secs(range("alerts.max_backoff_secs", a.max_backoff_secs, 600, 1, 86_400)? as u64),
+            interval: Duration::from_millis(range("alerts.interval_ms", a.interval_ms, 1000, 50, 60_000)? as u64),
+        };
         let database = trackgate_store::OpenOptions {
             url,
             max_connections: range("database.max_connections", d.max_connections.map(u64::from), 8, 2, 256)? as u32,
@@ -804,6 +828,7 @@ impl RawConfig {
             ingest,
             purge_interval,
             events,
+            alerts,
             auth_throttle,
             master_key,
             grace_period: Duration::from_secs(range(

@@ -24,12 +24,14 @@
 //!
 //! Beside them, for operators: [`auth`] (OpenID Connect sign-in), [`api`] (the location and admin
 //! API, fed live by [`feed`]), [`web`] (the map page at `/`), [`export`] (an organization's
-//! data as an archive) and [`events`] (stored records turned into events, after commit).
+//! data as an archive), [`events`] (stored records turned into events, after commit) and
+//! [`alerts`] (events delivered to organizations' webhooks, from a durable outbox).
 //!
 //! Around them: [`config`] (TOML + environment, validated), [`app`] (wiring and graceful
 //! shutdown) and [`cli`] (serve and provisioning).
 #![forbid(unsafe_code)]
 
+pub mod alerts;
 pub mod api;
 pub mod app;
 pub mod auth;

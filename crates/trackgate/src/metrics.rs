@@ -78,6 +78,12 @@ pub struct Metrics {
     pub event_failures: IntCounterVec,
     /// 1 on the node that computes events (one across the nodes).
     pub event_processor: IntGauge,
+    /// Alert delivery attempts, by channel and outcome.
+    pub alert_deliveries: IntCounterVec,
+    /// Deliveries waiting in the outbox (as last counted by the delivering node).
+    pub alert_outbox_pending: IntGauge,
+    /// 1 on the node that delivers alerts.
+    pub alert_deliverer: IntGauge,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -343,6 +349,19 @@ impl Metrics {
                 "trackgate_event_processor",
                 "1 on the node that computes events (one node across a cluster), else 0.",
             ),
+            alert_deliveries: counter_vec(
+                "trackgate_alert_deliveries_total",
+                "Alert delivery attempts, by channel (webhook) and outcome: delivered, retry (failed, tried again), failed (given up on).",
+                &["channel", "outcome"],
+            ),
+            alert_outbox_pending: gauge(
+                "trackgate_alert_outbox_pending",
+                "Alert deliveries waiting in the outbox, as the delivering node last counted them.",
+            ),
+            alert_deliverer: gauge(
+                "trackgate_alert_deliverer",
+                "1 on the node that delivers alerts (one node across a cluster), else 0.",
+            ),
             registry,
         };
         for o in ["done", "skipped", "failed"] {
@@ -353,6 +372,9 @@ impl Metrics {
         }
         for s in ["records", "stale", "lock"] {
             m.event_failures.with_label_values(&[s]);
+        }
+        for o in ["delivered", "retry", "failed"] {
+            m.alert_deliveries.with_label_values(&["webhook", o]);
         }
         m.purged_rows.with_label_values(&["rejects", ""]);
         // Every bounded label value exists from the start, so a scrape shows zeros, not gaps.

@@ -36,9 +36,37 @@ const RECORDS_SQL: &str = "SELECT seq, ts, lat, lon, bat, tmp, received_ms FROM 
      WHERE device_id = $1 AND seq >= $2 AND seq <= $3 AND ts >= $4 AND ts < $6 AND (ts > $4 OR seq > $5) \
      ORDER BY ts, seq LIMIT $7";
 
-/// The session lock that makes one node the event processor (PostgreSQL), on a connection of
-/// its own; SQLite's one process needs none.
-pub(crate) type EventsLockConn = Option<sqlx::pool::PoolConnection<Db>>;
+/// A job's session lock that makes one node do it (PostgreSQL), on a connection of its own;
+/// SQLite's one process needs none.
+#[derive(Debug)]
+pub(crate) struct JobLockConn {
+    conn: Option<sqlx::pool::PoolConnection<Db>>,
+    job: i32,
+}
+
+/// The columns [`stored_event`] reads, of `device_events e`.
+pub(super) const EVENT_COLUMNS: &str =
+    "e.id, e.org_id, e.device_id, e.ts, e.seq, e.kind, e.detail, e.lat, e.lon, e.created_ms";
+
+/// An event as [`EVENT_COLUMNS`] selected it.
+pub(super) fn stored_event(r: &<Db as sqlx::Database>::Row) -> Result<StoredEvent, StoreError> {
+    let detail: String = r.try_get("detail")?;
+    let mut detail: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&detail)
+        .map_err(|e| StoreError::Inconsistent(format!("a stored event's detail does not parse: {e}")))?;
+    detail.remove("kind");
+    Ok(StoredEvent {
+        id: r.try_get("id")?,
+        org_id: r.try_get("org_id")?,
+        device_id: r.try_get("device_id")?,
+        ts: r.try_get("ts")?,
+        seq: r.try_get("seq")?,
+        kind: r.try_get("kind")?,
+        detail,
+        lat: r.try_get("lat")?,
+        lon: r.try_get("lon")?,
+        created_ms: r.try_get("created_ms")?,
+    })
+}
 
 fn limits_of(r: &<Db as sqlx::Database>::Row) -> Result<EventLimits, StoreError> {
     let (min, max): (Option<f64>, Option<f64>) = (r.try_get("tmp_min")?, r.try_get("tmp_max")?);
@@ -50,31 +78,36 @@ fn limits_of(r: &<Db as sqlx::Database>::Row) -> Result<EventLimits, StoreError>
 }
 
 impl Handle {
-    /// Become the event processor: `None` while another node is.
-    pub(crate) async fn take_events_lock(&self) -> Result<Option<EventsLockConn>, StoreError> {
+    /// Become the node that does `job`: `None` while another node does.
+    pub(crate) async fn take_job_lock(&self, job: i32) -> Result<Option<JobLockConn>, StoreError> {
         let Some((take, _)) = super::SESSION_JOB_LOCK else {
-            return Ok(Some(None));
+            return Ok(Some(JobLockConn { conn: None, job }));
         };
         let mut conn = self.pool.acquire().await?;
-        let got: bool = sqlx::query_scalar(take).bind(JOB_EVENTS).fetch_one(&mut *conn).await?;
-        Ok(got.then_some(Some(conn)))
+        let got: bool = sqlx::query_scalar(take).bind(job).fetch_one(&mut *conn).await?;
+        Ok(got.then_some(JobLockConn { conn: Some(conn), job }))
     }
 
     /// Is the lock still held? A lock whose connection failed went with it.
-    pub(crate) async fn events_lock_held(lock: &mut EventsLockConn) -> bool {
-        match lock {
+    pub(crate) async fn job_lock_held(lock: &mut JobLockConn) -> bool {
+        match &mut lock.conn {
             None => true,
             Some(conn) => sqlx::query("SELECT 1").execute(&mut **conn).await.is_ok(),
         }
     }
 
     /// Give the lock back (on shutdown).
-    pub(crate) async fn release_events_lock(lock: EventsLockConn) {
-        if let (Some(mut conn), Some((_, release))) = (lock, super::SESSION_JOB_LOCK)
-            && sqlx::query(release).bind(JOB_EVENTS).execute(&mut *conn).await.is_err()
+    pub(crate) async fn release_job_lock(lock: JobLockConn) {
+        if let (Some(mut conn), Some((_, release))) = (lock.conn, super::SESSION_JOB_LOCK)
+            && sqlx::query(release).bind(lock.job).execute(&mut *conn).await.is_err()
         {
             conn.close_on_drop();
         }
+    }
+
+    /// Become the event processor: `None` while another node is.
+    pub(crate) async fn take_events_lock(&self) -> Result<Option<JobLockConn>, StoreError> {
+        self.take_job_lock(JOB_EVENTS).await
     }
 
     /// The devices assigned to an organization that have records after their event cursor (or
@@ -231,10 +264,10 @@ impl Handle {
             return Ok(false);
         }
         for e in events {
-            sqlx::query(
+            let id: Option<i64> = sqlx::query_scalar(
                 "INSERT INTO device_events (org_id, device_id, ts, seq, kind, subject, detail, lat, lon, created_ms) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
-                 ON CONFLICT (device_id, ts, seq, kind, subject) DO NOTHING",
+                 ON CONFLICT (device_id, ts, seq, kind, subject) DO NOTHING RETURNING id",
             )
             .bind(org)
             .bind(device)
@@ -246,8 +279,11 @@ impl Handle {
             .bind(e.lat)
             .bind(e.lon)
             .bind(now)
-            .execute(&mut *tx)
+            .fetch_optional(&mut *tx)
             .await?;
+            if let Some(id) = id {
+                Self::queue_deliveries(&mut tx, org, device, id, e.kind, now).await?;
+            }
         }
         tx.commit().await?;
         Ok(true)
@@ -360,11 +396,10 @@ impl Handle {
         if vis.is_nothing() {
             return Ok(Vec::new());
         }
-        let mut b = QueryBuilder::new(
-            "SELECT e.id, e.org_id, e.device_id, e.ts, e.seq, e.kind, e.detail, e.lat, e.lon, e.created_ms \
-             FROM device_events e JOIN device_assignments da ON da.device_id = e.device_id AND da.org_id = e.org_id \
-             WHERE TRUE",
-        );
+        let mut b = QueryBuilder::new(format!(
+            "SELECT {EVENT_COLUMNS} FROM device_events e \
+             JOIN device_assignments da ON da.device_id = e.device_id AND da.org_id = e.org_id WHERE TRUE"
+        ));
         push_visible(&mut b, vis);
         if let Some(o) = &q.org {
             b.push(" AND e.org_id = ").push_bind(o.clone());
@@ -380,25 +415,6 @@ impl Handle {
         }
         b.push(" ORDER BY e.id DESC LIMIT ").push_bind(i64::from(q.limit));
         let rows = b.build().fetch_all(&self.pool).await?;
-        rows.iter()
-            .map(|r| {
-                let detail: String = r.try_get("detail")?;
-                let mut detail: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&detail)
-                    .map_err(|e| StoreError::Inconsistent(format!("a stored event's detail does not parse: {e}")))?;
-                detail.remove("kind");
-                Ok(StoredEvent {
-                    id: r.try_get("id")?,
-                    org_id: r.try_get("org_id")?,
-                    device_id: r.try_get("device_id")?,
-                    ts: r.try_get("ts")?,
-                    seq: r.try_get("seq")?,
-                    kind: r.try_get("kind")?,
-                    detail,
-                    lat: r.try_get("lat")?,
-                    lon: r.try_get("lon")?,
-                    created_ms: r.try_get("created_ms")?,
-                })
-            })
-            .collect()
+        rows.iter().map(stored_event).collect()
     }
 }

@@ -20,7 +20,7 @@ use trackgate_proto::Measurement;
 type DbRow = <Db as sqlx::Database>::Row;
 type Conn = <Db as sqlx::Database>::Connection;
 
-fn unique_or(e: sqlx::Error, kind: &'static str, id: &str) -> StoreError {
+pub(super) fn unique_or(e: sqlx::Error, kind: &'static str, id: &str) -> StoreError {
     if is_unique_violation(&e) {
         StoreError::Exists {
             kind,

@@ -1,10 +1,12 @@
 //! The operators' API on the HTTPS listener: who am I (`/v1/me`), the location API
 //! ([`location`]: devices, latest positions as GeoJSON, tracks, a live stream), geofences
-//! (`geofences`), events and their limits (`events`) and administration ([`admin`]). Every request carries an ID token ([`crate::auth`]); what it may
+//! (`geofences`), events and their limits (`events`), alert rules (`alerts`) and administration
+//! ([`admin`]). Every request carries an ID token ([`crate::auth`]); what it may
 //! see is resolved from the caller's user groups into a [`Visibility`] that every query applies
 //! in SQL, and every read of location data and every change is written to the audit log first.
 
 pub mod admin;
+mod alerts;
 mod download;
 mod error;
 mod events;
@@ -42,6 +44,8 @@ pub struct ApiInner {
     pub reauth_max_age: Duration,
     /// Where exports are built before they are sent (in the data directory).
     pub export_dir: std::path::PathBuf,
+    /// Where alert rules may send (webhook destinations are checked when a rule is made).
+    pub alerts: crate::alerts::AlertSettings,
     /// Cancelled at shutdown: live streams end so connections can close.
     pub stopping: tokio_util::sync::CancellationToken,
 }
@@ -96,6 +100,12 @@ pub fn router(state: ApiState) -> Router {
         .route(
             "/v1/admin/orgs/{org}/devices/{id}/event-limits",
             put(events::set_device),
+        )
+        .route("/v1/admin/orgs/{org}/alert-rules", get(alerts::list).post(alerts::add))
+        .route("/v1/admin/orgs/{org}/alert-rules/{id}", delete(alerts::remove))
+        .route(
+            "/v1/admin/orgs/{org}/alert-rules/{id}/deliveries",
+            get(alerts::deliveries),
         )
         .route(
             "/v1/admin/orgs/{org}/user-groups",

@@ -21,7 +21,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
-use trackgate_store::{EventCursor, EventInput, EventsLock, NewEvent, Outcome, Row, Store, StoreError};
+use trackgate_store::{EventCursor, EventInput, JobLock, NewEvent, Outcome, Row, Store, StoreError};
 
 /// How the processor runs (`[events]` in the config).
 #[derive(Debug, Clone, PartialEq)]
@@ -102,7 +102,7 @@ pub async fn run(store: Store, dirty: Dirty, metrics: Metrics, settings: EventSe
         fences: HashMap::new(),
         fences_read: None,
     };
-    let mut lock: Option<EventsLock> = None;
+    let mut lock: Option<JobLock> = None;
     let mut last_full: Option<Instant> = None;
     let mut last_stale: Option<Instant> = None;
     loop {
