@@ -9,6 +9,7 @@ pub mod mosquitto;
 pub mod op;
 pub mod pki;
 pub mod postgres;
+pub mod receivers;
 pub mod sse;
 
 use anyhow::{Context, bail};
