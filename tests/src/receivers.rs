@@ -58,7 +58,9 @@ impl WebhookReceiver {
             .spawn()
             .expect("python3 runs the webhook receiver");
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
         assert_eq!(line.trim(), "listening", "the webhook receiver did not start");
         self.child = Some(child);
     }

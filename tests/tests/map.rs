@@ -491,8 +491,14 @@ async fn other_organizations_phones_and_no_tiles() {
     let title = b.call("select_marker", json!({"id": "a-ham"}));
     assert_eq!(title, "crate a-ham");
     // The device's own events, in its details: into acme's port and out again.
-    b.call("wait_text", json!({"selector": "#d-events", "contains": "left Acme port"}));
-    b.call("wait_text", json!({"selector": "#d-events", "contains": "entered Acme port"}));
+    b.call(
+        "wait_text",
+        json!({"selector": "#d-events", "contains": "left Acme port"}),
+    );
+    b.call(
+        "wait_text",
+        json!({"selector": "#d-events", "contains": "entered Acme port"}),
+    );
     b.call("screenshot", json!({"name": "phone"}));
     // Zoomed out, nearby devices fold into clusters that count them.
     b.call("click", json!({"selector": "#d-close"}));

@@ -96,9 +96,40 @@ async fn the_events_example_sets_limits_and_reads_the_trip_s_geofence_events() {
     let events = answer["events"].as_array().unwrap();
     assert_eq!(events.len(), 2, "{answer}");
     for e in events {
-        assert_eq!((e["org_id"].as_str(), e["kind"].as_str()), (Some("acme"), Some("enter")), "{e}");
+        assert_eq!(
+            (e["org_id"].as_str(), e["kind"].as_str()),
+            (Some("acme"), Some("enter")),
+            "{e}"
+        );
         assert!(e["geofence"].is_string(), "{e}");
     }
+}
+
+#[tokio::test]
+async fn the_webhook_example_makes_a_rule_and_shows_its_secret_once() {
+    let dir = tempfile::tempdir().unwrap();
+    // The example's receiver is on the internet; here it is on this machine.
+    let server = Server::start_in(dir.path(), "alerts.allow_private_destinations = true").unwrap();
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(example("webhook"))
+        .current_dir(dir.path())
+        .env("TG", binary())
+        .env("TRACKGATE_CONFIG", &server.config)
+        .env("URL", format!("https://localhost:{}", server.https.port()))
+        .env("HOOK", "https://localhost:9/trackgate")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the example failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rule: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(rule["id"], "dispatch");
+    assert_eq!(rule["kinds"], serde_json::json!(["enter", "exit"]));
+    assert_eq!(rule["secret"].as_str().map(str::len), Some(64), "{rule}");
 }
 
 #[tokio::test]

@@ -28,7 +28,17 @@ fn seed(s: &Server) -> (String, String) {
         s.ok(&["org", "add", org, "--name", org], None);
         s.add_user_group(org, "admins", "admin", "--email", &format!("boss@{org}.example"));
         s.ok(
-            &["geofence", "put", "--org", org, "depot", "--name", "Depot", "--circle", "10.0,53.5,1000"],
+            &[
+                "geofence",
+                "put",
+                "--org",
+                org,
+                "depot",
+                "--name",
+                "Depot",
+                "--circle",
+                "10.0,53.5,1000",
+            ],
             None,
         );
     }
@@ -127,8 +137,26 @@ async fn webhooks_arrive_signed_in_order_through_an_outage_and_a_restart() {
     let (_tg_dir, mut s) = started_on(Backend::Sqlite, &settings(&both, "alerts.retry_for_secs = 30\n"));
     let (acme, globex) = seed(&s);
     rule(&s, &acme, "acme", "acme-hook", &[], &receiver.url("/acme"), &receiver).await;
-    rule(&s, &globex, "globex", "globex-hook", &["enter"], &receiver.url("/globex?x=1"), &receiver).await;
-    rule(&s, &acme, "acme", "broken-hook", &["exit"], &broken.url("/broken"), &broken).await;
+    rule(
+        &s,
+        &globex,
+        "globex",
+        "globex-hook",
+        &["enter"],
+        &receiver.url("/globex?x=1"),
+        &receiver,
+    )
+    .await;
+    rule(
+        &s,
+        &acme,
+        "acme",
+        "broken-hook",
+        &["exit"],
+        &broken.url("/broken"),
+        &broken,
+    )
+    .await;
     let t0 = now_ms() - 3_600_000;
 
     // Four events of acme's device; globex's device enters once.
@@ -161,7 +189,13 @@ async fn webhooks_arrive_signed_in_order_through_an_outage_and_a_restart() {
     let c = s.client();
     wait_for("a failed attempt in the API", Duration::from_secs(30), async || {
         let (_, b) = s
-            .api(&c, Method::GET, "/v1/admin/orgs/acme/alert-rules/acme-hook/deliveries", &acme, None)
+            .api(
+                &c,
+                Method::GET,
+                "/v1/admin/orgs/acme/alert-rules/acme-hook/deliveries",
+                &acme,
+                None,
+            )
             .await;
         b["deliveries"]
             .as_array()
@@ -175,8 +209,15 @@ async fn webhooks_arrive_signed_in_order_through_an_outage_and_a_restart() {
             .await
             >= 1.0
     );
-    let (_, b) = s.api(&c, Method::GET, "/v1/admin/orgs/acme/alert-rules", &acme, None).await;
-    let hook = b["rules"].as_array().unwrap().iter().find(|r| r["id"] == "acme-hook").unwrap();
+    let (_, b) = s
+        .api(&c, Method::GET, "/v1/admin/orgs/acme/alert-rules", &acme, None)
+        .await;
+    let hook = b["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == "acme-hook")
+        .unwrap();
     assert_eq!(hook["pending"], 4, "{b}");
     assert!(hook.get("secret").is_none(), "a rule's secret is shown once: {b}");
     s.stop_with("-KILL").unwrap();
@@ -193,7 +234,13 @@ async fn webhooks_arrive_signed_in_order_through_an_outage_and_a_restart() {
     // The broken receiver answers 500: its deliveries are given up on after retry_for_secs.
     wait_for("a delivery given up on", Duration::from_secs(60), async || {
         let (_, b) = s
-            .api(&c, Method::GET, "/v1/admin/orgs/acme/alert-rules/broken-hook/deliveries", &acme, None)
+            .api(
+                &c,
+                Method::GET,
+                "/v1/admin/orgs/acme/alert-rules/broken-hook/deliveries",
+                &acme,
+                None,
+            )
             .await;
         b["deliveries"].as_array().unwrap().iter().any(|d| {
             d["state"] == "failed"
@@ -211,7 +258,13 @@ async fn webhooks_arrive_signed_in_order_through_an_outage_and_a_restart() {
     );
     // Removing a rule: audited, and gone.
     let (st, _) = s
-        .api(&c, Method::DELETE, "/v1/admin/orgs/acme/alert-rules/broken-hook", &acme, None)
+        .api(
+            &c,
+            Method::DELETE,
+            "/v1/admin/orgs/acme/alert-rules/broken-hook",
+            &acme,
+            None,
+        )
         .await;
     assert_eq!(st, 200);
     let trail = s.json_lines(&["audit", "--org", "acme"]);
@@ -222,7 +275,10 @@ async fn webhooks_arrive_signed_in_order_through_an_outage_and_a_restart() {
     let log = s.log_text();
     for r in ["acme-hook", "globex-hook"] {
         let secrets: Value = serde_json::from_str(&std::fs::read_to_string(&receiver.secrets).unwrap()).unwrap();
-        assert!(!log.contains(secrets[r].as_str().unwrap()), "{r}'s secret is in the log");
+        assert!(
+            !log.contains(secrets[r].as_str().unwrap()),
+            "{r}'s secret is in the log"
+        );
     }
 }
 
@@ -232,25 +288,57 @@ async fn private_destinations_and_bad_rules_are_refused() {
     let (acme, globex) = seed(&s);
     let c = s.client();
     for (body, says) in [
-        (json!({"id": "h", "webhook": "https://127.0.0.1:8443/x"}), "127.0.0.1 is a loopback, private or reserved address"),
-        (json!({"id": "h", "webhook": "https://169.254.169.254/latest"}), "private or reserved"),
+        (
+            json!({"id": "h", "webhook": "https://127.0.0.1:8443/x"}),
+            "127.0.0.1 is a loopback, private or reserved address",
+        ),
+        (
+            json!({"id": "h", "webhook": "https://169.254.169.254/latest"}),
+            "private or reserved",
+        ),
         (json!({"id": "h", "webhook": "https://[::1]/x"}), "::1 is a loopback"),
-        (json!({"id": "h", "webhook": "https://localhost:9/x"}), "\"localhost\" resolves to"),
-        (json!({"id": "h", "webhook": "http://hooks.example.com/x"}), "must be an https:// URL"),
-        (json!({"id": "h", "webhook": "https://hooks.example.com/", "kinds": ["teleport"]}), "\"teleport\" is not an event kind"),
-        (json!({"id": "bad id", "webhook": "https://8.8.8.8/"}), "invalid alert rule id"),
+        (
+            json!({"id": "h", "webhook": "https://localhost:9/x"}),
+            "\"localhost\" resolves to",
+        ),
+        (
+            json!({"id": "h", "webhook": "http://hooks.example.com/x"}),
+            "must be an https:// URL",
+        ),
+        (
+            json!({"id": "h", "webhook": "https://hooks.example.com/", "kinds": ["teleport"]}),
+            "\"teleport\" is not an event kind",
+        ),
+        (
+            json!({"id": "bad id", "webhook": "https://8.8.8.8/"}),
+            "invalid alert rule id",
+        ),
     ] {
-        let (st, b) = s.api(&c, Method::POST, "/v1/admin/orgs/acme/alert-rules", &acme, Some(body.clone())).await;
+        let (st, b) = s
+            .api(
+                &c,
+                Method::POST,
+                "/v1/admin/orgs/acme/alert-rules",
+                &acme,
+                Some(body.clone()),
+            )
+            .await;
         assert_eq!(st, 400, "{body}: {b}");
         assert!(b["detail"].as_str().unwrap().contains(says), "{body}: {b}");
     }
     // Another organization's admin may not add or read acme's rules.
     let body = json!({"id": "h", "webhook": "https://8.8.8.8/"});
-    let (st, _) = s.api(&c, Method::POST, "/v1/admin/orgs/acme/alert-rules", &globex, Some(body)).await;
+    let (st, _) = s
+        .api(&c, Method::POST, "/v1/admin/orgs/acme/alert-rules", &globex, Some(body))
+        .await;
     assert_eq!(st, 403);
-    let (st, _) = s.api(&c, Method::GET, "/v1/admin/orgs/acme/alert-rules", &globex, None).await;
+    let (st, _) = s
+        .api(&c, Method::GET, "/v1/admin/orgs/acme/alert-rules", &globex, None)
+        .await;
     assert_eq!(st, 403);
-    let (_, b) = s.api(&c, Method::GET, "/v1/admin/orgs/acme/alert-rules", &acme, None).await;
+    let (_, b) = s
+        .api(&c, Method::GET, "/v1/admin/orgs/acme/alert-rules", &acme, None)
+        .await;
     assert_eq!(b["rules"], json!([]), "nothing was stored");
 }
 
@@ -258,7 +346,12 @@ async fn private_destinations_and_bad_rules_are_refused() {
 async fn two_nodes_deliver_each_event_from_one_of_them() {
     let dir = tempfile::tempdir().unwrap();
     let receiver = WebhookReceiver::start(&dir.path().join("receiver"));
-    let a = Server::start_on(Backend::Postgres, &dir.path().join("a"), &settings(&receiver.tls.ca, "")).unwrap();
+    let a = Server::start_on(
+        Backend::Postgres,
+        &dir.path().join("a"),
+        &settings(&receiver.tls.ca, ""),
+    )
+    .unwrap();
     let b = Server::start_in(
         &dir.path().join("b"),
         &settings(

@@ -84,11 +84,18 @@ pub struct Delivery {
 pub enum Outcome {
     Delivered,
     /// Failed for now: tried again at `next_ms`.
-    Retry { next_ms: i64, error: String },
+    Retry {
+        next_ms: i64,
+        error: String,
+    },
     /// Given up on.
-    Failed { error: String },
+    Failed {
+        error: String,
+    },
     /// Not sent, on purpose (an e-mail over its recipient's rate).
-    Suppressed { reason: String },
+    Suppressed {
+        reason: String,
+    },
 }
 
 /// A delivery as the API shows it.

@@ -3,7 +3,8 @@
 //! holds more than a page of rows in memory.
 //!
 //! Parts, in order: `organization`, `order_groups`, `user_groups` (with their scope and
-//! membership rules), `geofences`, `event_limits`, `devices` (assignment and shipment; never a
+//! membership rules), `geofences`, `event_limits`, `alert_rules` (never a webhook's secret),
+//! `devices` (assignment and shipment; never a
 //! key), `positions` (each as the signed envelope the device sent: `{"m": record, "kid", "sig"}`),
 //! `events` (as the events API serves them), `audit_log` (with each entry's
 //! chain hashes, so the trail can be checked). A record's signature is HMAC-SHA256 under the
@@ -19,12 +20,13 @@ pub trait ExportSink {
 }
 
 /// The parts, in the order they are exported.
-pub const PARTS: [&str; 9] = [
+pub const PARTS: [&str; 10] = [
     "organization",
     "order_groups",
     "user_groups",
     "geofences",
     "event_limits",
+    "alert_rules",
     "devices",
     "positions",
     "events",

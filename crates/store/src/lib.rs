@@ -666,7 +666,12 @@ impl Store {
     }
 
     /// A rule's newest deliveries, newest first.
-    pub async fn deliveries(&self, org: &str, rule: &str, limit: u32) -> Result<Vec<alerts::DeliveryState>, StoreError> {
+    pub async fn deliveries(
+        &self,
+        org: &str,
+        rule: &str,
+        limit: u32,
+    ) -> Result<Vec<alerts::DeliveryState>, StoreError> {
         dispatch!(self, db => db.deliveries(org, rule, limit).await)
     }
 

@@ -132,7 +132,8 @@ pub struct OrgDeletion {
     pub user_groups: u64,
     pub membership_rules: u64,
     pub geofences: u64,
-    /// Its events, and the event limits it had set.
+    /// Its events, the event limits and alert rules it had set (with their deliveries).
     pub events: u64,
     pub event_limits: u64,
+    pub alert_rules: u64,
 }

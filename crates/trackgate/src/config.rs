@@ -608,9 +608,19 @@ impl RawConfig {
         let alerts = crate::alerts::AlertSettings {
             allow_private_destinations: a.allow_private_destinations.unwrap_or(false),
             webhook_ca: a.webhook_ca,
-            webhook_timeout: Duration::from_secs(range("alerts.webhook_timeout_secs", a.webhook_timeout_secs, 10, 1, 120)? as u64),
-            retry_for: Duration::from_secs(range("alerts.retry_for_secs", a.retry_for_secs, 86_400, 10, 30 * 86_400)? as u64),
-            max_backoff: Duration::from_secs(range("alerts.max_backoff_secs", a.max_backoff_secs, 600, 1, 86_400)? as u64),
+            webhook_timeout: Duration::from_secs(range(
+                "alerts.webhook_timeout_secs",
+                a.webhook_timeout_secs,
+                10,
+                1,
+                120,
+            )? as u64),
+            retry_for: Duration::from_secs(
+                range("alerts.retry_for_secs", a.retry_for_secs, 86_400, 10, 30 * 86_400)? as u64,
+            ),
+            max_backoff: Duration::from_secs(
+                range("alerts.max_backoff_secs", a.max_backoff_secs, 600, 1, 86_400)? as u64
+            ),
             interval: Duration::from_millis(range("alerts.interval_ms", a.interval_ms, 1000, 50, 60_000)? as u64),
         };
         let database = trackgate_store::OpenOptions {
@@ -929,11 +939,12 @@ mod tests {
         assert!(c.events.enabled);
         assert_eq!(c.events.settle, Duration::from_secs(10));
         assert_eq!(c.events.rules.geofence_margin_m, 25.0);
-        let c = parse("mode = \"dev\"\n[events]\nenabled = false\nsettle_ms = 0\nmax_speed_mps = 80")
-            .unwrap();
+        let c = parse("mode = \"dev\"\n[events]\nenabled = false\nsettle_ms = 0\nmax_speed_mps = 80").unwrap();
         assert!(!c.events.enabled);
         assert_eq!((c.events.settle, c.events.rules.max_speed_mps), (Duration::ZERO, 80.0));
-        let e = parse("mode = \"dev\"\n[events]\ninterval_ms = 10").unwrap_err().to_string();
+        let e = parse("mode = \"dev\"\n[events]\ninterval_ms = 10")
+            .unwrap_err()
+            .to_string();
         assert_eq!(e, "`events.interval_ms` must be between 50 and 60000, not 10");
         let e = parse("mode = \"dev\"\n[events]\nsettle = 5").unwrap_err().to_string();
         assert!(e.contains("settle"), "{e}");

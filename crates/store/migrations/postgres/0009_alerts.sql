@@ -24,7 +24,7 @@ CREATE TABLE alert_outbox (
     device_id  TEXT COLLATE "C" NOT NULL,
     -- 'pending', 'delivered', 'failed' (given up), 'suppressed' (over an e-mail rate)
     state      TEXT NOT NULL DEFAULT 'pending',
-    attempts   INTEGER NOT NULL DEFAULT 0,
+    attempts   BIGINT NOT NULL DEFAULT 0,
     next_ms    BIGINT NOT NULL,
     last_error TEXT,
     created_ms BIGINT NOT NULL,

@@ -177,7 +177,7 @@ impl Handle {
                     device_id: r.try_get("device_id")?,
                     kind: r.try_get("kind")?,
                     state: r.try_get("state")?,
-                    attempts: i64::from(r.try_get::<i32, _>("attempts")?),
+                    attempts: r.try_get("attempts")?,
                     next_ms: r.try_get("next_ms")?,
                     last_error: r.try_get("last_error")?,
                     created_ms: r.try_get("created_ms")?,
@@ -230,7 +230,7 @@ impl Handle {
                     channel: channel(r)?,
                     target: r.try_get("target")?,
                     secret,
-                    attempts: i64::from(r.try_get::<i32, _>("attempts")?),
+                    attempts: r.try_get("attempts")?,
                     created_ms: r.try_get("o_created_ms")?,
                     event,
                 })

@@ -69,6 +69,15 @@ impl Handle {
                 .execute(&mut *tx)
                 .await?;
         }
+        report.alert_rules = sqlx::query("DELETE FROM alert_rules WHERE org_id = $1")
+            .bind(org)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        sqlx::query("DELETE FROM alert_outbox WHERE org_id = $1")
+            .bind(org)
+            .execute(&mut *tx)
+            .await?;
         report.events = sqlx::query("DELETE FROM device_events WHERE org_id = $1")
             .bind(org)
             .execute(&mut *tx)

@@ -35,6 +35,9 @@ impl Handle {
         for l in self.event_limits(org).await? {
             sink.row("event_limits", &json!(l).to_string())?;
         }
+        for r in self.alert_rules(org).await? {
+            sink.row("alert_rules", &json!(r).to_string())?;
+        }
         let vis = Visibility {
             everything: false,
             orgs: only.to_vec(),

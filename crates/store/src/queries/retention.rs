@@ -112,6 +112,16 @@ impl Handle {
             g.positions += self.purge_positions(&devices, g.cutoff_ms, floor).await?;
             g.latest = self.purge_latest(&devices, g.cutoff_ms).await?;
             if let Some(org) = &g.org_id {
+                // Deliveries go with their events (those still waiting too: past retention,
+                // the event is not to be sent anywhere any more).
+                sqlx::query(
+                    "DELETE FROM alert_outbox WHERE org_id = $1 AND event_id IN \
+                     (SELECT id FROM device_events WHERE org_id = $1 AND ts < $2)",
+                )
+                .bind(org)
+                .bind(g.cutoff_ms)
+                .execute(&self.pool)
+                .await?;
                 g.events = sqlx::query("DELETE FROM device_events WHERE org_id = $1 AND ts < $2")
                     .bind(org)
                     .bind(g.cutoff_ms)

@@ -6,6 +6,7 @@
 use crate::{MasterKey, OpenOptions, PostgresOptions, SqliteOptions, Store, StoreError};
 use trackgate_e2e::postgres::Postgres;
 
+mod alerts;
 mod audit;
 mod deletion;
 mod events;

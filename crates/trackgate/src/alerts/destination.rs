@@ -143,7 +143,10 @@ mod tests {
         let e = webhook_url("https://user:pw@hooks.example.com/", false).unwrap_err();
         assert!(e.contains("credentials"), "{e}");
         let e = webhook_url("https://127.0.0.1:8443/", false).unwrap_err();
-        assert!(e.contains("127.0.0.1 is a loopback, private or reserved address"), "{e}");
+        assert!(
+            e.contains("127.0.0.1 is a loopback, private or reserved address"),
+            "{e}"
+        );
         let e = webhook_url("https://[::ffff:169.254.169.254]/", false).unwrap_err();
         assert!(e.contains("reserved"), "{e}");
         assert!(webhook_url("https://127.0.0.1:8443/", true).is_ok());

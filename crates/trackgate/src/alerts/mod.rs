@@ -38,7 +38,9 @@ const BATCH: u32 = 64;
 
 /// The wait before attempt `attempts + 1`: 1 s, doubling, at most `max`.
 pub fn backoff(attempts: i64, max: Duration) -> Duration {
-    let secs = 1u64.checked_shl(u32::try_from(attempts.clamp(0, 30)).unwrap_or(30)).unwrap_or(u64::MAX);
+    let secs = 1u64
+        .checked_shl(u32::try_from(attempts.clamp(0, 30)).unwrap_or(30))
+        .unwrap_or(u64::MAX);
     Duration::from_secs(secs).min(max)
 }
 

@@ -54,7 +54,11 @@ pub async fn add(
     }
     let allow_private = s.alerts.allow_private_destinations;
     let url = destination::webhook_url(&b.webhook, allow_private).map_err(ApiFailure::BadRequest)?;
-    let host = url.host_str().unwrap_or_default().trim_start_matches('[').trim_end_matches(']');
+    let host = url
+        .host_str()
+        .unwrap_or_default()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
     destination::check_host(host, url.port_or_known_default().unwrap_or(443), allow_private)
         .await
         .map_err(|e| ApiFailure::BadRequest(format!("`webhook`: {e}")))?;
@@ -131,10 +135,14 @@ pub async fn deliveries(
     org_admin(&caller, &org, "alert_rule.read", None)?;
     let limit = int::<u32>("limit", &p.limit)?.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
-        return Err(ApiFailure::BadRequest(format!("`limit` must be between 1 and 1000, not {limit}")));
+        return Err(ApiFailure::BadRequest(format!(
+            "`limit` must be between 1 and 1000, not {limit}"
+        )));
     }
     if !s.store.alert_rules(&org).await?.iter().any(|r| r.id == id) {
-        return Err(ApiFailure::NotFound(format!("no alert rule {id:?} in organization {org:?}")));
+        return Err(ApiFailure::NotFound(format!(
+            "no alert rule {id:?} in organization {org:?}"
+        )));
     }
     Ok(Json(Deliveries {
         deliveries: s.store.deliveries(&org, &id, limit).await?,
