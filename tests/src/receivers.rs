@@ -1,6 +1,7 @@
 //! Receivers of what trackgate sends out, run as real servers: a webhook receiver over HTTPS
 //! (Python's standard library, `tests/receivers/webhook.py`) on a certificate of its own test
-//! CA, which checks every signature and logs every request.
+//! CA, which checks every signature and logs every request; and an SMTP server (`aiosmtpd`,
+//! `tests/receivers/smtp.py`) that takes mail over TLS only.
 
 use crate::pki::{ServerCert, server_cert};
 use std::io::{BufRead, BufReader};
@@ -111,5 +112,86 @@ impl WebhookReceiver {
 impl Drop for WebhookReceiver {
     fn drop(&mut self) {
         self.down();
+    }
+}
+
+/// A running SMTP server (aiosmtpd) on `127.0.0.1:port`, named `localhost` in its certificate:
+/// STARTTLS required, or TLS from the first byte.
+pub struct SmtpReceiver {
+    pub port: u16,
+    pub tls: ServerCert,
+    pub log: PathBuf,
+    child: Child,
+}
+
+impl SmtpReceiver {
+    /// Start one in `dir`; `implicit_tls` for TLS from the first byte, else STARTTLS.
+    pub fn start(dir: &Path, implicit_tls: bool) -> SmtpReceiver {
+        std::fs::create_dir_all(dir).unwrap();
+        let tls = server_cert(dir, "smtp", &["localhost"]);
+        let port = crate::free_port();
+        let log = dir.join("messages.jsonl");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("receivers/smtp.py");
+        let mut child = Command::new("python3")
+            .arg(script)
+            .arg("--port")
+            .arg(port.to_string())
+            .arg("--cert")
+            .arg(&tls.cert)
+            .arg("--key")
+            .arg(&tls.key)
+            .arg("--log")
+            .arg(&log)
+            .arg("--mode")
+            .arg(if implicit_tls { "tls" } else { "starttls" })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("python3 runs the SMTP server (aiosmtpd)");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "listening", "the SMTP server did not start");
+        SmtpReceiver { port, tls, log, child }
+    }
+
+    /// `[alerts.smtp]` settings (dotted keys) that reach this server.
+    pub fn trackgate_settings(&self, implicit_tls: bool) -> String {
+        format!(
+            "alerts.smtp.host = \"localhost\"\nalerts.smtp.port = {}\nalerts.smtp.tls = {:?}\n\
+             alerts.smtp.from = \"trackgate <alerts@trackgate.example>\"\nalerts.smtp.ca = {:?}\n",
+            self.port,
+            if implicit_tls { "tls" } else { "starttls" },
+            self.tls.ca
+        )
+    }
+
+    /// Every message received so far.
+    pub fn messages(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// Wait until `n` messages (at least) were received; them.
+    pub async fn wait_messages(&self, n: usize, limit: Duration) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let got = self.messages();
+            if got.len() >= n || Instant::now() > deadline {
+                return got;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for SmtpReceiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

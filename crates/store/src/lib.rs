@@ -684,6 +684,11 @@ impl Store {
         dispatch!(self, db => db.record_delivery(id, outcome).await)
     }
 
+    /// E-mails sent to `address` since `since_ms` (for the per-recipient rate).
+    pub async fn emails_sent_since(&self, address: &str, since_ms: i64) -> Result<i64, StoreError> {
+        dispatch!(self, db => db.emails_sent_since(address, since_ms).await)
+    }
+
     /// Deliveries waiting, across every organization.
     pub async fn pending_deliveries(&self) -> Result<i64, StoreError> {
         dispatch!(self, db => db.pending_deliveries().await)

@@ -23,6 +23,7 @@ pub mod env {
     pub const LOG_FORMAT: &str = "TRACKGATE_LOG_FORMAT";
     pub const MQTT_PASSWORD: &str = "TRACKGATE_MQTT_PASSWORD";
     pub const MQTT_LISTEN: &str = "TRACKGATE_MQTT_LISTEN";
+    pub const SMTP_PASSWORD: &str = "TRACKGATE_SMTP_PASSWORD";
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -84,6 +85,27 @@ pub struct RawAlerts {
     pub retry_for_secs: Option<u64>,
     pub max_backoff_secs: Option<u64>,
     pub interval_ms: Option<u64>,
+    pub page_url: Option<String>,
+    pub email_per_recipient_per_hour: Option<u64>,
+    pub smtp: Option<RawSmtp>,
+}
+
+/// The SMTP server e-mail alerts go through. The password comes from `password_file` or
+/// `TRACKGATE_SMTP_PASSWORD`, never from this file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSmtp {
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    /// `starttls` (default) or `tls`.
+    pub tls: Option<String>,
+    pub username: Option<String>,
+    pub password_file: Option<PathBuf>,
+    #[serde(skip)]
+    pub password_env: Option<String>,
+    pub from: Option<String>,
+    pub ca: Option<PathBuf>,
+    pub timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -411,6 +433,9 @@ impl RawConfig {
         if let Some(v) = get(env::MQTT_LISTEN) {
             self.mqtt_endpoint.listen = Some(v);
         }
+        if let (Some(v), Some(smtp)) = (get(env::SMTP_PASSWORD), self.alerts.smtp.as_mut()) {
+            smtp.password_env = Some(v);
+        }
     }
 
     /// Check every value and fill in defaults. `master_key_env` is `TRACKGATE_MASTER_KEY`.
@@ -622,6 +647,21 @@ impl RawConfig {
                 range("alerts.max_backoff_secs", a.max_backoff_secs, 600, 1, 86_400)? as u64
             ),
             interval: Duration::from_millis(range("alerts.interval_ms", a.interval_ms, 1000, 50, 60_000)? as u64),
+            page_url: match (a.page_url, mode, &a.smtp) {
+                (Some(url), _, _) => url,
+                (None, Mode::Production, Some(_)) => {
+                    bail!("`alerts.page_url` is required with `[alerts.smtp]`: the address e-mails link to")
+                }
+                (None, _, _) => format!("https://localhost:{}/", http.listen.port()),
+            },
+            email_per_recipient_per_hour: range(
+                "alerts.email_per_recipient_per_hour",
+                a.email_per_recipient_per_hour,
+                20,
+                1,
+                10_000,
+            )? as u32,
+            smtp: a.smtp.map(smtp_settings).transpose()?,
         };
         let database = trackgate_store::OpenOptions {
             url,
@@ -854,6 +894,51 @@ impl RawConfig {
     }
 }
 
+/// `[alerts.smtp]`, checked: a host and a sender; TLS always (`starttls` or `tls`).
+fn smtp_settings(s: RawSmtp) -> anyhow::Result<crate::alerts::email::SmtpSettings> {
+    let host = s
+        .host
+        .filter(|h| !h.trim().is_empty())
+        .context("`alerts.smtp.host` is required")?;
+    let implicit_tls = match s.tls.as_deref().unwrap_or("starttls") {
+        "starttls" => false,
+        "tls" => true,
+        other => bail!("`alerts.smtp.tls` must be \"starttls\" or \"tls\", not {other:?}"),
+    };
+    let from = s
+        .from
+        .context("`alerts.smtp.from` is required (the sender, e.g. \"trackgate <alerts@example.com>\")")?;
+    if from.parse::<lettre::message::Mailbox>().is_err() {
+        bail!("`alerts.smtp.from` {from:?} is not a mailbox");
+    }
+    let password = match (s.password_env, &s.password_file) {
+        (Some(p), _) => Some(p),
+        (None, Some(f)) => Some(
+            std::fs::read_to_string(f)
+                .with_context(|| format!("reading `alerts.smtp.password_file` {}", f.display()))?
+                .trim()
+                .to_owned(),
+        ),
+        (None, None) => None,
+    };
+    if password.is_some() != s.username.is_some() {
+        bail!(
+            "`alerts.smtp.username` and a password (`alerts.smtp.password_file` or {}) go together",
+            env::SMTP_PASSWORD
+        );
+    }
+    Ok(crate::alerts::email::SmtpSettings {
+        host,
+        port: s.port.unwrap_or(if implicit_tls { 465 } else { 587 }),
+        implicit_tls,
+        username: s.username,
+        password,
+        from,
+        ca: s.ca,
+        timeout: Duration::from_secs(range("alerts.smtp.timeout_secs", s.timeout_secs, 30, 1, 300)? as u64),
+    })
+}
+
 fn range(key: &str, v: Option<u64>, default: u64, min: u64, max: u64) -> anyhow::Result<usize> {
     let v = v.unwrap_or(default);
     if !(min..=max).contains(&v) {
@@ -948,6 +1033,48 @@ mod tests {
         assert_eq!(e, "`events.interval_ms` must be between 50 and 60000, not 10");
         let e = parse("mode = \"dev\"\n[events]\nsettle = 5").unwrap_err().to_string();
         assert!(e.contains("settle"), "{e}");
+    }
+
+    #[test]
+    fn smtp_settings_are_checked_and_the_password_never_printed() {
+        let base = "mode = \"dev\"\n[alerts.smtp]\nhost = \"mail.example.com\"\n";
+        let e = parse(base).unwrap_err().to_string();
+        assert!(e.contains("`alerts.smtp.from` is required"), "{e}");
+        let c = parse(&format!("{base}from = \"tg <a@example.com>\"\n")).unwrap();
+        let smtp = c.alerts.smtp.unwrap();
+        assert_eq!((smtp.port, smtp.implicit_tls), (587, false));
+        let c = parse(&format!("{base}from = \"a@example.com\"\ntls = \"tls\"\n")).unwrap();
+        assert_eq!(c.alerts.smtp.unwrap().port, 465);
+        let e = parse(&format!("{base}from = \"a@example.com\"\ntls = \"none\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "`alerts.smtp.tls` must be \"starttls\" or \"tls\", not \"none\"");
+        let e = parse(&format!("{base}from = \"a@example.com\"\nusername = \"u\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("go together"), "{e}");
+        let e = parse(&format!("{base}from = \"a@example.com\"\npassword = \"x\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("password"), "a password in the file is refused: {e}");
+        // From the environment, and redacted when printed.
+        let mut raw: RawConfig =
+            toml::from_str(&format!("{base}from = \"a@example.com\"\nusername = \"u\"\n")).unwrap();
+        raw.apply_env(|k| (k == env::SMTP_PASSWORD).then(|| "hunter2".to_owned()));
+        let c = raw.validate(None).unwrap();
+        let smtp = c.alerts.smtp.unwrap();
+        assert_eq!(smtp.password.as_deref(), Some("hunter2"));
+        assert!(!format!("{smtp:?}").contains("hunter2"));
+        // Production needs the page e-mails link to.
+        let text = include_str!("../../../config/production.example.toml")
+            .replace(
+                "[alerts]\n",
+                "[alerts.smtp]\nhost = \"m\"\nfrom = \"a@example.com\"\n\n[alerts]\n",
+            )
+            .replace("page_url = ", "# page_url = ");
+        let raw: RawConfig = toml::from_str(&text).unwrap();
+        let e = raw.validate(Some("00".repeat(32))).unwrap_err().to_string();
+        assert!(e.contains("`alerts.page_url` is required"), "{e}");
     }
 
     #[test]

@@ -270,6 +270,18 @@ impl Handle {
         Ok(())
     }
 
+    /// E-mails sent to `address` since `since_ms`, by any rule of any organization.
+    pub(crate) async fn emails_sent_since(&self, address: &str, since_ms: i64) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT COUNT(*) FROM alert_outbox o JOIN alert_rules r ON r.org_id = o.org_id AND r.id = o.rule_id \
+             WHERE r.channel = 'email' AND r.target = $1 AND o.state = 'delivered' AND o.done_ms >= $2",
+        )
+        .bind(address)
+        .bind(since_ms)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
     /// Deliveries waiting, across every organization.
     pub(crate) async fn pending_deliveries(&self) -> Result<i64, StoreError> {
         Ok(

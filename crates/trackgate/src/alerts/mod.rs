@@ -6,8 +6,10 @@
 //!
 //! - [`destination`]: where a webhook may go (HTTPS; not this machine's networks: SSRF).
 //! - [`webhook`]: the signed POST.
+//! - [`email`]: a message that says only what kind of thing happened, over SMTP with TLS.
 
 pub mod destination;
+pub mod email;
 pub mod webhook;
 
 use crate::metrics::Metrics;
@@ -31,6 +33,12 @@ pub struct AlertSettings {
     pub max_backoff: Duration,
     /// How often the outbox is looked at.
     pub interval: Duration,
+    /// The SMTP server e-mail alerts go through; `None`: no e-mail alerts.
+    pub smtp: Option<email::SmtpSettings>,
+    /// The map page, which e-mails link to.
+    pub page_url: String,
+    /// E-mails one address gets in an hour, at most; the rest are suppressed.
+    pub email_per_recipient_per_hour: u32,
 }
 
 /// Deliveries read and sent at a time (each the oldest waiting of its rule and device).
@@ -42,6 +50,14 @@ pub fn backoff(attempts: i64, max: Duration) -> Duration {
         .checked_shl(u32::try_from(attempts.clamp(0, 30)).unwrap_or(30))
         .unwrap_or(u64::MAX);
     Duration::from_secs(secs).min(max)
+}
+
+/// How an attempt ended.
+#[derive(Debug)]
+enum Attempt {
+    Sent(Result<(), String>),
+    /// Not sent, on purpose.
+    Suppressed(String),
 }
 
 /// What to record after an attempt that ended in `result`, at `now`.
@@ -73,6 +89,23 @@ pub async fn run(store: Store, metrics: Metrics, settings: AlertSettings, stop: 
             tracing::error!(error = %format!("{e:#}"), "cannot make the webhook client; alerts are not delivered");
             return;
         }
+    };
+    let mailer = match settings
+        .smtp
+        .as_ref()
+        .map(|s| email::Mailer::new(s, &settings.page_url))
+        .transpose()
+    {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "cannot set up e-mail (`alerts.smtp`); alerts are not delivered");
+            return;
+        }
+    };
+    let senders = Senders {
+        client,
+        mailer,
+        store: store.clone(),
     };
     let mut lock: Option<JobLock> = None;
     loop {
@@ -107,9 +140,12 @@ pub async fn run(store: Store, metrics: Metrics, settings: AlertSettings, stop: 
                 break;
             }
             // The oldest waiting delivery of each rule and device: sent together.
-            let sent = futures_util::future::join_all(due.iter().map(|d| attempt(&client, d, &settings))).await;
-            for (d, result) in due.iter().zip(sent) {
-                let o = outcome(d, result, trackgate_store::now_ms(), &settings);
+            let sent = futures_util::future::join_all(due.iter().map(|d| senders.attempt(d, &settings))).await;
+            for (d, attempt) in due.iter().zip(sent) {
+                let o = match attempt {
+                    Attempt::Sent(result) => outcome(d, result, trackgate_store::now_ms(), &settings),
+                    Attempt::Suppressed(reason) => Outcome::Suppressed { reason },
+                };
                 let label = match &o {
                     Outcome::Delivered => "delivered",
                     Outcome::Retry { error, .. } => {
@@ -141,10 +177,31 @@ pub async fn run(store: Store, metrics: Metrics, settings: AlertSettings, stop: 
     }
 }
 
-async fn attempt(client: &reqwest::Client, d: &Delivery, s: &AlertSettings) -> Result<(), String> {
-    match d.channel {
-        Channel::Webhook => webhook::send(client, d, s.allow_private_destinations).await,
-        Channel::Email => Err("e-mail alerts are not in this version".into()),
+/// What sends deliveries: the webhook client and, when configured, the mailer.
+struct Senders {
+    client: reqwest::Client,
+    mailer: Option<email::Mailer>,
+    store: Store,
+}
+
+impl Senders {
+    async fn attempt(&self, d: &Delivery, s: &AlertSettings) -> Attempt {
+        match d.channel {
+            Channel::Webhook => Attempt::Sent(webhook::send(&self.client, d, s.allow_private_destinations).await),
+            Channel::Email => {
+                let Some(mailer) = &self.mailer else {
+                    return Attempt::Sent(Err("e-mail is not configured (`alerts.smtp`)".into()));
+                };
+                let hour_ago = trackgate_store::now_ms() - 3_600_000;
+                match self.store.emails_sent_since(&d.target, hour_ago).await {
+                    Ok(n) if n >= i64::from(s.email_per_recipient_per_hour) => Attempt::Suppressed(format!(
+                        "{n} e-mails to this address in the last hour: over `alerts.email_per_recipient_per_hour`"
+                    )),
+                    Ok(_) => Attempt::Sent(mailer.send(d).await),
+                    Err(e) => Attempt::Sent(Err(format!("counting the recipient's e-mails: {e}"))),
+                }
+            }
+        }
     }
 }
 

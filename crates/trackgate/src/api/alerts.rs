@@ -1,5 +1,5 @@
-//! Alert rules over HTTPS: an organization's admins subscribe a webhook to its events (some
-//! kinds or all, optionally of one order group), list the rules with their deliveries waiting
+//! Alert rules over HTTPS: an organization's admins subscribe a webhook or an e-mail address to
+//! its events (some kinds or all, optionally of one order group), list the rules with their deliveries waiting
 //! and given up on, read a rule's recent deliveries (failures with their reason), and remove a
 //! rule. Each change is audited and needs a recent sign-in; a webhook's secret is shown once,
 //! when the rule is made.
@@ -7,7 +7,7 @@
 use super::admin::{body, org_admin};
 use super::location::int;
 use super::{ApiFailure, ApiState, Caller};
-use crate::alerts::destination;
+use crate::alerts::{destination, email};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -23,7 +23,8 @@ pub struct RuleBody {
     #[serde(default)]
     kinds: Vec<String>,
     order_group: Option<String>,
-    webhook: String,
+    webhook: Option<String>,
+    email: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -35,7 +36,7 @@ pub struct Created {
 }
 
 /// `POST /v1/admin/orgs/{org}/alert-rules` `{"id", "kinds": [...], "order_group", "webhook":
-/// "https://..."}`: the rule, with its webhook's secret (this once).
+/// "https://..." | "email": "ops@example.com"}`: the rule, with its webhook's secret (this once).
 pub async fn add(
     State(s): State<ApiState>,
     caller: Caller,
@@ -52,23 +53,34 @@ pub async fn add(
             )));
         }
     }
-    let allow_private = s.alerts.allow_private_destinations;
-    let url = destination::webhook_url(&b.webhook, allow_private).map_err(ApiFailure::BadRequest)?;
-    let host = url
-        .host_str()
-        .unwrap_or_default()
-        .trim_start_matches('[')
-        .trim_end_matches(']');
-    destination::check_host(host, url.port_or_known_default().unwrap_or(443), allow_private)
-        .await
-        .map_err(|e| ApiFailure::BadRequest(format!("`webhook`: {e}")))?;
+    let (channel, target) = match (&b.webhook, &b.email) {
+        (Some(w), None) => (Channel::Webhook, webhook_target(&s, w).await?),
+        (None, Some(e)) => {
+            if s.alerts.smtp.is_none() {
+                return Err(ApiFailure::BadRequest(
+                    "e-mail alerts need an SMTP server: `[alerts.smtp]` in trackgate's configuration".into(),
+                ));
+            }
+            if !email::valid_address(e) {
+                return Err(ApiFailure::BadRequest(format!(
+                    "`email` {e:?} is not an e-mail address"
+                )));
+            }
+            (Channel::Email, e.clone())
+        }
+        _ => {
+            return Err(ApiFailure::BadRequest(
+                "request body: give exactly one destination, `webhook` (an https:// URL) or `email`".into(),
+            ));
+        }
+    };
     caller.signed_in_within(s.reauth_max_age)?;
     let rule = NewAlertRule {
         id: b.id.clone(),
         kinds: b.kinds,
         order_group_id: b.order_group,
-        channel: Channel::Webhook,
-        target: url.to_string(),
+        channel,
+        target,
     };
     let secret = s.store.add_alert_rule(&org, &rule, &audit).await?;
     let stored = s
@@ -82,6 +94,21 @@ pub async fn add(
         rule: stored,
         secret: secret.map(|s| s.to_hex()),
     }))
+}
+
+/// A webhook URL an admin gave, checked (HTTPS; its host resolved, and public unless allowed).
+async fn webhook_target(s: &ApiState, text: &str) -> Result<String, ApiFailure> {
+    let allow_private = s.alerts.allow_private_destinations;
+    let url = destination::webhook_url(text, allow_private).map_err(ApiFailure::BadRequest)?;
+    let host = url
+        .host_str()
+        .unwrap_or_default()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    destination::check_host(host, url.port_or_known_default().unwrap_or(443), allow_private)
+        .await
+        .map_err(|e| ApiFailure::BadRequest(format!("`webhook`: {e}")))?;
+    Ok(url.to_string())
 }
 
 #[derive(Serialize)]
