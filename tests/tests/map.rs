@@ -995,3 +995,163 @@ async fn stream_records(s: &Server, secs: u64, per_s: u64) -> u64 {
     }
     posted
 }
+
+/// The value of `#share`'s `data-<name>` in the open page.
+fn share_attr(b: &mut Browser, name: &str) -> Value {
+    b.call(
+        "eval",
+        json!({"expr": format!("document.getElementById('share').dataset.{name} || ''")}),
+    )
+}
+
+#[tokio::test]
+async fn a_share_link_shows_one_shipment_live_until_it_is_revoked_or_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = server(dir.path());
+    seed(&s);
+    seed_tracks(&s).await;
+    let clerk = token(&s, "clerk@acme.example");
+    let c = s.client();
+    let (st, made) = s
+        .api(
+            &c,
+            reqwest::Method::POST,
+            "/v1/devices/a-ham/shares",
+            &clerk,
+            Some(json!({"expires_in_secs": 3600})),
+        )
+        .await;
+    assert_eq!(st, 200, "{made}");
+    let tok = made["token"].as_str().unwrap().to_owned();
+    assert_eq!(tok.len(), 43);
+    let url = made["url"].as_str().unwrap();
+    assert!(url.ends_with(&format!("/share#{tok}")), "{url}");
+    // A globex user may not share acme's device: it is not theirs to see.
+    let ops = token(&s, "ops@globex.example");
+    let (st, _) = s
+        .api(
+            &c,
+            reqwest::Method::POST,
+            "/v1/devices/a-ham/shares",
+            &ops,
+            Some(json!({"expires_in_secs": 60})),
+        )
+        .await;
+    assert_eq!(st, 404);
+
+    // Whoever opens it sees that one shipment, its track and position, and nothing else.
+    let mut b = Browser::start();
+    b.call(
+        "launch",
+        json!({"viewport": {"width": 1000, "height": 700}, "tiles": "serve", "dir": artefacts("map")}),
+    );
+    let page = b.call("goto", json!({"url": s.url(&format!("/share#{tok}"))}));
+    assert_eq!(page["status"], 200);
+    b.call("wait_text", json!({"selector": "#live", "contains": "live"}));
+    assert_eq!(share_attr(&mut b, "points"), json!(TRACK.to_string()));
+    b.call(
+        "wait_text",
+        json!({"selector": "#share-label", "contains": "crate a-ham"}),
+    );
+    let html = b.call("eval", json!({"expr": "document.documentElement.outerHTML"}));
+    for other in ["a-mun", "a-par", "a-old", "g-mad", "g-rom", "Acme port", &tok] {
+        assert!(!html.as_str().unwrap().contains(other), "{other} is on the shared page");
+    }
+    b.call("screenshot", json!({"name": "share"}));
+    // Live: a new position of the shipment moves it on the page.
+    post(&s, &[envelope("a-ham", TRACK + 1, now_ms(), 53.7, 10.2, 80.0)]).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(25);
+    while share_attr(&mut b, "position") != json!("53.7,10.2") {
+        assert!(std::time::Instant::now() < deadline, "the shared page did not update");
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    assert_eq!(share_attr(&mut b, "points"), json!((TRACK + 1).to_string()));
+    // The token reaches only its shipment, whatever else the request says.
+    let r = c
+        .get(s.url("/v1/shared?device=a-mun"))
+        .header("x-tg-share", &tok)
+        .send()
+        .await
+        .unwrap();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["label"], "crate a-ham", "{body}");
+    for bad in ["", "x", &"A".repeat(43)] {
+        let r = c
+            .get(s.url("/v1/shared"))
+            .header("x-tg-share", bad)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404, "{bad:?}");
+    }
+
+    // Revoked: the page takes everything away at its next refresh.
+    let id = made["link"]["id"].as_i64().unwrap();
+    let (st, _) = s
+        .api(
+            &c,
+            reqwest::Method::DELETE,
+            &format!("/v1/devices/a-ham/shares/{id}"),
+            &clerk,
+            None,
+        )
+        .await;
+    assert_eq!(st, 200);
+    b.call(
+        "wait_text",
+        json!({"selector": "#share-status", "contains": "expired or was revoked"}),
+    );
+    assert_eq!(share_attr(&mut b, "state"), json!("gone"));
+    assert_eq!(b.call("markers", Value::Null), json!([]));
+    // The only error the page saw is the revoked link's 404.
+    let e = b.errors();
+    for c in e["console"].as_array().unwrap() {
+        assert!(
+            c["url"].as_str().unwrap_or_default().ends_with("/v1/shared")
+                && c["text"].as_str().unwrap().contains("404"),
+            "{c}"
+        );
+    }
+    assert_eq!(e["page"], json!([]));
+    assert_eq!(e["external"], json!([]));
+
+    // Expired: a two-second link answers like a missing one once its time is up.
+    let (_, short) = s
+        .api(
+            &c,
+            reqwest::Method::POST,
+            "/v1/devices/a-ham/shares",
+            &clerk,
+            Some(json!({"expires_in_secs": 2})),
+        )
+        .await;
+    let short = short["token"].as_str().unwrap().to_owned();
+    let r = c
+        .get(s.url("/v1/shared"))
+        .header("x-tg-share", &short)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let r = c
+        .get(s.url("/v1/shared"))
+        .header("x-tg-share", &short)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+
+    // Each use is audited under the link; no token is in the audit log or the server's log.
+    let trail = s.ok(&["audit", "--org", "acme", "--limit", "1000"], None);
+    assert!(trail.contains("\"share.create\""), "{trail}");
+    assert!(trail.contains("\"share.revoke\""), "{trail}");
+    assert!(trail.contains(&format!("\"share:{id}\"")), "{trail}");
+    let log = s.log_text();
+    for t in [&tok, &short] {
+        assert!(
+            !trail.contains(t.as_str()) && !log.contains(t.as_str()),
+            "a token was written down"
+        );
+    }
+}

@@ -133,6 +133,44 @@ async fn the_webhook_example_makes_a_rule_and_shows_its_secret_once() {
 }
 
 #[tokio::test]
+async fn the_sharing_example_makes_a_link_whose_token_opens_the_shipment() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_in(dir.path(), "").unwrap();
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(example("sharing"))
+        .current_dir(dir.path())
+        .env("TG", binary())
+        .env("TRACKGATE_CONFIG", &server.config)
+        .env("URL", format!("https://localhost:{}", server.https.port()))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the example failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let made: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let token = made["token"].as_str().unwrap();
+    assert!(
+        made["url"].as_str().unwrap().ends_with(&format!("/share#{token}")),
+        "{made}"
+    );
+    let shared: serde_json::Value = server
+        .client()
+        .get(server.url("/v1/shared"))
+        .header("x-tg-share", token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(shared["label"], "Order 4711", "{shared}");
+}
+
+#[tokio::test]
 async fn on_the_embedded_defaults_both_examples_run_as_written_and_store_their_records() {
     let dir = tempfile::tempdir().unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")

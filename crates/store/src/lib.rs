@@ -49,6 +49,7 @@ pub mod model;
 mod postgres;
 pub mod retention;
 mod rules;
+pub mod shares;
 mod sqlite;
 
 pub use access::{
@@ -692,6 +693,34 @@ impl Store {
     /// Deliveries waiting, across every organization.
     pub async fn pending_deliveries(&self) -> Result<i64, StoreError> {
         dispatch!(self, db => db.pending_deliveries().await)
+    }
+}
+
+/// Share links: one shipment shown to whoever holds a link's token.
+impl Store {
+    /// Make a link to a device of `org` for the token hashed as `hash`, audited.
+    pub async fn add_share_link(
+        &self,
+        org: &str,
+        new: &shares::NewShareLink,
+        hash: &[u8; 32],
+        audit: &AuditEntry,
+    ) -> Result<shares::ShareLink, StoreError> {
+        dispatch!(self, db => db.add_share_link(org, new, hash, audit).await)
+    }
+
+    /// A device's links, newest first.
+    pub async fn share_links(&self, device: &str) -> Result<Vec<shares::ShareLink>, StoreError> {
+        dispatch!(self, db => db.share_links(device).await)
+    }
+
+    pub async fn revoke_share_link(&self, device: &str, id: i64, audit: &AuditEntry) -> Result<(), StoreError> {
+        dispatch!(self, db => db.revoke_share_link(device, id, audit).await)
+    }
+
+    /// The link a token (hashed) opens at `now_ms`, if it still opens.
+    pub async fn open_share_link(&self, hash: &[u8; 32], now_ms: i64) -> Result<Option<shares::ShareLink>, StoreError> {
+        dispatch!(self, db => db.open_share_link(hash, now_ms).await)
     }
 }
 

@@ -38,6 +38,11 @@ pub(crate) const SQLITE: &[Step] = &[
     (8, "geofences", include_str!("../migrations/sqlite/0008_geofences.sql")),
     (9, "events", include_str!("../migrations/sqlite/0009_events.sql")),
     (10, "alerts", include_str!("../migrations/sqlite/0010_alerts.sql")),
+    (
+        11,
+        "share links",
+        include_str!("../migrations/sqlite/0011_share_links.sql"),
+    ),
 ];
 
 pub(crate) const POSTGRES: &[Step] = &[
@@ -74,6 +79,11 @@ pub(crate) const POSTGRES: &[Step] = &[
     ),
     (8, "events", include_str!("../migrations/postgres/0008_events.sql")),
     (9, "alerts", include_str!("../migrations/postgres/0009_alerts.sql")),
+    (
+        10,
+        "share links",
+        include_str!("../migrations/postgres/0010_share_links.sql"),
+    ),
 ];
 
 #[derive(Debug)]

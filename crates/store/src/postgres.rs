@@ -81,6 +81,9 @@ pub(crate) mod principals;
 #[allow(clippy::duplicate_mod)]
 #[path = "queries/retention.rs"]
 mod retention;
+#[allow(clippy::duplicate_mod)]
+#[path = "queries/shares.rs"]
+mod shares;
 
 pub(crate) mod commits;
 mod partitions;

@@ -46,6 +46,9 @@ pub(crate) mod principals;
 #[allow(clippy::duplicate_mod)]
 #[path = "queries/retention.rs"]
 mod retention;
+#[allow(clippy::duplicate_mod)]
+#[path = "queries/shares.rs"]
+mod shares;
 
 use principals::discard_on_error;
 

@@ -288,6 +288,8 @@ pub async fn serve_until(config: Config, shutdown: CancellationToken) -> anyhow:
         reauth_max_age: config.auth.reauth_max_age,
         export_dir: config.data_dir.join("exports"),
         alerts: config.alerts.clone(),
+        page_url: config.alerts.page_url.clone(),
+        share_max_expiry: config.share_max_expiry,
         stopping: shutdown.clone(),
     });
     let mut routes = http::router(state).merge(api::router(api_state));

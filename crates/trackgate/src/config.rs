@@ -46,6 +46,7 @@ pub struct RawConfig {
     pub retention: RawRetention,
     pub events: RawEvents,
     pub alerts: RawAlerts,
+    pub sharing: RawSharing,
     pub auth: crate::auth::config::RawAuth,
     pub ui: crate::web::config::RawUi,
 }
@@ -73,6 +74,13 @@ pub struct RawEvents {
     pub full_pass_secs: Option<u64>,
     pub geofence_margin_m: Option<f64>,
     pub max_speed_mps: Option<f64>,
+}
+
+/// Share links (`crate::api` `shares`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSharing {
+    pub max_expiry_secs: Option<u64>,
 }
 
 /// Alert delivery (`crate::alerts`).
@@ -274,6 +282,8 @@ pub struct Config {
     pub events: crate::events::EventSettings,
     /// Alert delivery.
     pub alerts: crate::alerts::AlertSettings,
+    /// The longest a share link may last.
+    pub share_max_expiry: Duration,
     /// Throttling of failed authentications per client address.
     pub auth_throttle: AuthThrottle,
     pub master_key: MasterKeySource,
@@ -879,6 +889,13 @@ impl RawConfig {
             purge_interval,
             events,
             alerts,
+            share_max_expiry: Duration::from_secs(range(
+                "sharing.max_expiry_secs",
+                self.sharing.max_expiry_secs,
+                7 * 86_400,
+                60,
+                90 * 86_400,
+            )? as u64),
             auth_throttle,
             master_key,
             grace_period: Duration::from_secs(range(

@@ -69,6 +69,10 @@ impl Handle {
                 .execute(&mut *tx)
                 .await?;
         }
+        sqlx::query("DELETE FROM share_links WHERE org_id = $1")
+            .bind(org)
+            .execute(&mut *tx)
+            .await?;
         report.alert_rules = sqlx::query("DELETE FROM alert_rules WHERE org_id = $1")
             .bind(org)
             .execute(&mut *tx)

@@ -13,6 +13,7 @@ mod events;
 mod geofences;
 pub(crate) mod operators;
 mod retention;
+mod shares;
 pub(crate) mod store;
 
 /// An audit entry of the CLI's test user.

@@ -13,6 +13,7 @@ mod events;
 mod geofences;
 pub mod geojson;
 pub mod location;
+mod shares;
 
 pub use error::ApiFailure;
 
@@ -46,6 +47,10 @@ pub struct ApiInner {
     pub export_dir: std::path::PathBuf,
     /// Where alert rules may send (webhook destinations are checked when a rule is made).
     pub alerts: crate::alerts::AlertSettings,
+    /// The map page's address, which share links point into (`alerts.page_url`).
+    pub page_url: String,
+    /// The longest a share link may last.
+    pub share_max_expiry: Duration,
     /// Cancelled at shutdown: live streams end so connections can close.
     pub stopping: tokio_util::sync::CancellationToken,
 }
@@ -73,6 +78,9 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/positions/latest", get(location::latest))
         .route("/v1/stream", get(location::stream))
         .route("/v1/devices/{id}/events", get(events::device))
+        .route("/v1/devices/{id}/shares", get(shares::list).post(shares::add))
+        .route("/v1/devices/{id}/shares/{link}", delete(shares::revoke))
+        .route("/v1/shared", get(shares::shared))
         .route("/v1/events", get(events::list))
         .route("/v1/geofences", get(geofences::list))
         .route(

@@ -82,6 +82,7 @@ pub fn content_security_policy(ui: &UiConfig, provider_origins: &[String]) -> St
 pub fn router(state: WebState) -> Router {
     Router::new()
         .route("/", get(index))
+        .route("/share", get(share))
         .route("/ui/config.json", get(page_config))
         .route("/assets/{*path}", get(asset))
         .with_state(state)
@@ -89,6 +90,12 @@ pub fn router(state: WebState) -> Router {
 
 async fn index(State(s): State<WebState>) -> Response<Body> {
     let page = assets::get("index.html").expect("index.html is embedded");
+    respond(&s, StatusCode::OK, page.content_type, Body::from(page.bytes))
+}
+
+/// The page a share link opens (`/share#<token>`): it needs no sign-in.
+async fn share(State(s): State<WebState>) -> Response<Body> {
+    let page = assets::get("share.html").expect("share.html is embedded");
     respond(&s, StatusCode::OK, page.content_type, Body::from(page.bytes))
 }
 

@@ -15,7 +15,8 @@ function escapeHtml(s) {
 }
 
 export class DeviceMap {
-  constructor(container, tiles, onSelect) {
+  /** `fitButton: false` leaves out the "All devices" control (a page that shows one). */
+  constructor(container, tiles, onSelect, { fitButton = true } = {}) {
     this.onSelect = onSelect;
     // The cluster layer needs the map's maximum zoom, with or without tiles.
     const maxZoom = tiles ? tiles.max_zoom : 19;
@@ -37,7 +38,7 @@ export class DeviceMap {
         return b;
       },
     });
-    new FitAll({ position: 'topright' }).addTo(this.map);
+    if (fitButton) new FitAll({ position: 'topright' }).addTo(this.map);
   }
 
   /**
