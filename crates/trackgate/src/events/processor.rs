@@ -39,6 +39,19 @@ pub struct EventSettings {
 
 /// Records read per device and step.
 const RECORDS_PER_STEP: u32 = 1000;
+/// Steps one device may take in one pass.
+const STEPS_PER_PASS: usize = 20;
+
+/// What a device has left after a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Left {
+    /// Nothing: every record stored is taken.
+    Nothing,
+    /// Records not settled yet: the next pass looks again.
+    Settling,
+    /// More than one step reads: the next step goes on.
+    More,
+}
 /// How often devices are checked for silence.
 const STALE_EVERY: Duration = Duration::from_secs(5);
 /// How long organizations' geofences are kept before they are read again.
@@ -150,13 +163,22 @@ pub async fn run(store: Store, dirty: Dirty, metrics: Metrics, settings: EventSe
                 dirty.mark([device.as_str()]);
                 continue;
             }
-            match p.step(device).await {
-                Ok(true) => dirty.mark([device.as_str()]),
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(device = %device, error = %e, "cannot compute a device's events; trying again");
-                    p.metrics.event_failures.with_label_values(&["records"]).inc();
-                    dirty.mark([device.as_str()]);
+            // A backlog is taken step after step, up to a bound per pass, so that one device's
+            // long backlog does not hold up the others.
+            for _ in 0..STEPS_PER_PASS {
+                match p.step(device).await {
+                    Ok(Left::Nothing) => break,
+                    Ok(Left::Settling) => {
+                        dirty.mark([device.as_str()]);
+                        break;
+                    }
+                    Ok(Left::More) => dirty.mark([device.as_str()]),
+                    Err(e) => {
+                        tracing::warn!(device = %device, error = %e, "cannot compute a device's events; trying again");
+                        p.metrics.event_failures.with_label_values(&["records"]).inc();
+                        dirty.mark([device.as_str()]);
+                        break;
+                    }
                 }
             }
         }
@@ -197,12 +219,12 @@ impl Processor {
         Ok(self.fences.get(org).cloned().unwrap_or_default())
     }
 
-    /// Take the settled records of `device` after its cursor, store their events. `true` if
-    /// records are left to take (not settled yet, or more than one step reads).
-    async fn step(&mut self, device: &str) -> Result<bool, StoreError> {
+    /// Take the settled records of `device` after its cursor, store their events; say what is
+    /// left.
+    async fn step(&mut self, device: &str) -> Result<Left, StoreError> {
         // A device assigned to no organization has nobody to tell: it is left until it is.
         let Some(subject) = self.store.event_subject(device).await? else {
-            return Ok(false);
+            return Ok(Left::Nothing);
         };
         let fences = self.fences(&subject.org_id).await?;
         let rules = Rules {
@@ -216,11 +238,15 @@ impl Processor {
         let records = self.store.records_after(device, from, RECORDS_PER_STEP).await?;
         let settled_before =
             trackgate_store::now_ms() - i64::try_from(self.settings.settle.as_millis()).unwrap_or(i64::MAX);
-        let mut more = records.len() == RECORDS_PER_STEP as usize;
+        let mut left = if records.len() == RECORDS_PER_STEP as usize {
+            Left::More
+        } else {
+            Left::Nothing
+        };
         let mut events = Vec::new();
         for r in &records {
             if r.received_ms > settled_before {
-                more = true;
+                left = Left::Settling;
                 break;
             }
             for e in state.step(&rules, &fences, &record(r)) {
@@ -228,7 +254,7 @@ impl Processor {
             }
         }
         let Some((ts, seq)) = state.last().filter(|&l| Some(l) != from) else {
-            return Ok(more);
+            return Ok(left);
         };
         let to = EventCursor {
             ts,
@@ -242,10 +268,10 @@ impl Processor {
             .await?
         {
             // Another node moved the cursor meanwhile: look again from where it is now.
-            return Ok(true);
+            return Ok(Left::More);
         }
         self.count(&events);
-        Ok(more)
+        Ok(left)
     }
 
     /// A `stale` event for every device silent past its limit, once per silence.
