@@ -14,6 +14,28 @@ fn example(name: &str) -> String {
     after[start..start + end].to_owned()
 }
 
+/// Run example `name` against `server` in its directory, as the README says (`TG`, the config,
+/// `URL`), with `env` beside; its standard output, after it succeeded.
+fn run_example(name: &str, server: &Server, env: &[(&str, String)]) -> String {
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(example(name))
+        .current_dir(&server.dir)
+        .env("TG", binary())
+        .env("TRACKGATE_CONFIG", &server.config)
+        .env("URL", format!("https://localhost:{}", server.https.port()))
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "the example {name} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 #[tokio::test]
 async fn the_openssl_curl_example_gets_a_200_and_the_record_is_stored() {
     let dir = tempfile::tempdir().unwrap();
@@ -50,21 +72,7 @@ async fn the_openssl_curl_example_gets_a_200_and_the_record_is_stored() {
 async fn the_dev_sign_in_example_lists_the_device_it_assigned() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start_in(dir.path(), "").unwrap();
-    let out = Command::new("bash")
-        .arg("-c")
-        .arg(example("dev-sign-in"))
-        .current_dir(dir.path())
-        .env("TG", binary())
-        .env("TRACKGATE_CONFIG", &server.config)
-        .env("URL", format!("https://localhost:{}", server.https.port()))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "the example failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = run_example("dev-sign-in", &server, &[]);
     let answer: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     assert_eq!(answer["devices"][0]["id"], "TRK-0100");
     assert_eq!(answer["devices"][0]["org_id"], "acme");
@@ -74,21 +82,10 @@ async fn the_dev_sign_in_example_lists_the_device_it_assigned() {
 async fn the_events_example_sets_limits_and_reads_the_trip_s_geofence_events() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start_in(dir.path(), "").unwrap();
-    let out = Command::new("bash")
-        .arg("-c")
-        .arg(example("events"))
-        .current_dir(dir.path())
-        .env("TG", binary())
-        .env("SIM", built("firmware-sim"))
-        .env("TRACKGATE_CONFIG", &server.config)
-        .env("URL", format!("https://localhost:{}", server.https.port()))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "the example failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = run_example(
+        "events",
+        &server,
+        &[("SIM", built("firmware-sim").to_string_lossy().into_owned())],
     );
     let mut lines = stdout.lines().filter(|l| l.starts_with('{'));
     assert_eq!(lines.next(), Some(r#"{"ok":true}"#), "{stdout}");
@@ -110,21 +107,10 @@ async fn the_webhook_example_makes_a_rule_and_shows_its_secret_once() {
     let dir = tempfile::tempdir().unwrap();
     // The example's receiver is on the internet; here it is on this machine.
     let server = Server::start_in(dir.path(), "alerts.allow_private_destinations = true").unwrap();
-    let out = Command::new("bash")
-        .arg("-c")
-        .arg(example("webhook"))
-        .current_dir(dir.path())
-        .env("TG", binary())
-        .env("TRACKGATE_CONFIG", &server.config)
-        .env("URL", format!("https://localhost:{}", server.https.port()))
-        .env("HOOK", "https://localhost:9/trackgate")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "the example failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = run_example(
+        "webhook",
+        &server,
+        &[("HOOK", "https://localhost:9/trackgate".to_owned())],
     );
     let rule: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     assert_eq!(rule["id"], "dispatch");
@@ -136,21 +122,7 @@ async fn the_webhook_example_makes_a_rule_and_shows_its_secret_once() {
 async fn the_sharing_example_makes_a_link_whose_token_opens_the_shipment() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start_in(dir.path(), "").unwrap();
-    let out = Command::new("bash")
-        .arg("-c")
-        .arg(example("sharing"))
-        .current_dir(dir.path())
-        .env("TG", binary())
-        .env("TRACKGATE_CONFIG", &server.config)
-        .env("URL", format!("https://localhost:{}", server.https.port()))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "the example failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = run_example("sharing", &server, &[]);
     let made: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     let token = made["token"].as_str().unwrap();
     assert!(

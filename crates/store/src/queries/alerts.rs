@@ -129,18 +129,8 @@ impl Handle {
     /// Remove rule `id` of `org` and its deliveries, with the audit row.
     pub(crate) async fn remove_alert_rule(&self, org: &str, id: &str, audit: &AuditEntry) -> Result<(), StoreError> {
         let mut tx = self.pool.begin_with(super::BEGIN_WRITE).await?;
-        let removed = sqlx::query("DELETE FROM alert_rules WHERE org_id = $1 AND id = $2")
-            .bind(org)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        if removed == 0 {
-            return Err(StoreError::NotFound {
-                kind: "alert rule",
-                id: format!("{org}/{id}"),
-            });
-        }
+        let sql = "DELETE FROM alert_rules WHERE org_id = $1 AND id = $2";
+        Self::delete_one(&mut tx, sql, org, id, "alert rule").await?;
         sqlx::query("DELETE FROM alert_outbox WHERE org_id = $1 AND rule_id = $2")
             .bind(org)
             .bind(id)

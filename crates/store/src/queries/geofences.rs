@@ -52,18 +52,8 @@ impl Handle {
     /// Remove geofence `id` of `org`, with its audit row.
     pub(crate) async fn remove_geofence(&self, org: &str, id: &str, audit: &AuditEntry) -> Result<(), StoreError> {
         let mut tx = self.pool.begin_with(super::BEGIN_WRITE).await?;
-        let removed = sqlx::query("DELETE FROM geofences WHERE org_id = $1 AND id = $2")
-            .bind(org)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        if removed == 0 {
-            return Err(StoreError::NotFound {
-                kind: "geofence",
-                id: format!("{org}/{id}"),
-            });
-        }
+        let sql = "DELETE FROM geofences WHERE org_id = $1 AND id = $2";
+        Self::delete_one(&mut tx, sql, org, id, "geofence").await?;
         super::audit::append_audit(&mut tx, &self.master, audit).await?;
         tx.commit().await?;
         Ok(())

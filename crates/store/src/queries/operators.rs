@@ -265,6 +265,30 @@ impl Handle {
         }
     }
 
+    /// Delete `kind` `id` of `org` with `sql` (`$1` the organization, `$2` the id); not found if
+    /// there was none.
+    pub(super) async fn delete_one(
+        conn: &mut Conn,
+        sql: &str,
+        org: &str,
+        id: &str,
+        kind: &'static str,
+    ) -> Result<(), StoreError> {
+        let removed = sqlx::query(sql)
+            .bind(org)
+            .bind(id)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+        if removed == 0 {
+            return Err(StoreError::NotFound {
+                kind,
+                id: format!("{org}/{id}"),
+            });
+        }
+        Ok(())
+    }
+
     pub(super) async fn require_org(conn: &mut Conn, org: &str) -> Result<(), StoreError> {
         Self::require(
             conn,
