@@ -1115,25 +1115,31 @@ async fn a_share_link_shows_one_shipment_live_until_it_is_revoked_or_expires() {
     assert_eq!(e["page"], json!([]));
     assert_eq!(e["external"], json!([]));
 
-    // Expired: a two-second link answers like a missing one once its time is up.
+    // Expired: a five-second link shows the shipment, then, once its time is up, nothing, and
+    // answers like a missing one.
     let (_, short) = s
         .api(
             &c,
             reqwest::Method::POST,
             "/v1/devices/a-ham/shares",
             &clerk,
-            Some(json!({"expires_in_secs": 2})),
+            Some(json!({"expires_in_secs": 5})),
         )
         .await;
     let short = short["token"].as_str().unwrap().to_owned();
-    let r = c
-        .get(s.url("/v1/shared"))
-        .header("x-tg-share", &short)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    b.call(
+        "launch",
+        json!({"viewport": {"width": 1000, "height": 700}, "tiles": "serve", "dir": artefacts("map")}),
+    );
+    b.call("goto", json!({"url": s.url(&format!("/share#{short}"))}));
+    b.call("wait_text", json!({"selector": "#live", "contains": "live"}));
+    assert_eq!(share_attr(&mut b, "points"), json!((TRACK + 1).to_string()));
+    b.call(
+        "wait_text",
+        json!({"selector": "#share-status", "contains": "expired or was revoked"}),
+    );
+    assert_eq!(share_attr(&mut b, "state"), json!("gone"));
+    assert_eq!(b.call("markers", Value::Null), json!([]));
     let r = c
         .get(s.url("/v1/shared"))
         .header("x-tg-share", &short)
