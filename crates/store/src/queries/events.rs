@@ -36,11 +36,12 @@ const RECORDS_SQL: &str = "SELECT seq, ts, lat, lon, bat, tmp, received_ms FROM 
      WHERE device_id = $1 AND seq >= $2 AND seq <= $3 AND ts >= $4 AND ts < $6 AND (ts > $4 OR seq > $5) \
      ORDER BY ts, seq LIMIT $7";
 
-/// A job's session lock that makes one node do it (PostgreSQL), on a connection of its own;
-/// SQLite's one process needs none.
+/// A job's session lock that makes one node do it (PostgreSQL), on a connection of its own
+/// outside the pool (a lock held for hours must not take a connection from the writer); SQLite's
+/// one process needs none.
 #[derive(Debug)]
 pub(crate) struct JobLockConn {
-    conn: Option<sqlx::pool::PoolConnection<Db>>,
+    conn: Option<<Db as sqlx::Database>::Connection>,
     job: i32,
 }
 
@@ -83,25 +84,30 @@ impl Handle {
         let Some((take, _)) = super::SESSION_JOB_LOCK else {
             return Ok(Some(JobLockConn { conn: None, job }));
         };
-        let mut conn = self.pool.acquire().await?;
-        let got: bool = sqlx::query_scalar(take).bind(job).fetch_one(&mut *conn).await?;
-        Ok(got.then_some(JobLockConn { conn: Some(conn), job }))
+        use sqlx::Connection as _;
+        let mut conn = <Db as sqlx::Database>::Connection::connect_with(&self.pool.connect_options()).await?;
+        let got: bool = sqlx::query_scalar(take).bind(job).fetch_one(&mut conn).await?;
+        if !got {
+            let _ = conn.close().await;
+            return Ok(None);
+        }
+        Ok(Some(JobLockConn { conn: Some(conn), job }))
     }
 
     /// Is the lock still held? A lock whose connection failed went with it.
     pub(crate) async fn job_lock_held(lock: &mut JobLockConn) -> bool {
         match &mut lock.conn {
             None => true,
-            Some(conn) => sqlx::query("SELECT 1").execute(&mut **conn).await.is_ok(),
+            Some(conn) => sqlx::query("SELECT 1").execute(&mut *conn).await.is_ok(),
         }
     }
 
-    /// Give the lock back (on shutdown).
+    /// Give the lock back (on shutdown): closing its connection ends the session and its locks.
     pub(crate) async fn release_job_lock(lock: JobLockConn) {
-        if let (Some(mut conn), Some((_, release))) = (lock.conn, super::SESSION_JOB_LOCK)
-            && sqlx::query(release).bind(lock.job).execute(&mut *conn).await.is_err()
-        {
-            conn.close_on_drop();
+        use sqlx::Connection as _;
+        if let (Some(mut conn), Some((_, release))) = (lock.conn, super::SESSION_JOB_LOCK) {
+            let _ = sqlx::query(release).bind(lock.job).execute(&mut conn).await;
+            let _ = conn.close().await;
         }
     }
 
