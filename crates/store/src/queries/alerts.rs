@@ -121,8 +121,7 @@ impl Handle {
         .execute(&mut *tx)
         .await
         .map_err(|e| super::operators::unique_or(e, "alert rule", &rule.id))?;
-        super::audit::append_audit(&mut tx, &self.master, audit).await?;
-        tx.commit().await?;
+        super::operators::commit_audited(tx, &self.master, audit).await?;
         Ok(secret)
     }
 
@@ -136,8 +135,7 @@ impl Handle {
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        super::audit::append_audit(&mut tx, &self.master, audit).await?;
-        tx.commit().await?;
+        super::operators::commit_audited(tx, &self.master, audit).await?;
         Ok(())
     }
 

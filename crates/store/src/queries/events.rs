@@ -371,8 +371,7 @@ impl Handle {
             .execute(&mut *tx)
             .await?;
         }
-        super::audit::append_audit(&mut tx, &self.master, audit).await?;
-        tx.commit().await?;
+        super::operators::commit_audited(tx, &self.master, audit).await?;
         Ok(())
     }
 

@@ -38,8 +38,7 @@ impl Handle {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        super::audit::append_audit(&mut tx, &self.master, audit).await?;
-        tx.commit().await?;
+        super::operators::commit_audited(tx, &self.master, audit).await?;
         Ok(Geofence {
             org_id: org.to_owned(),
             id: id.to_owned(),
@@ -54,8 +53,7 @@ impl Handle {
         let mut tx = self.pool.begin_with(super::BEGIN_WRITE).await?;
         let sql = "DELETE FROM geofences WHERE org_id = $1 AND id = $2";
         Self::delete_one(&mut tx, sql, org, id, "geofence").await?;
-        super::audit::append_audit(&mut tx, &self.master, audit).await?;
-        tx.commit().await?;
+        super::operators::commit_audited(tx, &self.master, audit).await?;
         Ok(())
     }
 

@@ -32,7 +32,7 @@ pub(super) fn unique_or(e: sqlx::Error, kind: &'static str, id: &str) -> StoreEr
 }
 
 /// Append the change's audit row and commit both together.
-async fn commit_audited(
+pub(super) async fn commit_audited(
     mut tx: sqlx::Transaction<'_, Db>,
     master: &crate::MasterKey,
     audit: &AuditEntry,

@@ -62,8 +62,7 @@ impl Handle {
             target: Some(format!("{} link {id}", new.device_id)),
             ..audit.clone()
         };
-        super::audit::append_audit(&mut tx, &self.master, &audit).await?;
-        tx.commit().await?;
+        super::operators::commit_audited(tx, &self.master, &audit).await?;
         Ok(ShareLink {
             id,
             org_id: org.to_owned(),
@@ -102,8 +101,7 @@ impl Handle {
                 id: format!("{device}/{id}"),
             });
         }
-        super::audit::append_audit(&mut tx, &self.master, audit).await?;
-        tx.commit().await?;
+        super::operators::commit_audited(tx, &self.master, audit).await?;
         Ok(())
     }
 
